@@ -1,0 +1,131 @@
+"""Composition of the application: the kernel plus every module of the catalog."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Router
+from litestar.config.response_cache import ResponseCacheConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+
+from app import db, redisdb
+from app.docs import OfflineDocsPlugin
+from app.errors import exception_handlers
+from app.kernel_api import KernelController, build_module_list
+from app.observe import ObserveMiddleware
+from app.settings import Settings, load_settings
+from modules import Module
+from modules import catalog as module_catalog
+
+log = logging.getLogger("ihanoi.app")
+
+KERNEL_MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION = "0.1.0"
+
+
+def migration_sources(modules: Sequence[Module]) -> list[tuple[str, Path | None]]:
+    """The kernel first, then each module in catalog order (a module may build on the kernel)."""
+    return [("app", KERNEL_MIGRATIONS), *((m.name, m.migrations) for m in modules)]
+
+
+def resolve_modules(settings: Settings, modules: Sequence[Module] | None = None) -> list[Module]:
+    loaded = module_catalog.load() if modules is None else list(modules)
+    return module_catalog.arrange(loaded, settings.modules)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    modules: Sequence[Module] | None = None,
+    pool: Any = None,
+    redis: redisdb.Redis | None = None,
+) -> Litestar:
+    """Build the app. `pool` and `redis` may be given (tests share theirs); else the lifespan owns them."""
+    settings = settings or load_settings()
+    modules = resolve_modules(settings, modules)
+    disabled = set(settings.modules_disabled)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        own_pool = own_redis = False
+        state = app.state
+        try:
+            if state.get("pool") is None:
+                if not settings.database_url:
+                    raise RuntimeError("DATABASE_URL is not set (use `ihanoi dev` for the embedded default)")
+                state.pool = await db.create_pool(
+                    settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max,
+                    timeout=settings.db_timeout,
+                )
+                own_pool = True
+            if state.get("redis") is None:
+                if not settings.redis_url:
+                    raise RuntimeError("REDIS_URL is not set (use `ihanoi dev` for the embedded default)")
+                state.redis = redisdb.connect(settings.redis_url, prefix=settings.redis_prefix,
+                                              cluster=settings.redis_cluster)
+                own_redis = True
+            log.info("started", extra={"modules": [m.name for m in modules], "env": settings.env})
+            yield
+        finally:
+            if own_redis:
+                await state.redis.close()
+                state.redis = None
+            if own_pool:
+                await state.pool.close()
+                state.pool = None
+            log.info("stopped")
+
+    module_routers = [
+        Router(path="/", route_handlers=list(m.routers), tags=[m.name])
+        for m in modules
+        if m.name not in disabled
+    ]
+    app = Litestar(
+        route_handlers=[KernelController, *module_routers],
+        lifespan=[lifespan],
+        dependencies={
+            "conn": Provide(db.provide_connection),
+            "tx": Provide(db.provide_transaction),
+        },
+        exception_handlers=exception_handlers,
+        openapi_config=OpenAPIConfig(
+            title="iHaNoi API",
+            version=VERSION,
+            description="Công dân Thủ đô số: one national-ID login for feedback, transit, health, parking "
+            "and notifications.",
+            path="/schema",
+            render_plugins=[OfflineDocsPlugin()],
+        ),
+        response_cache_config=ResponseCacheConfig(default_expiration=None),
+        state=None,
+        debug=False,
+        logging_config=None,
+    )
+    app.state.settings = settings
+    app.state.pool = pool
+    app.state.redis = redis
+    app.state.modules = modules
+    app.state.migration_sources = migration_sources(modules)
+    app.state.migrations_applied = False
+    app.state.module_list = build_module_list(modules, disabled)
+    # Outermost layer, around routing too, so 404/405 answers are logged, counted and carry an id.
+    app.asgi_handler = ObserveMiddleware(
+        app.asgi_handler,
+        pool_getter=lambda: app.state.get("pool"),
+        quiet_paths=frozenset({"/healthz", "/readyz", "/metrics"}),
+    )
+    return app
+
+
+def create_app_from_env() -> Litestar:
+    """Factory for `uvicorn --factory` worker processes: settings from the environment only."""
+    from app.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,256 @@
+"""The `ihanoi` command: dev, serve, migrate, worker, seed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import asyncpg
+import click
+import msgspec
+
+from app import migrate as migrations
+from app.logs import configure_logging
+from app.settings import Settings, SettingsError, load_settings
+
+
+def _echo(message: str) -> None:
+    click.echo(message)
+    sys.stdout.flush()
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _services(settings: Settings) -> Iterator[Settings]:
+    """Start the embedded PostgreSQL/Redis for whatever URL is missing, and stop them afterwards."""
+    if not settings.embedded:
+        yield settings
+        return
+    if settings.env == "prod":
+        raise click.UsageError("IHANOI_ENV=prod needs DATABASE_URL and REDIS_URL; embedded servers are for dev")
+    from app.embedded import EmbeddedServices
+
+    started = time.monotonic()
+    services = EmbeddedServices(
+        settings.data_path, postgres=not settings.database_url, redis=not settings.redis_url
+    )
+    database_url, redis_url = services.start()
+    try:
+        what = [n for n, u in (("PostgreSQL", database_url), ("Redis", redis_url)) if u]
+        _echo(f"embedded {' and '.join(what)} ready under {settings.data_path} "
+              f"in {time.monotonic() - started:.1f}s")
+        yield msgspec.structs.replace(
+            settings,
+            database_url=settings.database_url or database_url,
+            redis_url=settings.redis_url or redis_url,
+        )
+    finally:
+        services.stop()
+        _echo("embedded services stopped")
+
+
+async def _migrate(settings: Settings) -> int:
+    from app.asgi import migration_sources, resolve_modules
+
+    modules = resolve_modules(settings)
+    conn = await asyncpg.connect(settings.database_url, timeout=settings.db_timeout)
+    try:
+        def progress(migration: migrations.Migration, total: int) -> None:
+            _echo(f"  applied {migration.label}")
+
+        done = await migrations.migrate(conn, migration_sources(modules), progress=progress)
+    finally:
+        await conn.close()
+    _echo(f"migrations: {len(done)} applied, database is up to date")
+    return len(done)
+
+
+async def _seed(settings: Settings) -> dict[str, int]:
+    from app.asgi import resolve_modules
+    from app.db import create_pool
+
+    modules = [m for m in resolve_modules(settings) if m.seed is not None]
+    if not modules:
+        _echo("seed: no module has demo data yet")
+        return {}
+    totals: dict[str, int] = {}
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2, timeout=settings.db_timeout)
+    try:
+        for module in modules:
+            async with pool.acquire() as conn:
+                created = await module.seed(conn, lambda line, m=module: _echo(f"  {m.name}: {line}"))
+            for what, count in created.items():
+                totals[f"{module.name}.{what}"] = count
+                _echo(f"seed: {module.name} {what}: {count}")
+    finally:
+        await pool.close()
+    return totals
+
+
+def _fail(exc: Exception) -> None:
+    _echo(f"error: {exc}")
+    raise SystemExit(1)
+
+
+@click.group()
+@click.option("--data-dir", envvar="IHANOI_DATA_DIR", default=None, help="Folder of the embedded services.")
+@click.pass_context
+def main(ctx: click.Context, data_dir: str | None) -> None:
+    """iHaNoi backend: the city super-app API."""
+    ctx.obj = {"data_dir": data_dir}
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--seed/--no-seed", default=True, help="Load demo data before serving.")
+@click.pass_context
+def dev(ctx: click.Context, host: str | None, port: int | None, seed: bool) -> None:
+    """Run locally: embedded PostgreSQL and Redis unless URLs are set, migrate, seed, serve."""
+    import uvicorn
+
+    from app.asgi import create_app
+
+    settings = _settings(host=host, port=port, data_dir=ctx.obj["data_dir"])
+    configure_logging(settings.log_level)
+    stop_requested = False
+
+    def request_stop(signum, frame):  # uvicorn re-raises the signal after its own shutdown
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    began = time.monotonic()
+    with _services(settings) as settings:
+        try:
+            asyncio.run(_migrate(settings))
+            if seed:
+                asyncio.run(_seed(settings))
+        except (migrations.MigrationError, OSError, asyncpg.PostgresError) as exc:
+            _fail(exc)
+        if stop_requested:
+            return
+        app = create_app(settings)
+        server = uvicorn.Server(uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+            timeout_graceful_shutdown=int(settings.shutdown_timeout), lifespan="on",
+        ))
+
+        async def serve() -> None:
+            async def announce() -> None:
+                while not server.started:
+                    if server.should_exit:
+                        return
+                    await asyncio.sleep(0.05)
+                base = f"http://{settings.host}:{settings.port}"
+                _echo(f"iHaNoi API ready in {time.monotonic() - began:.1f}s")
+                _echo(f"  API        {base}/v1/modules")
+                _echo(f"  docs       {base}/schema")
+                _echo(f"  readiness  {base}/readyz")
+                _echo(f"  metrics    {base}/metrics")
+                _echo("  stop with Ctrl-C")
+
+            announcer = asyncio.create_task(announce())
+            await server.serve()
+            announcer.cancel()
+
+        asyncio.run(serve())
+        if not server.started:
+            _fail(RuntimeError(f"could not serve on {settings.host}:{settings.port} (see the log above)"))
+
+
+@main.command()
+@click.option("--host", default=None)
+@click.option("--port", type=int, default=None)
+@click.option("--workers", type=int, default=None, help="API processes (default IHANOI_WORKERS or 1).")
+@click.option("--migrate/--no-migrate", default=True, help="Apply pending migrations before serving.")
+@click.pass_context
+def serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None, migrate: bool) -> None:
+    """Production: needs DATABASE_URL and REDIS_URL; runs N API processes."""
+    import uvicorn
+
+    settings = _settings(host=host, port=port, workers=workers, data_dir=ctx.obj["data_dir"])
+    if settings.embedded:
+        raise click.UsageError("`ihanoi serve` needs DATABASE_URL and REDIS_URL; `ihanoi dev` runs embedded ones")
+    configure_logging(settings.log_level)
+    if migrate:
+        try:
+            asyncio.run(_migrate(settings))
+        except (migrations.MigrationError, OSError, asyncpg.PostgresError) as exc:
+            _fail(exc)
+    # The environment is what worker processes read their settings from.
+    os.environ.update({k: str(v) for k, v in {
+        "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
+        "IHANOI_HOST": settings.host, "IHANOI_PORT": settings.port,
+    }.items()})
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # /metrics must add up every process, whichever one answers the scrape.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ihanoi-metrics-")
+    _echo(f"serving on http://{settings.host}:{settings.port} with {settings.workers} process(es)")
+    uvicorn.run(
+        "app.asgi:create_app_from_env", factory=True, host=settings.host, port=settings.port,
+        workers=settings.workers, log_config=None, access_log=False, lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_timeout),
+    )
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Apply pending migrations (safe to run from several processes at once)."""
+    settings = _settings(data_dir=ctx.obj["data_dir"])
+    configure_logging(settings.log_level)
+    with _services(settings) as settings:
+        try:
+            asyncio.run(_migrate(settings))
+        except (migrations.MigrationError, OSError, asyncpg.PostgresError) as exc:
+            _fail(exc)
+
+
+@main.command()
+@click.pass_context
+def seed(ctx: click.Context) -> None:
+    """Load demo data (idempotent)."""
+    settings = _settings(data_dir=ctx.obj["data_dir"])
+    configure_logging(settings.log_level)
+    with _services(settings) as settings:
+        asyncio.run(_migrate(settings))
+        asyncio.run(_seed(settings))
+
+
+@main.command()
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    """Run the background jobs of all modules until SIGTERM."""
+    from app.asgi import resolve_modules
+    from app.worker import Worker, install_signal_handlers
+
+    settings = _settings(data_dir=ctx.obj["data_dir"])
+    configure_logging(settings.log_level)
+    with _services(settings) as settings:
+        job_runner = Worker(settings, resolve_modules(settings))
+        _echo(f"worker: {len(job_runner.jobs)} job(s): {', '.join(j.name for j in job_runner.jobs) or 'none yet'}")
+
+        async def run() -> None:
+            install_signal_handlers(job_runner)
+            await job_runner.run()
+
+        asyncio.run(run())
+        _echo(f"worker stopped; runs: {job_runner.runs}")
+
+
+if __name__ == "__main__":
+    main()

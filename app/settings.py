@@ -1,0 +1,98 @@
+"""Settings read once from the environment into a msgspec Struct.
+
+Every variable here is listed in the README's configuration table; `ENV_VARS` is the single source
+of that table (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+Environment = Literal["dev", "test", "prod"]
+
+# name of the variable -> (field, description)
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "IHANOI_ENV": ("env", "`dev`, `test` or `prod`; `prod` refuses to start embedded services"),
+    "DATABASE_URL": ("database_url", "PostgreSQL URL; unset = embedded PostgreSQL under the data folder"),
+    "REDIS_URL": ("redis_url", "Redis URL; unset = embedded Redis under the data folder"),
+    "IHANOI_REDIS_CLUSTER": ("redis_cluster", "`true` when `REDIS_URL` points at a Redis Cluster"),
+    "IHANOI_REDIS_PREFIX": ("redis_prefix", "prefix of every Redis key this deployment writes"),
+    "IHANOI_DATA_DIR": ("data_dir", "folder of the embedded PostgreSQL and Redis (default `./.ihanoi`)"),
+    "IHANOI_HOST": ("host", "address the HTTP server binds (default `127.0.0.1`)"),
+    "IHANOI_PORT": ("port", "port the HTTP server binds (default `8000`)"),
+    "IHANOI_WORKERS": ("workers", "API processes started by `ihanoi serve` (default 1)"),
+    "IHANOI_DB_POOL_MIN": ("db_pool_min", "smallest asyncpg pool per process"),
+    "IHANOI_DB_POOL_MAX": ("db_pool_max", "largest asyncpg pool per process"),
+    "IHANOI_DB_TIMEOUT": ("db_timeout", "seconds to wait for a pooled connection or a health query"),
+    "IHANOI_LOG_LEVEL": ("log_level", "`DEBUG`, `INFO`, `WARNING` or `ERROR`"),
+    "IHANOI_MODULES": ("modules", "comma-separated module names in home-screen order (default: catalog order)"),
+    "IHANOI_MODULES_DISABLED": ("modules_disabled", "comma-separated modules shown as disabled, routes off"),
+    "IHANOI_SHUTDOWN_TIMEOUT": ("shutdown_timeout", "seconds to finish in-flight requests after SIGTERM"),
+    "IHANOI_PUBLIC_URL": ("public_url", "external base URL printed by `ihanoi dev` and used in links"),
+    "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", "set with several workers so /metrics adds up all processes"),
+}
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    env: Environment = "dev"
+    database_url: str | None = None
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    redis_prefix: str = "ihanoi:"
+    data_dir: str = ".ihanoi"
+    host: str = "127.0.0.1"
+    port: int = msgspec.field(default=8000)
+    workers: int = 1
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_timeout: float = 5.0
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    modules: tuple[str, ...] = ()
+    modules_disabled: tuple[str, ...] = ()
+    shutdown_timeout: float = 10.0
+    public_url: str | None = None
+    metrics_dir: str | None = None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def embedded(self) -> bool:
+        """True when at least one of PostgreSQL and Redis must be started by us."""
+        return not (self.database_url and self.redis_url)
+
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+_LIST_FIELDS = {"modules", "modules_disabled"}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+    """Build settings from the environment; a bad value stops start-up with the variable's name."""
+    environ = dict(os.environ if environ is None else environ)
+    raw: dict[str, object] = {}
+    for var, (field, _) in ENV_VARS.items():
+        value = environ.get(var)
+        if value is None or value == "":
+            continue
+        if field in _LIST_FIELDS:
+            raw[field] = tuple(part.strip() for part in value.split(",") if part.strip())
+        else:
+            raw[field] = value
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        field = str(exc).rsplit("`$.", 1)[-1].rstrip("`")
+        var = next((v for v, (f, _) in ENV_VARS.items() if f == field), field)
+        raise SettingsError(f"invalid configuration {var}: {exc}") from None
