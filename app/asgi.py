@@ -34,7 +34,10 @@ def migration_sources(modules: Sequence[Module]) -> list[tuple[str, Path | None]
 
 
 def resolve_modules(settings: Settings, modules: Sequence[Module] | None = None) -> list[Module]:
-    loaded = module_catalog.load() if modules is None else list(modules)
+    if modules is None:
+        loaded = module_catalog.load((*module_catalog.CATALOG, *settings.extra_modules))
+    else:
+        loaded = list(modules)
     return module_catalog.arrange(loaded, settings.modules)
 
 

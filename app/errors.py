@@ -212,7 +212,7 @@ def handle_exception(request: Request, exc: Exception) -> Response[bytes]:
             slug = "unauthorized"
         detail = exc.detail if exc.detail and exc.detail != _default_phrase(exc.status_code) else None
         errors = None
-        if exc.status_code == 400 and detail and "malformed" in detail.lower():
+        if exc.status_code == 400 and _caused_by(exc, msgspec.DecodeError):
             errors = [FieldError(field="$", message=detail, source="body")]
             slug = "validation-error"
         return problem_response(
@@ -229,6 +229,15 @@ def handle_exception(request: Request, exc: Exception) -> Response[bytes]:
         return problem_response(request, "service-unavailable", headers={"Retry-After": "5"})
     log.exception("unhandled error", extra={"error": type(exc).__name__})
     return problem_response(request, "internal-error", status=HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen = exc.__cause__ or exc.__context__
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _default_phrase(status: int) -> str:

@@ -30,6 +30,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "IHANOI_DB_TIMEOUT": ("db_timeout", "seconds to wait for a pooled connection or a health query"),
     "IHANOI_LOG_LEVEL": ("log_level", "`DEBUG`, `INFO`, `WARNING` or `ERROR`"),
     "IHANOI_MODULES": ("modules", "comma-separated module names in home-screen order (default: catalog order)"),
+    "IHANOI_EXTRA_MODULES": ("extra_modules", "comma-separated `package:attribute` modules loaded after the catalog"),
     "IHANOI_MODULES_DISABLED": ("modules_disabled", "comma-separated modules shown as disabled, routes off"),
     "IHANOI_SHUTDOWN_TIMEOUT": ("shutdown_timeout", "seconds to finish in-flight requests after SIGTERM"),
     "IHANOI_PUBLIC_URL": ("public_url", "external base URL printed by `ihanoi dev` and used in links"),
@@ -53,6 +54,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     modules: tuple[str, ...] = ()
     modules_disabled: tuple[str, ...] = ()
+    extra_modules: tuple[str, ...] = ()
     shutdown_timeout: float = 10.0
     public_url: str | None = None
     metrics_dir: str | None = None
@@ -70,7 +72,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return self.public_url or f"http://{self.host}:{self.port}"
 
 
-_LIST_FIELDS = {"modules", "modules_disabled"}
+_LIST_FIELDS = {"modules", "modules_disabled", "extra_modules"}
 
 
 class SettingsError(ValueError):

@@ -1,0 +1,293 @@
+"""Test fixtures: real PostgreSQL and Redis, one fresh database per run, one transaction per test.
+
+`TEST_DATABASE_URL` / `TEST_REDIS_URL` choose the servers; without them the embedded ones are started
+once for the run (under .ihanoi/test) and stopped at its end. Each run creates its own database on
+that server, applies the real migrations once, and drops it at the end. Each test then runs inside a
+transaction rolled back at its end and writes Redis keys under its own prefix, deleted at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+
+from app import db, migrate, redisdb
+from app.asgi import create_app, migration_sources
+from app.settings import load_settings
+from tests.fixture_module import module as fixture_module
+from tests.fixture_module import second as second_module
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_MODULES = [fixture_module, second_module]
+EXTRA_MODULES = "tests.fixture_module:module,tests.fixture_module:second"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def server_urls() -> Iterator[tuple[str, str]]:
+    database_url = os.environ.get("TEST_DATABASE_URL")
+    redis_url = os.environ.get("TEST_REDIS_URL")
+    if database_url and redis_url:
+        yield database_url, redis_url
+        return
+    from app.embedded import EmbeddedServices
+
+    services = EmbeddedServices(ROOT / ".ihanoi" / "test", postgres=not database_url, redis=not redis_url)
+    embedded_db, embedded_redis = services.start()
+    try:
+        yield database_url or embedded_db, redis_url or embedded_redis
+    finally:
+        services.stop()
+
+
+class FreshDatabases:
+    """Creates throw-away databases on the test server, dropped when the run ends."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.created: list[str] = []
+
+    async def create(self, label: str = "t") -> str:
+        name = f"ihanoi_{label}_{uuid.uuid4().hex[:10]}"
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        self.created.append(name)
+        return with_database(self.admin_url, name)
+
+    async def drop_all(self) -> None:
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            for name in self.created:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def databases(server_urls) -> AsyncIterator[FreshDatabases]:
+    fresh = FreshDatabases(server_urls[0])
+    yield fresh
+    await fresh.drop_all()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def database_url(databases) -> str:
+    """This run's database, migrated once by the real runner (kernel and test modules)."""
+    url = await databases.create("run")
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate.migrate(conn, migration_sources(TEST_MODULES))
+    finally:
+        await conn.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url(server_urls) -> str:
+    return server_urls[1]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def pool(database_url) -> AsyncIterator[asyncpg.Pool]:
+    pool = await db.create_pool(database_url, min_size=1, max_size=8, timeout=5)
+    yield pool
+    await pool.close()
+
+
+class TransactionPool:
+    """The app's pool during a test: the test's one real connection, inside its open transaction.
+
+    Each acquisition is a savepoint, so a request that fails leaves the test's transaction usable,
+    exactly as its own transaction would have been rolled back in production.
+    """
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.lock = asyncio.Lock()
+        self.in_use = 0
+
+    @asynccontextmanager
+    async def acquire(self, *, timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+        async with self.lock:
+            self.in_use = 1
+            try:
+                async with self.conn.transaction():
+                    yield self.conn
+            finally:
+                self.in_use = 0
+
+    def get_size(self) -> int:
+        return 1
+
+    def get_idle_size(self) -> int:
+        return 1 - self.in_use
+
+
+@pytest_asyncio.fixture
+async def conn(pool) -> AsyncIterator[asyncpg.Connection]:
+    async with pool.acquire() as connection:
+        transaction = connection.transaction()
+        await transaction.start()
+        try:
+            yield connection
+        finally:
+            await transaction.rollback()
+
+
+@pytest_asyncio.fixture
+async def redis(redis_url) -> AsyncIterator[redisdb.Redis]:
+    client = redisdb.connect(redis_url, prefix=f"test:{uuid.uuid4().hex[:12]}:")
+    yield client
+    await client.delete_prefixed()
+    await client.close()
+
+
+@pytest.fixture
+def settings(database_url, redis_url):
+    return load_settings(
+        {"IHANOI_ENV": "test", "DATABASE_URL": database_url, "REDIS_URL": redis_url, "IHANOI_LOG_LEVEL": "WARNING"}
+    )
+
+
+@asynccontextmanager
+async def running(app) -> AsyncIterator[None]:
+    """Run the app's lifespan in a task of its own.
+
+    pytest-asyncio sets a fixture up and tears it down in different tasks, and the lifespan's anyio
+    cancel scope must be entered and left in one task.
+    """
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(hold())
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        waiter.cancel()
+        task.result()  # raises the start-up error
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+@pytest.fixture
+def make_client(conn, redis, settings):
+    """Build an app on the test's transaction and Redis prefix, and a client driving it in this loop."""
+
+    @asynccontextmanager
+    async def make(app_settings=None, modules=TEST_MODULES, **kwargs) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(app_settings or settings, modules=modules, pool=TransactionPool(conn),
+                         redis=kwargs.pop("redis", redis), **kwargs)
+        async with running(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://ihanoi.test") as client:
+                client.app = app
+                yield client
+
+    return make
+
+
+@pytest_asyncio.fixture
+async def client(make_client) -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client() as c:
+        yield c
+
+
+# ---- real processes -------------------------------------------------------------------------------
+
+IHANOI = [sys.executable, "-m", "app.cli"]
+
+
+def process_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IHANOI_", "TEST_"))}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    env["PYTHONPATH"] = str(ROOT)
+    env["IHANOI_ENV"] = "test"
+    env.update(values)
+    return env
+
+
+def wait_ready(base_url: str, proc: subprocess.Popen, timeout: float = 60.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(base_url + "/readyz", timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{base_url} not ready in {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> float:
+    """SIGTERM, wait; returns how long it took. Kills (and fails the caller's check) if it hangs."""
+    started = time.monotonic()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return time.monotonic() - started
+
+
+@pytest.fixture
+def start_server(database_url, redis_url, tmp_path):
+    """Start real `ihanoi serve` processes on free ports; all are stopped after the test."""
+    procs: list[subprocess.Popen] = []
+
+    def start(*args: str, **env: str) -> tuple[str, subprocess.Popen]:
+        port = free_port()
+        values = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "IHANOI_EXTRA_MODULES": EXTRA_MODULES,
+                  "IHANOI_LOG_LEVEL": "INFO"}
+        values.update(env)
+        log = open(tmp_path / f"server-{port}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen([*IHANOI, "serve", "--port", str(port), *args], cwd=ROOT,
+                                env=process_env(**values), stdout=log, stderr=subprocess.STDOUT)
+        proc.log_path = tmp_path / f"server-{port}.log"
+        procs.append(proc)
+        base_url = f"http://127.0.0.1:{port}"
+        wait_ready(base_url, proc)
+        return base_url, proc
+
+    yield start
+    for proc in procs:
+        stop_process(proc)

@@ -1,0 +1,1 @@
+ALTER TABLE fixture_item ADD COLUMN created_at timestamptz NOT NULL DEFAULT now();
