@@ -36,6 +36,7 @@ class Worker:
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self.stopping = asyncio.Event()
         self.runs: dict[str, int] = {job.name: 0 for job in self.jobs}
+        self.leases: dict[str, str] = {}  # Redis key -> our token, for the leases we hold
 
     def stop(self) -> None:
         self.stopping.set()
@@ -47,18 +48,21 @@ class Worker:
         token = f"{self.identity}:{time.monotonic_ns()}"
         if not await self.redis.client.set(key, token, nx=True, px=lease_ms):
             return False
+        # Kept until the period ends so no other worker runs it again at once; handed back on stop.
+        self.leases[key] = token
         try:
             await job.run(ctx)
-            self.runs[job.name] += 1
+            self.runs[job.name] = self.runs.get(job.name, 0) + 1
             return True
         except Exception:
             log.exception("job failed", extra={"job": job.name})
             return False
-        finally:
-            # Keep the lease until the period ends so a second worker does not run it again at once;
-            # release early only when stopping, so a restarted worker can pick it up.
-            if self.stopping.is_set():
-                await self.redis.client.eval(_RELEASE, 1, key, token)
+
+    async def release_leases(self) -> None:
+        """Hand back the leases we hold, so a restarted worker need not wait out the period."""
+        for key, token in self.leases.items():
+            await self.redis.client.eval(_RELEASE, 1, key, token)
+        self.leases.clear()
 
     async def _loop(self, job: Job, ctx: JobContext) -> None:
         while not self.stopping.is_set():
@@ -86,6 +90,7 @@ class Worker:
             else:
                 await self.stopping.wait()
         finally:
+            await self.release_leases()
             if own_redis:
                 await self.redis.close()
             if own_pool:

@@ -491,7 +491,7 @@ def print_endpoint(path: str, rounds: dict[str, list[Measurement]]) -> None:
     if ours.rps and bare.rps:
         # With the server process saturated, 1/throughput is roughly its time per request.
         extra_us = (1 / ours.rps - 1 / bare.rps) * 1e6
-        print(f"  ≈ {extra_us:.0f} µs more server time per request than bare Litestar")
+        print(f"  server time per request (1/req/s), ihanoi minus bare: {extra_us:+.0f} µs")
     if len(rounds["ihanoi"]) > 1:  # how much the ratio moves from one round to the next
         spread = " ".join(_ratio(o.rps, b.rps) for o, b in zip(rounds["ihanoi"], rounds["bare litestar"], strict=True))
         print(f"  req/s ratio per round: {spread}")

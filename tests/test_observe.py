@@ -1,0 +1,106 @@
+"""Structured logs with personal data redacted, and Prometheus metrics by route template."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+
+from app.logs import JsonFormatter, configure_logging, redact
+
+
+def capture_logs():
+    stream = io.StringIO()
+    configure_logging("INFO", stream=stream)
+    return stream
+
+
+def lines(stream) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def test_personal_data_is_redacted_in_messages():
+    text = redact("resident 001099012345 phone 0912345678 mail an.nguyen@example.vn token Bearer abc.def")
+    assert "001099012345" not in text and "0912345678" not in text and "an.nguyen@example.vn" not in text
+    assert "abc.def" not in text
+    assert "[personal-id]" in text and "[phone]" in text and "[email]" in text
+
+
+def test_sensitive_fields_never_reach_the_log():
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("ihanoi.test.redaction")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info(
+            "login for %s", "079203001234",
+            extra={"personal_id": "079203001234", "diagnosis": "J45 hen phế quản", "ward": "Phường Hàng Trống",
+                   "nested": {"id_token": "eyJhbGciOi.eyJzdWIi.sig"}, "count": 3},
+        )
+    finally:
+        logger.removeHandler(handler)
+    entry = json.loads(stream.getvalue())
+    raw = stream.getvalue()
+    assert "079203001234" not in raw and "J45" not in raw and "eyJhbGciOi" not in raw
+    assert entry["msg"] == "login for [personal-id]"
+    assert entry["personal_id"] == "[redacted]" and entry["diagnosis"] == "[redacted]"
+    assert entry["nested"] == {"id_token": "[redacted]"}
+    assert entry["ward"] == "Phường Hàng Trống" and entry["count"] == 3
+
+
+async def test_access_log_line_has_request_id_and_route_not_raw_path(client):
+    stream = capture_logs()
+    try:
+        response = await client.get("/v1/fixture/items/001099012345", headers={"X-Request-ID": "req-1"})
+        boom = await client.get("/v1/fixture/boom")
+    finally:
+        logging.getLogger().handlers[:] = []
+    assert response.status_code == 404 and boom.status_code == 500
+    entries = lines(stream)
+    access = [e for e in entries if e["logger"] == "ihanoi.access"]
+    first = access[0]
+    assert first["request_id"] == "req-1"
+    assert first["route"] == "/v1/fixture/items/{item_id}"
+    assert first["status"] == 404 and first["method"] == "GET" and first["ms"] >= 0
+    errors = [e for e in entries if e["logger"] == "ihanoi.errors"]
+    assert errors and errors[0]["request_id"] == boom.headers["x-request-id"]
+    assert "RuntimeError" in errors[0]["exc"]
+    assert "001099012345" not in stream.getvalue()  # neither the path nor the exception text leaks it
+
+
+async def test_metrics_count_by_route_and_status(client):
+    def count(text: str, route: str, status: str) -> float:
+        pattern = rf'http_requests_total\{{method="GET",route="{re.escape(route)}",status="{status}"\}} (\S+)'
+        found = re.search(pattern, text)
+        return float(found.group(1)) if found else 0.0
+
+    before = (await client.get("/metrics")).text
+    for item_id in (1, 2, 3):
+        await client.get(f"/v1/fixture/items/{item_id}")
+    await client.get("/nowhere")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    after = response.text
+    route = "/v1/fixture/items/{item_id}"
+    assert count(after, route, "404") - count(before, route, "404") == 3
+    assert count(after, "unmatched", "404") - count(before, "unmatched", "404") == 1
+    assert f'http_request_duration_seconds_bucket{{le="0.005",method="GET",route="{route}"}}' in after
+    assert re.search(r"^db_pool_connections_in_use \S+$", after, re.M)
+
+
+async def test_openapi_document_and_docs_page(client):
+    spec = await client.get("/schema/openapi.json")
+    assert spec.status_code == 200
+    document = spec.json()
+    assert document["openapi"].startswith("3.1")
+    assert {"/healthz", "/readyz", "/v1/modules", "/v1/fixture/items"} <= set(document["paths"])
+    page = await client.get("/schema")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/schema/openapi.json" in page.text
+    assert "http://" not in page.text.split("<script", 1)[0]  # no CDN: the page works offline
+    assert "cdn" not in page.text.lower()
