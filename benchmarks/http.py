@@ -1,6 +1,6 @@
 """HTTP throughput and latency of the real server, against a bare Litestar app measured the same way.
 
-    .venv/bin/python benchmarks/http.py [--duration 5] [--connections 64] [--loadgen auto|wrk|python]
+    .venv/bin/python benchmarks/http.py [--duration 5] [--rounds 1] [--connections 64] [--loadgen auto|wrk|python]
 
 Starts `ihanoi serve --workers 1` (PostgreSQL and Redis from BENCH_DATABASE_URL / BENCH_REDIS_URL, else
 DATABASE_URL / REDIS_URL, else the local defaults below, else embedded ones under .ihanoi/bench), then a
@@ -441,16 +441,23 @@ def wrk_load(wrk: str, port: int, path: str, connections: int, warmup: float, du
     url = f"http://{HOST}:{port}{path}"
     base = [wrk, "-t1", f"-c{connections}", "--timeout", "5s"]
     warm_secs, secs = max(1, round(warmup)), max(1, round(duration))
-    try:
-        if warmup > 0:
-            subprocess.run([*base, f"-d{warm_secs}s", url], capture_output=True, timeout=warm_secs + 30, check=False)
-        run = subprocess.run([*base, "--latency", f"-d{secs}s", url], capture_output=True, text=True,
-                             timeout=secs + 30, check=False)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk on {path} did not finish in time") from None
-    if run.returncode != 0:
-        raise BenchError(f"wrk failed ({run.returncode}): {run.stderr or run.stdout}")
-    return parse_wrk(run.stdout, secs)
+
+    def wrk_run(seconds: int) -> Measurement:
+        try:
+            done = subprocess.run([*base, "--latency", f"-d{seconds}s", url], capture_output=True, text=True,
+                                  timeout=seconds + 30, check=False)
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"wrk on {path} did not finish in time") from None
+        if done.returncode != 0:
+            raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+        return parse_wrk(done.stdout, seconds)
+
+    warm = wrk_run(warm_secs) if warmup > 0 else None
+    measured = wrk_run(secs)
+    if warm is not None:  # errors count over the whole run, as with the built-in client
+        measured.non_200 += warm.non_200
+        measured.socket_errors += warm.socket_errors
+    return measured
 
 
 # --------------------------------------------------------------------------------------------------
