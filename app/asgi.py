@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -16,8 +17,8 @@ from litestar.openapi import OpenAPIConfig
 from app import db, redisdb
 from app.docs import OfflineDocsPlugin
 from app.errors import exception_handlers
-from app.kernel_api import KernelController, build_module_list
-from app.observe import ObserveMiddleware
+from app.kernel_api import KernelController, module_list_handler
+from app.observe import ObserveMiddleware, sample_pool_gauges
 from app.settings import Settings, load_settings
 from modules import Module
 from modules import catalog as module_catalog
@@ -73,7 +74,11 @@ def create_app(
                                               cluster=settings.redis_cluster)
                 own_redis = True
             log.info("started", extra={"modules": [m.name for m in modules], "env": settings.env})
-            yield
+            sampler = asyncio.create_task(sample_pool_gauges(lambda: state.get("pool")))
+            try:
+                yield
+            finally:
+                sampler.cancel()
         finally:
             if own_redis:
                 await state.redis.close()
@@ -89,7 +94,7 @@ def create_app(
         if m.name not in disabled
     ]
     app = Litestar(
-        route_handlers=[KernelController, *module_routers],
+        route_handlers=[KernelController, module_list_handler(modules, disabled), *module_routers],
         lifespan=[lifespan],
         dependencies={
             "conn": Provide(db.provide_connection),
@@ -115,11 +120,9 @@ def create_app(
     app.state.modules = modules
     app.state.migration_sources = migration_sources(modules)
     app.state.migrations_applied = False
-    app.state.module_list = build_module_list(modules, disabled)
     # Outermost layer, around routing too, so 404/405 answers are logged, counted and carry an id.
     app.asgi_handler = ObserveMiddleware(
         app.asgi_handler,
-        pool_getter=lambda: app.state.get("pool"),
         quiet_paths=frozenset({"/healthz", "/readyz", "/metrics"}),
     )
     return app

@@ -7,8 +7,8 @@ import logging
 from typing import Literal
 
 import msgspec
-from litestar import Controller, Response, get
-from litestar.datastructures import State
+from litestar import Controller, MediaType, Response, get
+from litestar.datastructures import CacheControlHeader, State
 from litestar.openapi.datastructures import ResponseSpec
 
 from app import migrate
@@ -96,16 +96,24 @@ class KernelController(Controller):
             headers={"Cache-Control": "no-store"},
         )
 
-    @get("/v1/modules", operation_id="ListModules", summary="Modules for the app's home screen, in order")
-    async def list_modules(self, state: State) -> Response[ModuleList]:
-        return Response(state.module_list, headers={"Cache-Control": "public, max-age=60"})
-
     @get("/metrics", operation_id="Metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics(self, state: State) -> Response[bytes]:
         update_pool_gauges(state.pool)
         body, content_type = render_metrics()
         # Litestar adds the charset itself
         return Response(body, media_type=content_type.replace("; charset=utf-8", ""))
+
+
+def module_list_handler(modules, disabled):
+    """GET /v1/modules with its body encoded once: the list only changes with a deployment."""
+    body = msgspec.json.encode(build_module_list(modules, disabled))
+
+    @get("/v1/modules", operation_id="ListModules", summary="Modules for the app's home screen, in order",
+         tags=["Kernel"], cache_control=CacheControlHeader(max_age=60, public=True))
+    async def list_modules() -> Response[ModuleList]:
+        return Response(body, media_type=MediaType.JSON)
+
+    return list_modules
 
 
 def build_module_list(modules, disabled) -> ModuleList:
