@@ -17,6 +17,10 @@ from litestar.openapi import OpenAPIConfig
 from app import db, redisdb
 from app.docs import OfflineDocsPlugin
 from app.errors import exception_handlers
+from app.identity import api as identity_api
+from app.identity import stand_in
+from app.identity.guards import AuthMiddleware
+from app.identity.runtime import identity_runtime
 from app.kernel_api import KernelController, module_list_handler
 from app.observe import ObserveMiddleware, sample_pool_gauges
 from app.settings import Settings, load_settings
@@ -48,6 +52,7 @@ def create_app(
     modules: Sequence[Module] | None = None,
     pool: Any = None,
     redis: redisdb.Redis | None = None,
+    idp_transport: Any = None,
 ) -> Litestar:
     """Build the app. `pool` and `redis` may be given (tests share theirs); else the lifespan owns them."""
     settings = settings or load_settings()
@@ -76,7 +81,8 @@ def create_app(
             log.info("started", extra={"modules": [m.name for m in modules], "env": settings.env})
             sampler = asyncio.create_task(sample_pool_gauges(lambda: state.get("pool")))
             try:
-                yield
+                async with identity_runtime(state, settings, transport=idp_transport):
+                    yield
             finally:
                 sampler.cancel()
         finally:
@@ -94,11 +100,16 @@ def create_app(
         if m.name not in disabled
     ]
     app = Litestar(
-        route_handlers=[KernelController, module_list_handler(modules, disabled), *module_routers],
+        route_handlers=[
+            KernelController, module_list_handler(modules, disabled), *identity_api.route_handlers,
+            *([stand_in.router] if settings.stand_in_enabled else []), *module_routers,
+        ],
+        middleware=[AuthMiddleware],
         lifespan=[lifespan],
         dependencies={
             "conn": Provide(db.provide_connection),
             "tx": Provide(db.provide_transaction),
+            **identity_api.dependencies,
         },
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(

@@ -30,6 +30,7 @@ PROBLEMS: dict[str, tuple[int, str, str]] = {
     "bad-request": (400, "Yêu cầu không hợp lệ", "Bad request"),
     "validation-error": (400, "Dữ liệu gửi lên không hợp lệ", "The request data is not valid"),
     "unauthorized": (401, "Cần đăng nhập", "Authentication required"),
+    "login-refused": (401, "Đăng nhập không thành công", "Sign-in refused"),
     "forbidden": (403, "Không có quyền thực hiện", "Not allowed"),
     "step-up-required": (403, "Cần xác thực mức cao hơn", "A higher identity level is required"),
     "not-found": (404, "Không tìm thấy", "Not found"),

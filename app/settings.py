@@ -34,6 +34,19 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "IHANOI_MODULES_DISABLED": ("modules_disabled", "comma-separated modules shown as disabled, routes off"),
     "IHANOI_SHUTDOWN_TIMEOUT": ("shutdown_timeout", "seconds to finish in-flight requests after SIGTERM"),
     "IHANOI_PUBLIC_URL": ("public_url", "external base URL printed by `ihanoi dev` and used in links"),
+    "IHANOI_MASTER_KEY": ("master_key", "32 random bytes, base64: encrypts personal IDs, signing keys (prod: required)"),
+    "IHANOI_OIDC_ISSUER": ("oidc_issuer", "VNeID issuer URL (dev/test default: the local stand-in, `/stand-in/vneid`)"),
+    "IHANOI_OIDC_CLIENT_ID": ("oidc_client_id", "this backend's client id at the identity provider"),
+    "IHANOI_OIDC_CLIENT_SECRET": ("oidc_client_secret", "this backend's client secret at the identity provider"),
+    "IHANOI_OIDC_REDIRECT_URI": ("oidc_redirect_uri", "redirect URI registered at the provider (default: our callback)"),
+    "IHANOI_ACCESS_TOKEN_TTL": ("access_token_ttl", "seconds an access token lives (default 600)"),
+    "IHANOI_REFRESH_TOKEN_TTL": ("refresh_token_ttl", "seconds a refresh token lives unused (default 30 days)"),
+    "IHANOI_REFRESH_GRACE": ("refresh_grace", "seconds a just-spent refresh token may be retried (default 10)"),
+    "IHANOI_CLIENT_TOKEN_TTL": ("client_token_ttl", "seconds a machine client's access token lives (default 300)"),
+    "IHANOI_RATE_LOGIN": ("rate_login", "login attempts per client address, `COUNT/SECONDS` (default 30/60)"),
+    "IHANOI_RATE_REFRESH": ("rate_refresh", "refreshes per client address, `COUNT/SECONDS` (default 60/60)"),
+    "IHANOI_RATE_CLIENT_TOKEN": ("rate_client_token", "client-token requests per client, `COUNT/SECONDS` (default 30/60)"),
+    "IHANOI_UNITS_FILE": ("units_file", "CSV of organisational units replacing the shipped directory"),
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", "set with several workers so /metrics adds up all processes"),
 }
 
@@ -58,6 +71,19 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     shutdown_timeout: float = 10.0
     public_url: str | None = None
     metrics_dir: str | None = None
+    master_key: str | None = None
+    oidc_issuer: str | None = None
+    oidc_client_id: str = "ihanoi-backend"
+    oidc_client_secret: str = "dev-only-secret"
+    oidc_redirect_uri: str | None = None
+    access_token_ttl: int = 600
+    refresh_token_ttl: int = 30 * 24 * 3600
+    refresh_grace: int = 10
+    client_token_ttl: int = 300
+    rate_login: str = "30/60"
+    rate_refresh: str = "60/60"
+    rate_client_token: str = "30/60"
+    units_file: str | None = None
 
     @property
     def data_path(self) -> Path:
@@ -69,7 +95,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return not (self.database_url and self.redis_url)
 
     def base_url(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def stand_in_enabled(self) -> bool:
+        """The local VNeID stand-in exists only in dev and test."""
+        return self.env in ("dev", "test")
+
+    def identity_issuer(self) -> str:
+        return (self.oidc_issuer or self.base_url() + "/stand-in/vneid").rstrip("/")
 
 
 _LIST_FIELDS = {"modules", "modules_disabled", "extra_modules"}

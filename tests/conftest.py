@@ -9,6 +9,7 @@ transaction rolled back at its end and writes Redis keys under its own prefix, d
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import socket
@@ -35,6 +36,8 @@ from tests.fixture_module import second as second_module
 ROOT = Path(__file__).resolve().parent.parent
 TEST_MODULES = [fixture_module, second_module]
 EXTRA_MODULES = "tests.fixture_module:module,tests.fixture_module:second"
+# One master key for every process of this run: they share the database, so they must share its keys.
+MASTER_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
 def free_port() -> int:
@@ -173,7 +176,8 @@ async def redis(redis_url) -> AsyncIterator[redisdb.Redis]:
 @pytest.fixture
 def settings(database_url, redis_url):
     return load_settings(
-        {"IHANOI_ENV": "test", "DATABASE_URL": database_url, "REDIS_URL": redis_url, "IHANOI_LOG_LEVEL": "WARNING"}
+        {"IHANOI_ENV": "test", "DATABASE_URL": database_url, "REDIS_URL": redis_url, "IHANOI_LOG_LEVEL": "WARNING",
+         "IHANOI_MASTER_KEY": MASTER_KEY, "IHANOI_PUBLIC_URL": "http://ihanoi.test"}
     )
 
 
@@ -238,6 +242,7 @@ def process_env(**values: str) -> dict[str, str]:
     env.pop("REDIS_URL", None)
     env["PYTHONPATH"] = str(ROOT)
     env["IHANOI_ENV"] = "test"
+    env["IHANOI_MASTER_KEY"] = MASTER_KEY
     env.update(values)
     return env
 

@@ -33,12 +33,12 @@ async def test_two_migrate_processes_at_once(databases, redis_url):
     outputs = [proc.communicate(timeout=60) for proc in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], outputs
     stdout = [out for out, _ in outputs]
-    # one process applied both files while the other waited on the lock and found nothing to do
+    # one process applied every file while the other waited on the lock and found nothing to do
     assert sorted(s.splitlines()[-1] for s in stdout) == [
         "migrations: 0 applied, database is up to date",
-        "migrations: 2 applied, database is up to date",
+        "migrations: 3 applied, database is up to date",
     ]
-    assert await recorded(url) == [("fixture", 1), ("fixture", 2)]
+    assert await recorded(url) == [("app", 1), ("fixture", 1), ("fixture", 2)]
     conn = await asyncpg.connect(url)
     try:
         columns = await conn.fetch(
@@ -62,7 +62,7 @@ async def test_lock_makes_a_second_runner_wait(databases):
         assert await holder.fetchval("SELECT to_regclass('fixture_item')") is None
         await holder.execute("SELECT pg_advisory_unlock($1)", migrate.ADVISORY_LOCK_KEY)
         done = await asyncio.wait_for(task, 30)
-        assert [m.label for m in done] == ["fixture/001_create_fixture_item.sql",
+        assert [m.label for m in done] == ["app/001_identity.sql", "fixture/001_create_fixture_item.sql",
                                            "fixture/002_fixture_item_created_at.sql"]
     finally:
         await holder.close()
@@ -75,7 +75,8 @@ async def test_tampered_applied_migration_stops_the_cli(databases, redis_url):
     assert proc.wait(60) == 0
     conn = await asyncpg.connect(url)
     try:  # as if 001 had been edited after it ran
-        await conn.execute("UPDATE schema_migration SET checksum = repeat('0', 64) WHERE version = 1")
+        await conn.execute(
+            "UPDATE schema_migration SET checksum = repeat('0', 64) WHERE module = 'fixture' AND version = 1")
     finally:
         await conn.close()
     proc = run_migrate(url, redis_url)

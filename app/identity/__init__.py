@@ -1,0 +1,1 @@
+"""Identity: VNeID-style OpenID Connect login, the backend's own tokens, sessions, roles and clients."""

@@ -1,0 +1,90 @@
+"""Authentication of every request and the guards that routes declare.
+
+`AuthMiddleware` turns a bearer token into a `Principal` on `request.user` (or None without a
+token; a bad token is a 401). Guards then say what a route needs: any signed-in caller, a resident,
+a role (optionally for the unit named in the path), an identity level with a maximum auth age.
+Ownership of a particular object is the service's job, checked in SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from app.errors import Forbidden, NotAuthenticated
+from app.identity import service
+from app.identity.models import Principal
+from app.identity.tokens import verify_access_token
+
+Guard = Callable[[ASGIConnection, BaseRouteHandler], Any]
+
+
+class AuthMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        scope["user"] = None
+        scope["auth"] = None
+        if scope["type"] in ("http", "websocket"):
+            for name, value in scope.get("headers", ()):
+                if name == b"authorization":
+                    kind, _, token = value.decode("latin-1").partition(" ")
+                    if kind.lower() != "bearer" or not token:
+                        raise NotAuthenticated("use an Authorization: Bearer token")
+                    state = scope["litestar_app"].state
+                    rt = state.identity
+                    scope["user"] = await verify_access_token(
+                        token.strip(), keys=rt.keys, pool=state.pool, issuer=rt.token_issuer, revoked=rt.revoked
+                    )
+                    break
+        await self.app(scope, receive, send)
+
+
+def principal_of(connection: ASGIConnection) -> Principal:
+    principal = connection.scope.get("user")
+    if principal is None:
+        raise NotAuthenticated("sign in first", headers={"WWW-Authenticate": 'Bearer realm="ihanoi"'})
+    return principal
+
+
+def authenticated(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    principal_of(connection)
+
+
+def resident(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    if principal_of(connection).kind != "resident":
+        raise Forbidden("this is for residents")
+
+
+def role(name: str, *, unit_param: str | None = None) -> Guard:
+    """The caller holds `name`; with `unit_param`, for the unit in that path parameter (or a parent)."""
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        principal = principal_of(connection)
+        if unit_param is None:
+            if not principal.has_role(name):
+                raise Forbidden(f"this needs the {name} role")
+            return
+        unit = connection.path_params.get(unit_param, "")
+        if not service.covers_unit(connection.app.state.identity, principal, name, unit):
+            raise Forbidden(f"this needs the {name} role for {unit}")
+
+    return guard
+
+
+def level(required: int = 2, *, max_auth_age: int | None = None) -> Guard:
+    """Step-up: identity level `required`, signed in at most `max_auth_age` seconds ago."""
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        service.require_level(principal_of(connection), required, max_auth_age)
+
+    return guard
+
+
+def provide_principal(request: Request) -> Principal:
+    return principal_of(request)

@@ -1,0 +1,62 @@
+"""Builds identity's per-process runtime inside the app's lifespan, with its background refreshers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from app.identity.crypto import Vault, load_master_key
+from app.identity.oidc import OIDCProvider
+from app.identity.service import IdentityRuntime
+from app.identity.tokens import RELOAD_EVERY, RevokedSessions, TokenKeys, ensure_key
+from app.identity.units import load_units
+
+log = logging.getLogger("ihanoi.identity")
+
+
+async def _reload_keys(keys: TokenKeys, pool) -> None:
+    while True:
+        await asyncio.sleep(RELOAD_EVERY)
+        try:
+            await keys.load(pool)
+        except Exception as exc:  # the database may be away for a moment: keep the keys we have
+            log.warning("signing keys reload failed", extra={"error": type(exc).__name__})
+
+
+@contextlib.asynccontextmanager
+async def identity_runtime(state, settings, *, transport: httpx.AsyncBaseTransport | None = None
+                           ) -> AsyncIterator[IdentityRuntime]:
+    vault = Vault(load_master_key(settings.master_key, env=settings.env, data_dir=settings.data_path))
+    units = load_units(Path(settings.units_file) if settings.units_file else None)
+    keys = TokenKeys(vault)
+    try:
+        async with state.pool.acquire() as conn:
+            await ensure_key(conn, vault)
+        await keys.load(state.pool)
+    except asyncpg.UndefinedTableError:
+        log.warning("identity tables missing: run `ihanoi migrate`; tokens cannot be issued until then")
+    revoked = RevokedSessions(state.redis, keep_for=max(settings.access_token_ttl, settings.client_token_ttl) + 60)
+    with contextlib.suppress(Exception):
+        await revoked.sync()
+    async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
+        provider = OIDCProvider(issuer=settings.identity_issuer(), client_id=settings.oidc_client_id,
+                                client_secret=settings.oidc_client_secret, http=http)
+        runtime = IdentityRuntime(
+            settings=settings, vault=vault, keys=keys, revoked=revoked, provider=provider, units=units,
+            provider_issuer=settings.identity_issuer(), settings_client_id=settings.oidc_client_id,
+            settings_client_secret=settings.oidc_client_secret,
+        )
+        state.identity = runtime
+        tasks = [asyncio.create_task(revoked.run()), asyncio.create_task(_reload_keys(keys, state.pool))]
+        try:
+            yield runtime
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

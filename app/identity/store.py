@@ -1,0 +1,179 @@
+"""Every identity query, plain SQL through asyncpg."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+# ---- residents ----------------------------------------------------------------------------------
+
+
+async def find_resident_by_hash(conn: asyncpg.Connection, personal_id_hash: bytes) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM resident WHERE personal_id_hash = $1", personal_id_hash)
+
+
+async def get_resident(conn: asyncpg.Connection, resident_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM resident WHERE id = $1", resident_id)
+
+
+async def insert_bare_resident(conn: asyncpg.Connection, *, personal_id_hash: bytes,
+                               personal_id_enc: bytes) -> asyncpg.Record:
+    """A resident known only by number (a role granted before the first login)."""
+    return await conn.fetchrow(
+        "INSERT INTO resident (id, personal_id_hash, personal_id_enc) VALUES ($1, $2, $3) "
+        "ON CONFLICT (personal_id_hash) DO UPDATE SET updated_at = resident.updated_at RETURNING *",
+        uuid.uuid4(), personal_id_hash, personal_id_enc,
+    )
+
+
+async def upsert_resident_from_login(conn: asyncpg.Connection, *, personal_id_hash: bytes, personal_id_enc: bytes,
+                                     idp_subject: str, full_name: str, birth_date, sex: str, identity_level: int,
+                                     auth_time) -> asyncpg.Record:
+    return await conn.fetchrow(
+        """
+        INSERT INTO resident (id, personal_id_hash, personal_id_enc, idp_subject, full_name, birth_date, sex,
+                              identity_level, auth_time)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        ON CONFLICT (personal_id_hash) DO UPDATE SET
+            idp_subject = EXCLUDED.idp_subject, full_name = EXCLUDED.full_name, birth_date = EXCLUDED.birth_date,
+            sex = EXCLUDED.sex, identity_level = EXCLUDED.identity_level, auth_time = EXCLUDED.auth_time,
+            updated_at = now()
+        RETURNING *
+        """,
+        uuid.uuid4(), personal_id_hash, personal_id_enc, idp_subject, full_name, birth_date, sex,
+        identity_level, auth_time,
+    )
+
+
+# ---- sessions and refresh tokens ---------------------------------------------------------------------
+
+
+async def insert_session(conn: asyncpg.Connection, *, resident_id: uuid.UUID, device_name: str, platform: str,
+                         identity_level: int, auth_time) -> uuid.UUID:
+    session_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO session (id, resident_id, device_name, platform, identity_level, auth_time) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        session_id, resident_id, device_name, platform, identity_level, auth_time,
+    )
+    return session_id
+
+
+async def insert_refresh_token(conn: asyncpg.Connection, *, token_hash: bytes, session_id: uuid.UUID,
+                               ttl_seconds: int) -> None:
+    await conn.execute(
+        "INSERT INTO refresh_token (token_hash, session_id, expires_at) "
+        "VALUES ($1, $2, now() + make_interval(secs => $3))",
+        token_hash, session_id, ttl_seconds,
+    )
+
+
+async def lock_refresh_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
+    """The token with its session, locked: two concurrent uses of one token are decided one at a time."""
+    return await conn.fetchrow(
+        """
+        SELECT t.token_hash, t.session_id, t.spent_at, t.replaced_by, t.expires_at < now() AS expired,
+               extract(epoch FROM now() - t.spent_at) AS spent_seconds_ago,
+               s.resident_id, s.revoked_at, s.identity_level, s.auth_time
+        FROM refresh_token t JOIN session s ON s.id = t.session_id
+        WHERE t.token_hash = $1
+        FOR UPDATE OF t, s
+        """,
+        token_hash,
+    )
+
+
+async def spend_refresh_token(conn: asyncpg.Connection, token_hash: bytes, replaced_by: bytes) -> None:
+    await conn.execute(
+        "UPDATE refresh_token SET spent_at = now(), replaced_by = $2 WHERE token_hash = $1", token_hash, replaced_by
+    )
+
+
+async def touch_session(conn: asyncpg.Connection, session_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE session SET last_used_at = now() WHERE id = $1", session_id)
+
+
+async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID, reason: str,
+                         resident_id: uuid.UUID | None = None) -> bool:
+    """Revoke a live session (of this resident when given); False if there was none."""
+    row = await conn.fetchrow(
+        "UPDATE session SET revoked_at = now(), revoked_reason = $2 "
+        "WHERE id = $1 AND revoked_at IS NULL AND ($3::uuid IS NULL OR resident_id = $3) RETURNING id",
+        session_id, reason, resident_id,
+    )
+    return row is not None
+
+
+async def live_sessions(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, device_name, platform, identity_level, created_at, last_used_at FROM session "
+        "WHERE resident_id = $1 AND revoked_at IS NULL ORDER BY last_used_at DESC",
+        resident_id,
+    )
+
+
+async def session_is_live(conn: asyncpg.Connection, session_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval("SELECT revoked_at IS NULL FROM session WHERE id = $1", session_id))
+
+
+# ---- roles ------------------------------------------------------------------------------------------
+
+
+async def active_roles(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT role, scope FROM role_grant WHERE resident_id = $1 AND revoked_at IS NULL ORDER BY role, scope",
+        resident_id,
+    )
+
+
+async def find_active_grant(conn: asyncpg.Connection, resident_id: uuid.UUID, role: str,
+                            scope: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM role_grant WHERE resident_id = $1 AND role = $2 AND scope = $3 AND revoked_at IS NULL",
+        resident_id, role, scope,
+    )
+
+
+async def insert_grant(conn: asyncpg.Connection, *, resident_id: uuid.UUID, role: str, scope: str,
+                       actor: str) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "INSERT INTO role_grant (resident_id, role, scope, granted_by) VALUES ($1, $2, $3, $4) RETURNING *",
+        resident_id, role, scope, actor,
+    )
+
+
+async def revoke_grant(conn: asyncpg.Connection, grant_id: int, actor: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "UPDATE role_grant SET revoked_at = now(), revoked_by = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING *",
+        grant_id, actor,
+    )
+
+
+async def list_grants(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM role_grant WHERE resident_id = $1 ORDER BY id", resident_id)
+
+
+async def insert_role_audit(conn: asyncpg.Connection, *, actor: str, action: str, grant: Any,
+                            request_id: str | None) -> None:
+    await conn.execute(
+        "INSERT INTO role_audit (actor, action, resident_id, role, scope, grant_id, request_id) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        actor, action, grant["resident_id"], grant["role"], grant["scope"], grant["id"], request_id,
+    )
+
+
+# ---- machine clients --------------------------------------------------------------------------------
+
+
+async def insert_client(conn: asyncpg.Connection, *, client_id: str, name: str, roles: list[str], scope: str,
+                        public_jwk: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO machine_client (id, name, roles, scope, public_jwk) VALUES ($1, $2, $3, $4, $5)",
+        client_id, name, roles, scope, public_jwk,
+    )
+
+
+async def get_client(conn: asyncpg.Connection, client_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM machine_client WHERE id = $1 AND disabled_at IS NULL", client_id)

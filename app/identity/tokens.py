@@ -1,0 +1,235 @@
+"""The backend's own access tokens: ES256 JWTs with a `kid`, keys in PostgreSQL, revocation in Redis.
+
+Signing keys live in `signing_key`, their private halves encrypted by the vault. Every process keeps
+them in memory, reloads them every few seconds and at once (rate-limited) on a `kid` it does not
+know, so `ihanoi keys rotate` on one machine reaches all. The newest unretired key signs; every
+unretired key verifies and is published at /.well-known/jwks.json so validators can check offline.
+
+Revoked sessions are kept in one Redis sorted set (member: session id, score: revocation time). Each
+process polls it four times a second into a local set, so a revoked session is refused everywhere
+within a second without a Redis round trip on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
+
+from app.errors import NotAuthenticated
+from app.identity.crypto import Vault
+from app.identity.models import Principal
+
+log = logging.getLogger("ihanoi.identity.tokens")
+
+AUDIENCE = "ihanoi-api"
+ALGORITHM = "ES256"
+LEEWAY = 30
+RELOAD_EVERY = 5.0
+UNKNOWN_KID_RELOAD_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    private: ec.EllipticCurvePrivateKey
+    public: ec.EllipticCurvePublicKey
+    public_jwk: dict[str, Any]
+
+
+def _new_key() -> tuple[str, bytes, dict[str, Any], ec.EllipticCurvePrivateKey]:
+    private = ec.generate_private_key(ec.SECP256R1())
+    kid = time.strftime("%Y%m%d") + "-" + secrets.token_hex(4)
+    jwk = json.loads(ECAlgorithm.to_jwk(private.public_key()))
+    jwk.update({"kid": kid, "alg": ALGORITHM, "use": "sig"})
+    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return kid, pem, jwk, private
+
+
+async def create_key(conn, vault: Vault) -> str:
+    kid, pem, jwk, _ = _new_key()
+    await conn.execute(
+        "INSERT INTO signing_key (kid, alg, private_enc, public_jwk) VALUES ($1, $2, $3, $4)",
+        kid, ALGORITHM, vault.encrypt(pem, context=b"signing_key:" + kid.encode()), jwk,
+    )
+    return kid
+
+
+async def ensure_key(conn, vault: Vault) -> None:
+    """First start: create a signing key unless one exists (under a lock: several processes start)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('ihanoi.signing_key'))")
+        exists = await conn.fetchval("SELECT 1 FROM signing_key WHERE retire_after IS NULL OR retire_after > now()")
+        if not exists:
+            await create_key(conn, vault)
+
+
+async def rotate_keys(conn, vault: Vault, *, keep_old_for: float) -> tuple[str, list[str]]:
+    """Add a key that signs from now on; older keys verify for `keep_old_for` seconds more, then retire."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('ihanoi.signing_key'))")
+        retiring = await conn.fetch(
+            "UPDATE signing_key SET retire_after = now() + make_interval(secs => $1) "
+            "WHERE retire_after IS NULL RETURNING kid", keep_old_for,
+        )
+        kid = await create_key(conn, vault)
+    return kid, [r["kid"] for r in retiring]
+
+
+class TokenKeys:
+    """This process's copy of the signing keys."""
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self.keys: dict[str, SigningKey] = {}
+        self.signer: SigningKey | None = None
+        self.loaded_at = 0.0
+        self.last_unknown_reload = 0.0
+
+    async def load(self, pool) -> None:
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT kid, private_enc, public_jwk FROM signing_key "
+                "WHERE retire_after IS NULL OR retire_after > now() ORDER BY created_at"
+            )
+        keys: dict[str, SigningKey] = {}
+        for row in rows:
+            known = self.keys.get(row["kid"])
+            if known is None:
+                try:
+                    pem = self.vault.decrypt(row["private_enc"], context=b"signing_key:" + row["kid"].encode())
+                except InvalidTag:
+                    raise RuntimeError(
+                        f"signing key {row['kid']} cannot be decrypted with this IHANOI_MASTER_KEY: "
+                        "every process of a deployment must use the same master key"
+                    ) from None
+                private = serialization.load_pem_private_key(pem, password=None)
+                known = SigningKey(row["kid"], private, private.public_key(), row["public_jwk"])
+            keys[row["kid"]] = known
+        self.keys = keys
+        self.signer = keys[rows[-1]["kid"]] if rows else None
+        self.loaded_at = time.monotonic()
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [k.public_jwk for k in self.keys.values()]}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        if self.signer is None:
+            raise RuntimeError("no signing key loaded")
+        return jwt.encode(claims, self.signer.private, algorithm=ALGORITHM, headers={"kid": self.signer.kid})
+
+    def key_for(self, kid: str | None) -> SigningKey | None:
+        return self.keys.get(kid or "")
+
+    async def key_for_or_reload(self, kid: str | None, pool) -> SigningKey | None:
+        key = self.key_for(kid)
+        now = time.monotonic()
+        if key is None and kid and now - self.last_unknown_reload > UNKNOWN_KID_RELOAD_INTERVAL:
+            self.last_unknown_reload = now
+            await self.load(pool)
+            key = self.key_for(kid)
+        return key
+
+
+def issue_access_token(keys: TokenKeys, *, issuer: str, sub: str, ttl: int, **claims: Any) -> tuple[str, str, int]:
+    now = int(time.time())
+    jti = uuid.uuid4().hex
+    body = {"iss": issuer, "aud": AUDIENCE, "sub": sub, "iat": now, "nbf": now, "exp": now + ttl, "jti": jti}
+    body.update(claims)
+    return keys.sign(body), jti, now + ttl
+
+
+class RevokedSessions:
+    """Revoked session ids, shared through Redis and mirrored in every process."""
+
+    POLL_EVERY = 0.25
+
+    def __init__(self, redis, *, keep_for: int) -> None:
+        self.redis = redis
+        self.keep_for = keep_for  # the longest access-token lifetime: after it the token is dead anyway
+        self.local: dict[str, float] = {}
+        self.seen_until = 0.0
+        self.synced_at = 0.0
+
+    @property
+    def key(self) -> str:
+        return self.redis.key("revoked-sessions")
+
+    async def revoke(self, session_id: str) -> None:
+        now = time.time()
+        await self.redis.client.zadd(self.key, {session_id: now})
+        self.local[session_id] = now
+
+    async def sync(self) -> None:
+        now = time.time()
+        await self.redis.client.zremrangebyscore(self.key, "-inf", now - self.keep_for)
+        rows = await self.redis.client.zrangebyscore(self.key, self.seen_until - 2, "+inf", withscores=True)
+        for member, score in rows:
+            self.local[member.decode() if isinstance(member, bytes) else member] = score
+            self.seen_until = max(self.seen_until, score)
+        for sid in [s for s, at in self.local.items() if at < now - self.keep_for]:
+            del self.local[sid]
+        self.synced_at = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.sync()
+            except Exception as exc:  # Redis away: keep the last known set and try again
+                log.warning("revocation sync failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(self.POLL_EVERY)
+
+    def is_revoked(self, session_id: str | None) -> bool:
+        return session_id is not None and session_id in self.local
+
+
+async def verify_access_token(token: str, *, keys: TokenKeys, pool, issuer: str,
+                              revoked: RevokedSessions) -> Principal:
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise NotAuthenticated("the access token is malformed", headers=_challenge("invalid_token")) from None
+    if header.get("alg") != ALGORITHM:
+        raise NotAuthenticated("the access token's algorithm is not accepted", headers=_challenge("invalid_token"))
+    key = await keys.key_for_or_reload(header.get("kid"), pool)
+    if key is None:
+        raise NotAuthenticated("the access token was signed by an unknown key", headers=_challenge("invalid_token"))
+    try:
+        claims = jwt.decode(
+            token, key.public, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=issuer, leeway=LEEWAY,
+            options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise NotAuthenticated("the access token has expired", headers=_challenge("invalid_token")) from None
+    except jwt.PyJWTError as exc:
+        raise NotAuthenticated(f"the access token is not valid: {exc}", headers=_challenge("invalid_token")) from None
+    session_id = claims.get("sid")
+    if revoked.is_revoked(session_id):
+        raise NotAuthenticated("the session has ended", headers=_challenge("invalid_token"))
+    return Principal(
+        sub=claims["sub"],
+        kind="client" if claims.get("client_id") else "resident",
+        roles=tuple(claims.get("roles", ())),
+        level=int(claims.get("level", 0)),
+        auth_time=int(claims.get("auth_time", 0)),
+        session_id=session_id,
+        client_id=claims.get("client_id"),
+        jti=claims["jti"],
+        exp=claims["exp"],
+    )
+
+
+def _challenge(error: str) -> dict[str, str]:
+    return {"WWW-Authenticate": f'Bearer realm="ihanoi", error="{error}"'}
