@@ -17,6 +17,7 @@ import click
 import msgspec
 
 from app import migrate as migrations
+from app.db import connect as db_connect
 from app.logs import configure_logging
 from app.settings import Settings, SettingsError, load_settings
 
@@ -261,6 +262,208 @@ def worker(ctx: click.Context) -> None:
 
         asyncio.run(run())
         _echo(f"worker stopped; runs: {job_runner.runs}")
+
+
+# ---- identity commands ---------------------------------------------------------------------------------
+
+
+def _vault(settings: Settings):
+    from app.identity.crypto import Vault, load_master_key
+
+    return Vault(load_master_key(settings.master_key, env=settings.env, data_dir=settings.data_path))
+
+
+def _identity_command(ctx: click.Context, work) -> None:
+    """Run `work(settings)` with the services up and migrations applied."""
+    settings = _settings(data_dir=ctx.obj["data_dir"])
+    configure_logging("WARNING")
+    with _services(settings) as settings:
+        try:
+            asyncio.run(_migrate_quietly(settings))
+            asyncio.run(work(settings))
+        except (migrations.MigrationError, OSError, asyncpg.PostgresError) as exc:
+            _fail(exc)
+
+
+async def _migrate_quietly(settings: Settings) -> None:
+    from app.asgi import migration_sources, resolve_modules
+
+    conn = await asyncpg.connect(settings.database_url, timeout=settings.db_timeout)
+    try:
+        await migrations.migrate(conn, migration_sources(resolve_modules(settings)))
+    finally:
+        await conn.close()
+
+
+def _parse_role(text: str) -> tuple[str, str]:
+    role, _, scope = text.partition(":")
+    return role, scope
+
+
+@main.command()
+@click.option("--personal-id", required=True, help="12-digit personal ID number of the resident.")
+@click.option("--level", type=click.IntRange(1, 2), default=2, show_default=True, help="VNeID identity level.")
+@click.option("--role", "roles", multiple=True, help="Grant ROLE[:SCOPE] first, e.g. staff:phuong-hoan-kiem.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole token answer as JSON.")
+@click.pass_context
+def token(ctx: click.Context, personal_id: str, level: int, roles: tuple[str, ...], as_json: bool) -> None:
+    """Dev and test only: sign in through the local VNeID stand-in and print an access token."""
+    if _settings(data_dir=ctx.obj["data_dir"]).env not in ("dev", "test"):
+        raise click.UsageError("`ihanoi token` exists only when IHANOI_ENV is dev or test")
+
+    async def work(settings: Settings) -> None:
+        import httpx
+
+        from app.asgi import create_app
+        from app.identity import service
+        from app.identity.devlogin import sign_in
+        from app.identity.models import GrantRequest
+
+        transport = httpx.ASGITransport(app=None)
+        app = create_app(settings, idp_transport=transport)
+        transport.app = app
+        async with app.lifespan():
+            rt = app.state.identity
+            async with app.state.pool.acquire() as conn:
+                for text in roles:
+                    role, scope = _parse_role(text)
+                    resident = await service.resident_for_personal_id(rt, conn, personal_id, create=True)
+                    await service.grant_role(rt, conn, actor="cli", resident_id=resident["id"],
+                                             request=GrantRequest(resident_id=str(resident["id"]), role=role,
+                                                                  scope=scope), request_id=None)
+            async with httpx.AsyncClient(transport=transport, base_url=settings.base_url()) as client:
+                answer = await sign_in(client, personal_id, level=level)
+        if answer.status_code != 200:
+            _fail(RuntimeError(f"sign-in refused: {answer.text}"))
+        click.echo(answer.text if as_json else answer.json()["access_token"])
+
+    _identity_command(ctx, work)
+
+
+@main.group()
+def keys() -> None:
+    """The backend's token-signing keys."""
+
+
+@keys.command("rotate")
+@click.pass_context
+def keys_rotate(ctx: click.Context) -> None:
+    """Add a signing key; the old ones keep verifying for the longest token lifetime, then retire."""
+
+    async def work(settings: Settings) -> None:
+        from app.identity.tokens import rotate_keys
+
+        keep = max(settings.access_token_ttl, settings.client_token_ttl) + 60
+        conn = await db_connect(settings.database_url)
+        try:
+            kid, retiring = await rotate_keys(conn, _vault(settings), keep_old_for=keep)
+        finally:
+            await conn.close()
+        _echo(f"signing key {kid} now signs; retiring in {keep} s: {', '.join(retiring) or 'none'}")
+
+    _identity_command(ctx, work)
+
+
+@main.group()
+def clients() -> None:
+    """Machine clients: validators, parking gates, facility systems."""
+
+
+@clients.command("add")
+@click.option("--id", "client_id", required=True, help="Client id, e.g. validator-bus-0042.")
+@click.option("--name", required=True)
+@click.option("--role", "roles", multiple=True, required=True, help="ROLE[:SCOPE], e.g. validator:hanoibus.")
+@click.option("--scope", default="", help="Space-separated OAuth scope given to its tokens.")
+@click.option("--public-key", "public_key", type=click.Path(exists=True, dir_okay=False),
+              help="PEM public key of the device. Without it a key pair is made and the private key printed.")
+@click.pass_context
+def clients_add(ctx: click.Context, client_id: str, name: str, roles: tuple[str, ...], scope: str,
+                public_key: str | None) -> None:
+    """Register a machine client that signs in with private_key_jwt (client credentials)."""
+    import json as jsonlib
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+    private_pem = None
+    if public_key:
+        key = serialization.load_pem_public_key(open(public_key, "rb").read())
+    else:
+        private = ec.generate_private_key(ec.SECP256R1())
+        key = private.public_key()
+        private_pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()).decode()
+    for algorithm in (ECAlgorithm, OKPAlgorithm, RSAAlgorithm):
+        try:
+            jwk = jsonlib.loads(algorithm.to_jwk(key))
+            break
+        except Exception:  # noqa: S112 - try the next key type
+            continue
+    else:
+        raise click.UsageError("unsupported public key type")
+
+    async def work(settings: Settings) -> None:
+        from app.errors import DomainError
+        from app.identity import service
+
+        conn = await db_connect(settings.database_url)
+        try:
+            await service.add_client(conn, client_id=client_id, name=name, roles=list(roles), scope=scope,
+                                     public_jwk=jwk)
+        except DomainError as exc:
+            _fail(RuntimeError(exc.detail or exc.slug))
+        finally:
+            await conn.close()
+        _echo(f"client {client_id} added with roles {', '.join(roles)}; token endpoint {settings.base_url()}"
+              "/oauth/token (private_key_jwt, assertions of at most 120 s)")
+        if private_pem:
+            _echo("its private key (install it on the device; it is not stored here):")
+            _echo(private_pem.rstrip())
+
+    _identity_command(ctx, work)
+
+
+@main.group()
+def admin() -> None:
+    """Administration from the command line."""
+
+
+@admin.command("grant")
+@click.option("--personal-id", required=True, help="12-digit personal ID number (the resident may not exist yet).")
+@click.option("--role", required=True, help="ROLE[:SCOPE], e.g. admin or staff:phuong-hoan-kiem.")
+@click.pass_context
+def admin_grant(ctx: click.Context, personal_id: str, role: str) -> None:
+    """Grant a role, e.g. bootstrap the first admin (audited as granted by `cli`)."""
+
+    async def work(settings: Settings) -> None:
+        import getpass
+
+        from app.errors import DomainError
+        from app.identity import service
+        from app.identity.models import GrantRequest
+        from app.identity.personal_id import mask_personal_id
+        from app.identity.service import IdentityRuntime
+        from app.identity.units import load_units
+
+        name, scope = _parse_role(role)
+        rt = IdentityRuntime(settings=settings, vault=_vault(settings), keys=None, revoked=None, provider=None,
+                             units=load_units(), provider_issuer="", settings_client_id="", settings_client_secret="")
+        conn = await db_connect(settings.database_url)
+        try:
+            resident = await service.resident_for_personal_id(rt, conn, personal_id, create=True)
+            grant, created = await service.grant_role(
+                rt, conn, actor=f"cli:{getpass.getuser()}", resident_id=resident["id"],
+                request=GrantRequest(resident_id=str(resident["id"]), role=name, scope=scope), request_id=None)
+        except DomainError as exc:
+            _fail(RuntimeError(exc.detail or exc.slug))
+        finally:
+            await conn.close()
+        what = "granted" if created else "already held"
+        _echo(f"{grant.role}{':' + grant.scope if grant.scope else ''} {what} for resident "
+              f"{grant.resident_id} ({mask_personal_id(personal_id)}), grant #{grant.id}")
+
+    _identity_command(ctx, work)
 
 
 if __name__ == "__main__":

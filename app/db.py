@@ -32,6 +32,14 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
+    """One connection with the same codecs as the pool's (for commands and scripts)."""
+    conn = await asyncpg.connect(dsn, timeout=timeout, server_settings={"application_name": "ihanoi-cli",
+                                                                         "timezone": "UTC"})
+    await _init_connection(conn)
+    return conn
+
+
 async def create_pool(dsn: str, *, min_size: int, max_size: int, timeout: float, attempts: int = 20) -> asyncpg.Pool:
     """Connect, retrying for a while: in production PostgreSQL may come up after the API does."""
     delay = 0.25

@@ -15,9 +15,12 @@ import signal
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 log = logging.getLogger("ihanoi.embedded")
+# pgserver asks platformdirs for a runtime folder; without XDG_RUNTIME_DIR it warns on every start.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 DATABASE_NAME = "ihanoi"
 
