@@ -128,8 +128,9 @@ async def pool(database_url) -> AsyncIterator[asyncpg.Pool]:
 class TransactionPool:
     """The app's pool during a test: the test's one real connection, inside its open transaction.
 
-    Each acquisition is a savepoint, so a request that fails leaves the test's transaction usable,
-    exactly as its own transaction would have been rolled back in production.
+    Each acquisition is a savepoint that is kept when the request ends, as a connection's committed
+    work stays in production even when the handler then raises, and rolled back only if the request
+    left the connection in a failed state, so the test's transaction stays usable.
     """
 
     def __init__(self, conn: asyncpg.Connection) -> None:
@@ -141,10 +142,15 @@ class TransactionPool:
     async def acquire(self, *, timeout: float | None = None) -> AsyncIterator[asyncpg.Connection]:
         async with self.lock:
             self.in_use = 1
+            savepoint = self.conn.transaction()
+            await savepoint.start()
             try:
-                async with self.conn.transaction():
-                    yield self.conn
+                yield self.conn
             finally:
+                try:
+                    await savepoint.commit()
+                except asyncpg.InFailedSQLTransactionError:
+                    await savepoint.rollback()
                 self.in_use = 0
 
     def get_size(self) -> int:
@@ -214,10 +220,12 @@ def make_client(conn, redis, settings):
 
     @asynccontextmanager
     async def make(app_settings=None, modules=TEST_MODULES, **kwargs) -> AsyncIterator[httpx.AsyncClient]:
+        # The relying party reaches the VNeID stand-in through the app itself, in this event loop.
+        transport = httpx.ASGITransport(app=None)
         app = create_app(app_settings or settings, modules=modules, pool=TransactionPool(conn),
-                         redis=kwargs.pop("redis", redis), **kwargs)
+                         redis=kwargs.pop("redis", redis), idp_transport=transport, **kwargs)
+        transport.app = app
         async with running(app):
-            transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://ihanoi.test") as client:
                 client.app = app
                 yield client

@@ -74,8 +74,9 @@ async def lock_refresh_token(conn: asyncpg.Connection, token_hash: bytes) -> asy
     """The token with its session, locked: two concurrent uses of one token are decided one at a time."""
     return await conn.fetchrow(
         """
-        SELECT t.token_hash, t.session_id, t.spent_at, t.replaced_by, t.expires_at < now() AS expired,
-               extract(epoch FROM now() - t.spent_at) AS spent_seconds_ago,
+        SELECT t.token_hash, t.session_id, t.spent_at, t.replaced_by, t.expires_at < clock_timestamp() AS expired,
+               -- wall-clock time, not the transaction's start: the grace is measured in real seconds
+               extract(epoch FROM clock_timestamp() - t.spent_at) AS spent_seconds_ago,
                s.resident_id, s.revoked_at, s.identity_level, s.auth_time
         FROM refresh_token t JOIN session s ON s.id = t.session_id
         WHERE t.token_hash = $1
@@ -87,7 +88,8 @@ async def lock_refresh_token(conn: asyncpg.Connection, token_hash: bytes) -> asy
 
 async def spend_refresh_token(conn: asyncpg.Connection, token_hash: bytes, replaced_by: bytes) -> None:
     await conn.execute(
-        "UPDATE refresh_token SET spent_at = now(), replaced_by = $2 WHERE token_hash = $1", token_hash, replaced_by
+        "UPDATE refresh_token SET spent_at = clock_timestamp(), replaced_by = $2 WHERE token_hash = $1",
+        token_hash, replaced_by,
     )
 
 

@@ -17,6 +17,8 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody
 
 from app.errors import Conflict, NotFound
+from app.identity import guards
+from app.identity.models import Principal
 from modules import Job, JobContext, Module, Title
 
 
@@ -80,6 +82,18 @@ async def boom() -> None:
     raise RuntimeError("personal id 001099012345 leaked into an exception")
 
 
+@get("/v1/fixture/sensitive", operation_id="FixtureSensitive",
+     guards=[guards.resident, guards.level(2, max_auth_age=300)])
+async def sensitive(principal: NamedDependency[Principal]) -> dict[str, int]:
+    return {"level": principal.level}
+
+
+@get("/v1/fixture/units/{unit:str}/queue", operation_id="FixtureUnitQueue",
+     guards=[guards.role("staff", unit_param="unit")])
+async def unit_queue(unit: FromPath[str]) -> dict[str, str]:
+    return {"unit": unit}
+
+
 async def count_ticks(ctx: JobContext) -> None:
     await ctx.redis.client.incr(ctx.redis.key("fixture", "ticks"))
 
@@ -92,7 +106,7 @@ module = Module(
     name="fixture",
     title=Title(vi="Thử nghiệm", en="Fixture"),
     icon="flask",
-    routers=[create_item, copy_item, get_item, slow, boom],
+    routers=[create_item, copy_item, get_item, slow, boom, sensitive, unit_queue],
     migrations=Path(__file__).parent / "migrations",
     jobs=[Job(name="fixture.tick", run=count_ticks, every_seconds=0.2)],
     readiness_checks={"flag": redis_flag_clear},
