@@ -287,8 +287,8 @@ def start_server(database_url, redis_url, tmp_path):
     """Start real `ihanoi serve` processes on free ports; all are stopped after the test."""
     procs: list[subprocess.Popen] = []
 
-    def start(*args: str, **env: str) -> tuple[str, subprocess.Popen]:
-        port = free_port()
+    def start(*args: str, port: int | None = None, **env: str) -> tuple[str, subprocess.Popen]:
+        port = port or free_port()
         values = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "IHANOI_EXTRA_MODULES": EXTRA_MODULES,
                   "IHANOI_LOG_LEVEL": "INFO"}
         values.update(env)

@@ -18,6 +18,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +98,9 @@ class TokenKeys:
         self.signer: SigningKey | None = None
         self.loaded_at = 0.0
         self.last_unknown_reload = 0.0
+        # Tokens already verified here, by their exact text: an ES256 check costs far more than the
+        # request it guards, and a mobile app sends the same token for ten minutes.
+        self.verified: OrderedDict[str, Principal] = OrderedDict()
 
     async def load(self, pool) -> None:
         async with pool.acquire() as conn:
@@ -118,6 +122,8 @@ class TokenKeys:
                 private = serialization.load_pem_private_key(pem, password=None)
                 known = SigningKey(row["kid"], private, private.public_key(), row["public_jwk"])
             keys[row["kid"]] = known
+        if set(keys) != set(self.keys):
+            self.verified.clear()  # a retired key takes its tokens with it
         self.keys = keys
         self.signer = keys[rows[-1]["kid"]] if rows else None
         self.loaded_at = time.monotonic()
@@ -195,8 +201,27 @@ class RevokedSessions:
         return session_id is not None and session_id in self.local
 
 
+VERIFIED_CACHE_SIZE = 50_000
+
+
 async def verify_access_token(token: str, *, keys: TokenKeys, pool, issuer: str,
                               revoked: RevokedSessions) -> Principal:
+    cached = keys.verified.get(token)
+    if cached is not None:
+        if cached.exp + LEEWAY < time.time():
+            del keys.verified[token]
+        else:
+            if revoked.is_revoked(cached.session_id):
+                raise NotAuthenticated("the session has ended", headers=_challenge("invalid_token"))
+            return cached
+    principal = await _verify(token, keys=keys, pool=pool, issuer=issuer, revoked=revoked)
+    keys.verified[token] = principal
+    if len(keys.verified) > VERIFIED_CACHE_SIZE:
+        keys.verified.popitem(last=False)
+    return principal
+
+
+async def _verify(token: str, *, keys: TokenKeys, pool, issuer: str, revoked: RevokedSessions) -> Principal:
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:

@@ -166,3 +166,30 @@ async def test_login_rate_limit_answers_429_with_retry_after(make_client, settin
         assert refused.headers["content-type"].startswith(PROBLEM)
         assert refused.json()["type"] == "urn:ihanoi:problem:too-many-requests"
         assert 1 <= int(refused.headers["retry-after"]) <= 60
+
+
+async def test_personal_id_never_reaches_the_logs(client):
+    import io
+    import logging
+
+    from app.logs import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("DEBUG", stream=stream)
+    try:
+        assert (await sign_in(client, AN)).status_code == 200
+        assert_refused(await sign_in(client, "099085012345"), "unknown province")
+        await client.post("/v1/admin/residents/lookup", json={"personal_id": AN})
+    finally:
+        logging.getLogger().handlers[:] = []
+        logging.getLogger().setLevel(logging.WARNING)
+    text = stream.getvalue()
+    assert "ihanoi.access" in text and "login" in text  # the logs were written
+    assert AN not in text and "099085012345" not in text
+
+
+async def test_the_stand_in_authorize_page_offers_demo_residents(client):
+    started = (await client.post("/v1/auth/vneid/start", json={"device_name": "Máy", "platform": "web"})).json()
+    page = await client.get(started["authorization_url"].replace("http://ihanoi.test", ""))
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Nguyễn Văn An" in page.text and started["state"] in page.text

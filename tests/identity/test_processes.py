@@ -1,0 +1,114 @@
+"""Identity across real processes: two API servers sharing PostgreSQL and Redis, and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+
+import httpx
+import jwt
+import pytest
+import redis as sync_redis
+
+from app.identity.devlogin import sign_in
+from tests.conftest import IHANOI, ROOT, free_port, process_env
+
+pytestmark = pytest.mark.e2e
+
+AN = "001085012345"
+
+
+@pytest.fixture
+def shared_prefix(redis_url):
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    client = sync_redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(prefix + "*"):
+        client.delete(key)
+
+
+async def test_logout_on_one_process_is_refused_by_the_other_within_a_second(start_server, shared_prefix):
+    port_a = free_port()
+    # behind one load balancer every process has the same public URL, hence the same token issuer
+    env = {"IHANOI_PUBLIC_URL": f"http://127.0.0.1:{port_a}", "IHANOI_REDIS_PREFIX": shared_prefix,
+           "IHANOI_RATE_LOGIN": "1000/60"}
+    a, _ = start_server(port=port_a, **env)
+    b, _ = start_server(**env)
+    async with httpx.AsyncClient(base_url=a, timeout=10) as on_a, httpx.AsyncClient(base_url=b, timeout=10) as on_b:
+        signed = await sign_in(on_b, AN)  # signed in through B, whose provider is A's stand-in
+        assert signed.status_code == 200, signed.text
+        headers = {"Authorization": f"Bearer {signed.json()['access_token']}"}
+        assert (await on_a.get("/v1/me", headers=headers)).status_code == 200
+        assert (await on_b.get("/v1/me", headers=headers)).status_code == 200
+        assert (await on_a.post("/v1/auth/logout", headers=headers)).status_code == 204
+        logged_out = time.monotonic()
+        while (await on_b.get("/v1/me", headers=headers)).status_code == 200:
+            assert time.monotonic() - logged_out < 1.0, "process B still accepts a session ended on A"
+        took = time.monotonic() - logged_out
+        assert (await on_b.get("/v1/me", headers=headers)).json()["detail"] == "the session has ended"
+    print(f"\nlogout on A refused by B after {took * 1000:.0f} ms")
+
+
+async def test_the_rate_limit_holds_across_processes(start_server, shared_prefix):
+    env = {"IHANOI_REDIS_PREFIX": shared_prefix, "IHANOI_RATE_LOGIN": "4/60"}
+    a, _ = start_server(**env)
+    b, _ = start_server(**env)
+    body = {"device_name": "Máy", "platform": "android"}
+    codes = []
+    async with httpx.AsyncClient(timeout=10) as http:
+        for base in (a, b, a, b, a, b):
+            codes.append((await http.post(base + "/v1/auth/vneid/start", json=body)).status_code)
+        last = await http.post(b + "/v1/auth/vneid/start", json=body)
+    assert codes == [200, 200, 200, 200, 429, 429]
+    assert int(last.headers["retry-after"]) >= 1
+
+
+def run_cli(*args: str, database_url: str, redis_url: str, **env: str) -> subprocess.CompletedProcess:
+    values = {"DATABASE_URL": database_url, "REDIS_URL": redis_url} | env
+    return subprocess.run([*IHANOI, *args], cwd=ROOT, env=process_env(**values), capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_cli_token_admin_grant_clients_and_key_rotation(start_server, database_url, redis_url, shared_prefix):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {"IHANOI_PUBLIC_URL": base, "IHANOI_REDIS_PREFIX": shared_prefix}
+    # the first admin, before anyone has signed in
+    granted = run_cli("admin", "grant", "--personal-id", "001078056789", "--role", "admin",
+                      database_url=database_url, redis_url=redis_url, **env)
+    assert granted.returncode == 0, granted.stdout + granted.stderr
+    assert "admin granted for resident" in granted.stdout and "001******789" in granted.stdout
+    assert "001078056789" not in granted.stdout + granted.stderr
+
+    start_server(port=port, **env)
+    token = run_cli("token", "--personal-id", "001078056789", "--role", "staff:phuong-hoan-kiem",
+                    database_url=database_url, redis_url=redis_url, **env)
+    assert token.returncode == 0, token.stdout + token.stderr
+    access = token.stdout.strip().splitlines()[-1]
+    claims = jwt.decode(access, options={"verify_signature": False})
+    assert sorted(claims["roles"]) == ["admin", "staff:phuong-hoan-kiem"] and claims["level"] == 2
+    me = httpx.get(base + "/v1/me", headers={"Authorization": f"Bearer {access}"})
+    assert me.status_code == 200 and me.json()["personal_id"] == "001******789"
+
+    added = run_cli("clients", "add", "--id", f"validator-{uuid.uuid4().hex[:6]}", "--name", "Máy soát vé",
+                    "--role", "validator:hanoibus", database_url=database_url, redis_url=redis_url, **env)
+    assert added.returncode == 0, added.stderr
+    assert "-----BEGIN PRIVATE KEY-----" in added.stdout
+
+    rotated = run_cli("keys", "rotate", database_url=database_url, redis_url=redis_url, **env)
+    assert rotated.returncode == 0, rotated.stderr
+    new_kid = rotated.stdout.split("signing key ", 1)[1].split()[0]
+    assert jwt.get_unverified_header(access)["kid"] in rotated.stdout  # the old key is retiring, not gone
+    # the running server picks the new key up by itself, and the old token still works meanwhile
+    deadline = time.monotonic() + 10
+    while new_kid not in httpx.get(base + "/.well-known/jwks.json").text:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert httpx.get(base + "/v1/me", headers={"Authorization": f"Bearer {access}"}).status_code == 200
+
+
+def test_cli_token_is_refused_in_production(database_url, redis_url):
+    result = run_cli("token", "--personal-id", AN, database_url=database_url, redis_url=redis_url,
+                     IHANOI_ENV="prod")
+    assert result.returncode == 2 and "only when IHANOI_ENV is dev or test" in result.stderr
