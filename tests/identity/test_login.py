@@ -193,3 +193,15 @@ async def test_the_stand_in_authorize_page_offers_demo_residents(client):
     page = await client.get(started["authorization_url"].replace("http://ihanoi.test", ""))
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "Nguyễn Văn An" in page.text and started["state"] in page.text
+
+
+def test_the_stand_in_is_not_mounted_in_production(settings):
+    import msgspec
+
+    from app.asgi import create_app
+
+    paths = {route.path for route in create_app(msgspec.structs.replace(settings, env="prod"), modules=[]).routes}
+    assert "/v1/auth/vneid/start" in paths
+    assert not any(path.startswith("/stand-in") for path in paths)
+    dev_paths = {route.path for route in create_app(settings, modules=[]).routes}
+    assert "/stand-in/vneid/token" in dev_paths
