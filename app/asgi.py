@@ -81,7 +81,10 @@ def create_app(
             log.info("started", extra={"modules": [m.name for m in modules], "env": settings.env})
             sampler = asyncio.create_task(sample_pool_gauges(lambda: state.get("pool")))
             try:
-                async with identity_runtime(state, settings, transport=idp_transport):
+                async with identity_runtime(state, settings, transport=idp_transport) as identity:
+                    identity.extra["session_end_hooks"] = [
+                        m.on_session_end for m in modules if m.on_session_end and m.name not in disabled
+                    ]
                     yield
             finally:
                 sampler.cancel()
@@ -95,7 +98,8 @@ def create_app(
             log.info("stopped")
 
     module_routers = [
-        Router(path="/", route_handlers=list(m.routers), tags=[m.name])
+        Router(path="/", route_handlers=[*m.routers, *(m.dev_routers if settings.stand_in_enabled else ())],
+               tags=[m.name])
         for m in modules
         if m.name not in disabled
     ]

@@ -47,6 +47,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "IHANOI_RATE_REFRESH": ("rate_refresh", "refreshes per client address, `COUNT/SECONDS` (default 60/60)"),
     "IHANOI_RATE_CLIENT_TOKEN": ("rate_client_token", "client-token requests per client, `COUNT/SECONDS` (default 30/60)"),
     "IHANOI_UNITS_FILE": ("units_file", "CSV of organisational units replacing the shipped directory"),
+    "IHANOI_FCM_PROJECT": ("fcm_project", "Firebase project id the pushes are sent for"),
+    "IHANOI_FCM_ENDPOINT": ("fcm_endpoint", "FCM base URL; dev/test default: the local FCM stand-in at `/stand-in/fcm`; prod: Google"),
+    "GOOGLE_APPLICATION_CREDENTIALS": ("google_credentials", "prod: service-account file firebase-admin signs in with"),
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", "set with several workers so /metrics adds up all processes"),
 }
 
@@ -84,6 +87,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     rate_refresh: str = "60/60"
     rate_client_token: str = "30/60"
     units_file: str | None = None
+    fcm_project: str = "ihanoi-dev"
+    fcm_endpoint: str | None = None
+    google_credentials: str | None = None
 
     @property
     def data_path(self) -> Path:
@@ -101,6 +107,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def stand_in_enabled(self) -> bool:
         """The local VNeID stand-in exists only in dev and test."""
         return self.env in ("dev", "test")
+
+    def fcm_endpoint_url(self) -> str | None:
+        """Where pushes go: the configured endpoint, the local stand-in in dev/test, else Google."""
+        if self.fcm_endpoint:
+            return self.fcm_endpoint.rstrip("/")
+        return self.base_url() + "/stand-in/fcm" if self.stand_in_enabled else None
 
     def identity_issuer(self) -> str:
         return (self.oidc_issuer or self.base_url() + "/stand-in/vneid").rstrip("/")

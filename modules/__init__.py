@@ -58,6 +58,10 @@ class Module:
     jobs: Sequence[Job] = ()
     readiness_checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
     seed: Seed | None = None
+    # Mounted only when IHANOI_ENV is dev or test: local stand-ins of outside services.
+    dev_routers: Sequence[Any] = ()
+    # Called in the same transaction when a resident's session ends (logout, revocation).
+    on_session_end: Callable[[Any, Any], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -30,11 +30,12 @@ import pytest_asyncio
 from app import db, migrate, redisdb
 from app.asgi import create_app, migration_sources
 from app.settings import load_settings
+from notifications import module as notifications_module
 from tests.fixture_module import module as fixture_module
 from tests.fixture_module import second as second_module
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_MODULES = [fixture_module, second_module]
+TEST_MODULES = [notifications_module, fixture_module, second_module]
 EXTRA_MODULES = "tests.fixture_module:module,tests.fixture_module:second"
 # One master key for every process of this run: they share the database, so they must share its keys.
 MASTER_KEY = base64.b64encode(os.urandom(32)).decode()
@@ -303,4 +304,32 @@ def start_server(database_url, redis_url, tmp_path):
 
     yield start
     for proc in procs:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def fcm_url() -> Iterator[str]:
+    """The FCM stand-in as a real HTTP server (firebase-admin speaks HTTP to it), one per run."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "notifications.fcm_stand_in:create_app",
+         "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"FCM stand-in exited with {proc.returncode}")
+            try:
+                if httpx.get(url + "/_control/stats", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("FCM stand-in did not start")
+            time.sleep(0.1)
+        yield url
+    finally:
         stop_process(proc)

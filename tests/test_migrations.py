@@ -36,9 +36,9 @@ async def test_two_migrate_processes_at_once(databases, redis_url):
     # one process applied every file while the other waited on the lock and found nothing to do
     assert sorted(s.splitlines()[-1] for s in stdout) == [
         "migrations: 0 applied, database is up to date",
-        "migrations: 3 applied, database is up to date",
+        "migrations: 4 applied, database is up to date",
     ]
-    assert await recorded(url) == [("app", 1), ("fixture", 1), ("fixture", 2)]
+    assert await recorded(url) == [("app", 1), ("fixture", 1), ("fixture", 2), ("notifications", 1)]
     conn = await asyncpg.connect(url)
     try:
         columns = await conn.fetch(
@@ -62,7 +62,8 @@ async def test_lock_makes_a_second_runner_wait(databases):
         assert await holder.fetchval("SELECT to_regclass('fixture_item')") is None
         await holder.execute("SELECT pg_advisory_unlock($1)", migrate.ADVISORY_LOCK_KEY)
         done = await asyncio.wait_for(task, 30)
-        assert [m.label for m in done] == ["app/001_identity.sql", "fixture/001_create_fixture_item.sql",
+        assert [m.label for m in done] == ["app/001_identity.sql", "notifications/001_notifications.sql",
+                                           "fixture/001_create_fixture_item.sql",
                                            "fixture/002_fixture_item_created_at.sql"]
     finally:
         await holder.close()
@@ -139,5 +140,5 @@ def test_badly_named_and_duplicate_files_are_refused(tmp_path):
 
 
 def test_sources_put_the_kernel_first():
-    assert [name for name, _ in migration_sources(TEST_MODULES)] == ["app", "fixture", "second"]
+    assert [name for name, _ in migration_sources(TEST_MODULES)] == ["app", "notifications", "fixture", "second"]
 

@@ -14,6 +14,8 @@ async def test_home_screen_lists_modules_in_catalog_order(client):
     assert response.status_code == 200
     assert response.json() == {
         "modules": [
+            {"name": "notifications", "title": {"vi": "Thông báo", "en": "Notifications"}, "icon": "bell",
+             "min_identity_level": 1, "enabled": True},
             {"name": "fixture", "title": {"vi": "Thử nghiệm", "en": "Fixture"}, "icon": "flask",
              "min_identity_level": 1, "enabled": True},
             {"name": "second", "title": {"vi": "Mô-đun thứ hai", "en": "Second module"}, "icon": "star",
@@ -29,7 +31,8 @@ async def test_configured_order_and_disabled_module(make_client, settings):
     configured = msgspec.structs.replace(settings, modules=("second",), modules_disabled=("fixture",))
     async with make_client(configured) as client:
         listed = (await client.get("/v1/modules")).json()["modules"]
-        assert [(m["name"], m["enabled"]) for m in listed] == [("second", True), ("fixture", False)]
+        assert [(m["name"], m["enabled"]) for m in listed] == [
+            ("second", True), ("notifications", True), ("fixture", False)]
         # a disabled module's routes are not mounted
         assert (await client.get("/v1/fixture/items/1")).status_code == 404
         assert (await client.get("/v1/second/hello")).json() == {"xin_chao": "Xin chào"}
@@ -56,7 +59,7 @@ def test_extra_modules_are_loaded_from_settings():
     from app.asgi import resolve_modules
 
     settings = load_settings({"IHANOI_EXTRA_MODULES": "tests.fixture_module:second"})
-    assert [m.name for m in resolve_modules(settings)] == ["second"]
+    assert [m.name for m in resolve_modules(settings)] == ["notifications", "second"]
     with pytest.raises(catalog.CatalogError, match="not a modules.Module"):
         catalog.load(["tests.conftest:ROOT"])
     with pytest.raises(catalog.CatalogError, match="duplicate module names"):

@@ -162,4 +162,5 @@ def test_worker_runs_module_jobs_until_sigterm(database_url, redis_url, tmp_path
     output = proc.stdout.read()
     assert proc.returncode == 0, output
     assert took < 10
-    assert "worker: 1 job(s): fixture.tick" in output and "worker stopped" in output
+    assert "worker: 3 job(s): notifications.expand, notifications.send, fixture.tick" in output
+    assert "worker stopped" in output

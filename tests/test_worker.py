@@ -6,7 +6,7 @@ import asyncio
 
 from app.worker import Worker
 from modules import Job, JobContext
-from tests.conftest import TEST_MODULES
+from tests.fixture_module import module as fixture_module
 
 
 async def test_two_workers_never_run_the_same_period_twice(settings, redis, pool):
@@ -38,7 +38,7 @@ async def test_failed_job_is_logged_and_the_worker_goes_on(settings, redis, pool
 
 
 async def test_worker_runs_module_jobs_and_stops_on_request(settings, redis, pool):
-    worker = Worker(settings, TEST_MODULES, pool=pool, redis=redis)
+    worker = Worker(settings, [fixture_module], pool=pool, redis=redis)
     assert [j.name for j in worker.jobs] == ["fixture.tick"]
     task = asyncio.create_task(worker.run())
     for _ in range(100):

@@ -20,13 +20,17 @@ from app.identity.units import load_units
 log = logging.getLogger("ihanoi.identity")
 
 
-async def _reload_keys(keys: TokenKeys, pool) -> None:
-    while True:
-        await asyncio.sleep(RELOAD_EVERY)
+async def _every(seconds: float, stop: asyncio.Event, work, what: str) -> None:
+    """Run `work` every `seconds` until `stop` is set; never cancelled in the middle of a query."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        if stop.is_set():
+            return
         try:
-            await keys.load(pool)
-        except Exception as exc:  # the database may be away for a moment: keep the keys we have
-            log.warning("signing keys reload failed", extra={"error": type(exc).__name__})
+            await work()
+        except Exception as exc:  # the database or Redis may be away for a moment: keep what we have
+            log.warning(f"{what} failed", extra={"error": type(exc).__name__})
 
 
 @contextlib.asynccontextmanager
@@ -53,10 +57,13 @@ async def identity_runtime(state, settings, *, transport: httpx.AsyncBaseTranspo
             settings_client_secret=settings.oidc_client_secret,
         )
         state.identity = runtime
-        tasks = [asyncio.create_task(revoked.run()), asyncio.create_task(_reload_keys(keys, state.pool))]
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(_every(revoked.POLL_EVERY, stop, revoked.sync, "revocation sync")),
+            asyncio.create_task(_every(RELOAD_EVERY, stop, lambda: keys.load(state.pool), "signing keys reload")),
+        ]
         try:
             yield runtime
         finally:
-            for task in tasks:
-                task.cancel()
+            stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -201,6 +201,7 @@ async def refresh(rt: IdentityRuntime, conn: asyncpg.Connection, redis, *, refre
                 presented, row = successor["token_hash"], successor
             else:
                 await store.revoke_session(conn, row["session_id"], "refresh token reused")
+                await _session_ended(rt, conn, row["session_id"])
                 revoke_family = True
         if not revoke_family:
             pair = await _issue_pair(rt, conn, resident_id=row["resident_id"], session_id=row["session_id"],
@@ -228,10 +229,18 @@ async def end_session(rt: IdentityRuntime, conn: asyncpg.Connection, principal: 
     """Logout (the current session) or revoke one of the resident's own sessions."""
     resident_id = _resident_id(principal)
     target = session_id or uuid.UUID(principal.session_id)
-    if not await store.revoke_session(conn, target, "logout" if session_id is None else "revoked by resident",
-                                      resident_id):
-        raise NotFound("no such session")
+    async with conn.transaction():
+        if not await store.revoke_session(conn, target, "logout" if session_id is None else "revoked by resident",
+                                          resident_id):
+            raise NotFound("no such session")
+        await _session_ended(rt, conn, target)
     await rt.revoked.revoke(str(target))
+
+
+async def _session_ended(rt: IdentityRuntime, conn: asyncpg.Connection, session_id: uuid.UUID) -> None:
+    """Tell the modules (e.g. notifications stops pushing to that phone), in the same transaction."""
+    for hook in rt.extra.get("session_end_hooks", ()):
+        await hook(conn, session_id)
 
 
 async def list_sessions(conn: asyncpg.Connection, principal: Principal) -> list[SessionView]:

@@ -12,7 +12,6 @@ within a second without a Redis round trip on every request.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -188,14 +187,6 @@ class RevokedSessions:
         for sid in [s for s, at in self.local.items() if at < now - self.keep_for]:
             del self.local[sid]
         self.synced_at = time.monotonic()
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.sync()
-            except Exception as exc:  # Redis away: keep the last known set and try again
-                log.warning("revocation sync failed", extra={"error": type(exc).__name__})
-            await asyncio.sleep(self.POLL_EVERY)
 
     def is_revoked(self, session_id: str | None) -> bool:
         return session_id is not None and session_id in self.local

@@ -1,0 +1,7 @@
+"""Notifications: push through FCM, an in-app inbox, preferences and city broadcasts."""
+
+from __future__ import annotations
+
+from notifications.module import module
+
+__all__ = ["module"]

@@ -1,0 +1,127 @@
+"""Notifications endpoints: HTTP only; every rule is in service.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+import asyncpg
+from litestar import Controller, Request, delete, get, post, put
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from app.errors import InvalidInput
+from app.identity import guards
+from app.identity.models import Principal
+from notifications import service
+from notifications.models import Device, DeviceRegistration, InboxPage, Preferences, PreferencesView, UnreadCount
+
+Conn = NamedDependency[asyncpg.Connection]
+Me = NamedDependency[Principal]
+KEEPALIVE_SECONDS = 15
+
+
+def _resident(principal: Principal) -> uuid.UUID:
+    return uuid.UUID(principal.sub)
+
+
+def _language(request: Request) -> str:
+    return "en" if request.headers.get("accept-language", "").lower().startswith("en") else "vi"
+
+
+class NotificationsController(Controller):
+    path = "/v1/notifications"
+    tags = ["Notifications"]
+    guards = [guards.resident]
+
+    @put("/devices", operation_id="RegisterDevice", status_code=200,
+         summary="Register or refresh this phone's FCM token (idempotent by token)")
+    async def register_device(self, data: JSONBody[DeviceRegistration], conn: Conn, principal: Me) -> Device:
+        return await service.register_device(conn, _resident(principal), principal.session_id, data)
+
+    @get("/devices", operation_id="ListDevices", summary="The resident's phones that receive pushes")
+    async def list_devices(self, conn: Conn, principal: Me) -> list[Device]:
+        return await service.list_devices(conn, _resident(principal))
+
+    @delete("/devices/{device_id:str}", operation_id="UnregisterDevice", status_code=204)
+    async def unregister_device(self, device_id: FromPath[str], conn: Conn, principal: Me) -> None:
+        try:
+            parsed = uuid.UUID(device_id)
+        except ValueError:
+            raise InvalidInput.field("device_id", "must be a UUID", source="path") from None
+        await service.unregister_device(conn, _resident(principal), parsed)
+
+    @get("/", operation_id="ListInbox", summary="The inbox, newest first, cursor-paginated")
+    async def inbox(
+        self, request: Request, conn: Conn, principal: Me,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
+    ) -> InboxPage:
+        return await service.inbox(conn, _resident(principal), cursor=cursor, limit=limit,
+                                   language=_language(request))
+
+    @get("/unread-count", operation_id="UnreadCount")
+    async def unread(self, conn: Conn, principal: Me) -> UnreadCount:
+        from notifications import store
+
+        return UnreadCount(unread=await store.unread_count(conn, _resident(principal)))
+
+    @post("/{notification_id:int}/read", operation_id="MarkRead", status_code=204)
+    async def mark_read(self, notification_id: FromPath[int], conn: Conn, principal: Me) -> None:
+        await service.mark_read(conn, _resident(principal), notification_id)
+
+    @post("/read-all", operation_id="MarkAllRead", status_code=200)
+    async def mark_all_read(self, conn: Conn, principal: Me) -> UnreadCount:
+        from notifications import store
+
+        await store.mark_all_read(conn, _resident(principal))
+        return UnreadCount(unread=0)
+
+    @post("/{notification_id:int}/archive", operation_id="Archive", status_code=204)
+    async def archive(self, notification_id: FromPath[int], conn: Conn, principal: Me) -> None:
+        await service.archive(conn, _resident(principal), notification_id)
+
+    @get("/preferences", operation_id="GetPreferences")
+    async def get_preferences(self, conn: Conn, principal: Me) -> PreferencesView:
+        return await service.get_preferences(conn, _resident(principal))
+
+    @put("/preferences", operation_id="PutPreferences",
+         summary="Push per category, quiet hours (Asia/Ho_Chi_Minh) and the home ward")
+    async def put_preferences(self, data: JSONBody[Preferences], state: State, conn: Conn,
+                              principal: Me) -> PreferencesView:
+        units = state.identity.units
+        return await service.put_preferences(
+            conn, _resident(principal), data,
+            known_unit=lambda code: (u := units.get(code)) is not None and u.kind in ("ward", "commune"),
+        )
+
+    @get("/stream", operation_id="InboxStream", summary="New inbox items as server-sent events")
+    async def stream(self, request: Request, state: State, principal: Me) -> ServerSentEvent:
+        language = _language(request)
+        channel = service.inbox_channel(state.redis, principal.sub)
+
+        async def events() -> AsyncIterator[ServerSentEventMessage]:
+            pubsub = state.redis.client.pubsub()
+            await pubsub.subscribe(channel)
+            try:
+                yield ServerSentEventMessage(event="ready", data="{}")
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=KEEPALIVE_SECONDS)
+                    if message is None:
+                        yield ServerSentEventMessage(comment="keep-alive")
+                        continue
+                    item = json.loads(message["data"])
+                    item["title"], item["body"] = item["title"][language], item["body"][language]
+                    yield ServerSentEventMessage(event="notification", data=json.dumps(item, ensure_ascii=False),
+                                                 id=str(item["id"]))
+            finally:
+                await pubsub.unsubscribe(channel)
+                await pubsub.aclose()
+                await asyncio.sleep(0)
+
+        return ServerSentEvent(events())

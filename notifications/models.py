@@ -1,0 +1,69 @@
+"""Request and response bodies of the notifications endpoints."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+import msgspec
+
+Category = Literal["feedback", "transit", "health", "parking", "city", "account"]
+CATEGORIES: tuple[str, ...] = ("feedback", "transit", "health", "parking", "city", "account")
+Urgency = Literal["normal", "emergency"]
+
+
+class DeviceRegistration(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    fcm_token: Annotated[str, msgspec.Meta(min_length=8, max_length=4096)]
+    installation_id: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    platform: Literal["android", "ios", "web"]
+    locale: Literal["vi", "en"] = "vi"
+    app_version: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+
+
+class Device(msgspec.Struct):
+    id: str
+    platform: str
+    locale: str
+    app_version: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class InboxItem(msgspec.Struct):
+    id: int
+    category: str
+    urgency: str
+    title: str
+    body: str
+    deep_link: str | None
+    data: dict[str, object]
+    created_at: dt.datetime
+    read_at: dt.datetime | None
+
+
+class InboxPage(msgspec.Struct):
+    items: list[InboxItem]
+    next_cursor: str | None
+    unread: int
+
+
+class UnreadCount(msgspec.Struct):
+    unread: int
+
+
+class QuietHours(msgspec.Struct, forbid_unknown_fields=True):
+    start: dt.time
+    end: dt.time
+
+
+class Preferences(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    push: dict[Category, bool]
+    quiet_hours: QuietHours | None = None
+    home_unit: str | None = None
+
+
+class PreferencesView(msgspec.Struct):
+    push: dict[str, bool]
+    quiet_hours: QuietHours | None
+    home_unit: str | None
+    timezone: str = "Asia/Ho_Chi_Minh"

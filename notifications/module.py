@@ -1,0 +1,44 @@
+"""The notifications module as the kernel sees it, and its background jobs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from modules import Job, JobContext, Module, Title
+from notifications import api, fcm_stand_in, service
+
+
+@lru_cache(maxsize=4)
+def _sender(project: str, endpoint: str | None):
+    from notifications.sender import FirebaseSender
+
+    return FirebaseSender(project_id=project, endpoint=endpoint)
+
+
+def sender_for(settings):
+    return _sender(settings.fcm_project, settings.fcm_endpoint_url())
+
+
+async def expand(ctx: JobContext) -> None:
+    async with ctx.pool.acquire() as conn:
+        while await service.expand_outbox(conn, ctx.redis) > 0:
+            pass
+
+
+async def send(ctx: JobContext) -> None:
+    await service.send_due(ctx.pool, ctx.redis, sender_for(ctx.settings))
+
+
+module = Module(
+    name="notifications",
+    title=Title(vi="Thông báo", en="Notifications"),
+    icon="bell",
+    routers=[api.NotificationsController],
+    # the local FCM stand-in that dev and test deliver to (IHANOI_FCM_ENDPOINT defaults to it there)
+    dev_routers=[fcm_stand_in.create_router(path="/stand-in/fcm")],
+    migrations=Path(__file__).parent / "migrations",
+    jobs=[Job(name="notifications.expand", run=expand, every_seconds=0.25),
+          Job(name="notifications.send", run=send, every_seconds=0.25)],
+    on_session_end=service.on_session_end,
+)

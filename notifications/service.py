@@ -1,0 +1,301 @@
+"""The rules of notifications: who gets what, when, in which language, and how delivery is retried.
+
+Other modules call `notify(conn, ...)` inside their own transaction: the inbox rows and the outbox
+commit or roll back with the change they announce. `ihanoi worker` then expands each outbox row into
+one delivery per active device (respecting preferences and quiet hours; emergency alerts ignore
+both), and sends due deliveries in batches of at most 500 through the push sender.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+import random
+import uuid
+from collections.abc import Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from app.errors import InvalidInput, NotFound
+from notifications import store, templates
+from notifications.models import (
+    CATEGORIES,
+    Device,
+    DeviceRegistration,
+    InboxItem,
+    InboxPage,
+    Preferences,
+    PreferencesView,
+    QuietHours,
+)
+from notifications.sender import PushMessage, PushResult, PushSender
+
+log = logging.getLogger("ihanoi.notifications")
+
+LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+BATCH = 500  # FCM's limit per send_each call
+LEASE_SECONDS = 60  # a claimed delivery whose worker died is sent again after this
+MAX_ATTEMPTS = 5
+QUOTA_BACKOFF_MIN = 60.0
+RETRYABLE = {"UNAVAILABLE", "INTERNAL"}
+DEAD_TOKEN = {"UNREGISTERED", "INVALID_ARGUMENT"}
+
+
+# ---- the one call every module makes ---------------------------------------------------------------------
+
+
+async def notify(
+    conn: asyncpg.Connection,
+    recipients: Sequence[uuid.UUID | str],
+    template: str,
+    data: dict[str, Any],
+    *,
+    category: str,
+    idempotency_key: str,
+    urgency: str = "normal",
+    deep_link: str | None = None,
+) -> list[int]:
+    """Put a notification in each recipient's inbox and queue its push, in the caller's transaction.
+
+    The same `idempotency_key` for the same resident is stored once, so a retried caller cannot
+    notify twice. Returns the ids of the inbox rows created now.
+    """
+    if category not in CATEGORIES:
+        raise InvalidInput.field("category", f"unknown category {category!r}")
+    if urgency not in ("normal", "emergency"):
+        raise InvalidInput.field("urgency", "normal or emergency")
+    if deep_link is not None and not deep_link.startswith("ihanoi://"):
+        raise InvalidInput.field("deep_link", "deep links start with ihanoi://")
+    rendered = templates.get(template).render(data)
+    residents = [uuid.UUID(str(r)) for r in recipients]
+    return await store.insert_notifications(
+        conn, recipients=residents, category=category, urgency=urgency, template=template, rendered=rendered,
+        deep_link=deep_link, data={k: v for k, v in data.items()}, idempotency_key=idempotency_key,
+    )
+
+
+# ---- devices ----------------------------------------------------------------------------------------------
+
+
+def _device(row) -> Device:
+    return Device(id=str(row["id"]), platform=row["platform"], locale=row["locale"], app_version=row["app_version"],
+                  created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+async def register_device(conn: asyncpg.Connection, resident_id: uuid.UUID, session_id: str | None,
+                          body: DeviceRegistration) -> Device:
+    row = await store.upsert_device(
+        conn, resident_id=resident_id, session_id=uuid.UUID(session_id) if session_id else None,
+        fcm_token=body.fcm_token, installation_id=body.installation_id, platform=body.platform,
+        locale=body.locale, app_version=body.app_version,
+    )
+    return _device(row)
+
+
+async def unregister_device(conn: asyncpg.Connection, resident_id: uuid.UUID, device_id: uuid.UUID) -> None:
+    if not await store.deactivate_device(conn, device_id, resident_id, "unregistered by the app"):
+        raise NotFound("no such device")
+
+
+async def list_devices(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list[Device]:
+    return [_device(r) for r in await store.list_devices(conn, resident_id)]
+
+
+async def on_session_end(conn: asyncpg.Connection, session_id: uuid.UUID) -> None:
+    """Identity calls this at logout: a signed-out phone gets no more pushes."""
+    await store.deactivate_session_devices(conn, session_id)
+
+
+# ---- the inbox -------------------------------------------------------------------------------------------
+
+
+def _cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except ValueError:
+        raise InvalidInput.field("cursor", "not a cursor from this API", source="query") from None
+
+
+def inbox_item(row, language: str) -> InboxItem:
+    english = language == "en"
+    return InboxItem(
+        id=row["id"], category=row["category"], urgency=row["urgency"],
+        title=row["title_en"] if english else row["title_vi"], body=row["body_en"] if english else row["body_vi"],
+        deep_link=row["deep_link"], data=row["data"], created_at=row["created_at"], read_at=row["read_at"],
+    )
+
+
+async def inbox(conn: asyncpg.Connection, resident_id: uuid.UUID, *, cursor: str | None, limit: int,
+                language: str) -> InboxPage:
+    rows = await store.inbox_page(conn, resident_id, before_id=_parse_cursor(cursor), limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return InboxPage(
+        items=[inbox_item(r, language) for r in rows],
+        next_cursor=_cursor(rows[-1]["id"]) if more else None,
+        unread=await store.unread_count(conn, resident_id),
+    )
+
+
+async def mark_read(conn: asyncpg.Connection, resident_id: uuid.UUID, notification_id: int) -> None:
+    if not await store.mark_read(conn, resident_id, notification_id):
+        raise NotFound("no such notification")
+
+
+async def archive(conn: asyncpg.Connection, resident_id: uuid.UUID, notification_id: int) -> None:
+    if not await store.archive(conn, resident_id, notification_id):
+        raise NotFound("no such notification")
+
+
+# ---- preferences and quiet hours -----------------------------------------------------------------------------
+
+
+async def get_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID) -> PreferencesView:
+    push_rows, setting = await store.get_preferences(conn, resident_id)
+    push = {category: True for category in CATEGORIES}
+    push.update({r["category"]: r["push"] for r in push_rows})
+    quiet = None
+    if setting and setting["quiet_start"] is not None:
+        quiet = QuietHours(start=setting["quiet_start"], end=setting["quiet_end"])
+    return PreferencesView(push=push, quiet_hours=quiet, home_unit=setting["home_unit"] if setting else None)
+
+
+async def put_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID, body: Preferences,
+                          known_unit) -> PreferencesView:
+    if body.quiet_hours and body.quiet_hours.start == body.quiet_hours.end:
+        raise InvalidInput.field("quiet_hours", "start and end must differ")
+    if body.home_unit is not None and not known_unit(body.home_unit):
+        raise InvalidInput.field("home_unit", f"unknown ward or commune {body.home_unit!r}")
+    quiet = body.quiet_hours
+    async with conn.transaction():
+        await store.put_preferences(conn, resident_id, dict(body.push), quiet.start if quiet else None,
+                                    quiet.end if quiet else None, body.home_unit)
+    return await get_preferences(conn, resident_id)
+
+
+def quiet_until(now: dt.datetime, start: dt.time | None, end: dt.time | None) -> dt.datetime | None:
+    """If `now` falls in the quiet hours (local time, possibly across midnight), when they end (UTC)."""
+    if start is None or end is None:
+        return None
+    local = now.astimezone(LOCAL_TZ)
+    clock = local.time().replace(tzinfo=None)
+    inside = start <= clock < end if start < end else (clock >= start or clock < end)
+    if not inside:
+        return None
+    end_day = local.date() if clock < end else local.date() + dt.timedelta(days=1)
+    return dt.datetime.combine(end_day, end, LOCAL_TZ).astimezone(dt.UTC)
+
+
+# ---- the worker: expand the outbox, send what is due ------------------------------------------------------------
+
+
+async def expand_outbox(conn: asyncpg.Connection, redis, *, limit: int = 1000) -> int:
+    """Turn outbox rows into deliveries and tell connected apps; returns how many were expanded."""
+    now = dt.datetime.now(dt.UTC)
+    async with conn.transaction():
+        rows = await store.take_outbox(conn, limit)
+        pushable, when = [], []
+        for row in rows:
+            emergency = row["urgency"] == "emergency"
+            if not row["push_on"] and not emergency:
+                continue  # inbox only: the resident turned this category's pushes off
+            later = None if emergency else quiet_until(now, row["quiet_start"], row["quiet_end"])
+            pushable.append(row["id"])
+            when.append(later or now)
+        if pushable:
+            await store.insert_deliveries(conn, pushable, when)
+    for row in rows:  # after commit: the live stream must not announce what could still roll back
+        await publish_inbox_item(redis, row)
+    return len(rows)
+
+
+def inbox_channel(redis, resident_id: str) -> str:
+    return redis.key("inbox", resident_id)
+
+
+async def publish_inbox_item(redis, row) -> None:
+    event = {
+        "id": row["id"], "category": row["category"], "urgency": row["urgency"], "deep_link": row["deep_link"],
+        "data": row["data"], "created_at": row["created_at"].isoformat(),
+        "title": {"vi": row["title_vi"], "en": row["title_en"]}, "body": {"vi": row["body_vi"], "en": row["body_en"]},
+    }
+    await redis.client.publish(inbox_channel(redis, str(row["resident_id"])), json.dumps(event, ensure_ascii=False))
+
+
+def _message(row) -> PushMessage:
+    english = row["locale"] == "en"
+    data = {"notification_id": str(row["notification_id"]), "category": row["category"]}
+    if row["deep_link"]:
+        data["deep_link"] = row["deep_link"]
+    return PushMessage(
+        token=row["fcm_token"],
+        title=row["title_en"] if english else row["title_vi"],
+        body=row["body_en"] if english else row["body_vi"],
+        data=data, urgency=row["urgency"],
+        collapse_key=f"n{row['notification_id']}",
+    )
+
+
+def _backoff(attempts: int) -> float:
+    return min(2.0 ** attempts, 300.0) * (0.8 + 0.4 * random.random())
+
+
+def outcome(row, result: PushResult) -> tuple[tuple, str | None]:
+    """What a sender's answer means for the delivery: (update row, reason to deactivate the device)."""
+    key = (row["notification_id"], row["device_id"])
+    if result.ok:
+        return (*key, "sent", result.message_id, None, 0.0), None
+    code = result.error_code or "UNKNOWN"
+    if code in DEAD_TOKEN:
+        return (*key, "failed", None, code, 0.0), code
+    if code == "QUOTA_EXCEEDED":
+        return (*key, "pending", None, code, max(QUOTA_BACKOFF_MIN, result.retry_after or 0.0)), None
+    if code in RETRYABLE and row["attempts"] < MAX_ATTEMPTS:
+        return (*key, "pending", None, code, _backoff(row["attempts"])), None
+    return (*key, "failed", None, code, 0.0), None
+
+
+async def send_due(pool, redis, sender: PushSender, *, batches: int = 20) -> int:
+    """Send up to `batches` batches of due deliveries; returns how many answers came back."""
+    pause_key = redis.key("fcm", "paused-until")
+    handled = 0
+    for _ in range(batches):
+        paused = await redis.client.get(pause_key)
+        if paused and float(paused) > dt.datetime.now(dt.UTC).timestamp():
+            break  # FCM asked every sender of this project to slow down
+        async with pool.acquire() as conn:
+            rows = await store.claim_due(conn, BATCH, LEASE_SECONDS)
+        if not rows:
+            break
+        results = await sender.send([_message(r) for r in rows])
+        updates, dead_devices, dead_reasons = [], [], []
+        quota_wait = 0.0
+        for row, result in zip(rows, results, strict=True):
+            update, dead = outcome(row, result)
+            updates.append(update)
+            if dead:
+                dead_devices.append(row["device_id"])
+                dead_reasons.append(f"FCM {dead}")
+            if result.error_code == "QUOTA_EXCEEDED":
+                quota_wait = max(quota_wait, update[-1])
+        async with pool.acquire() as conn, conn.transaction():
+            await store.record_results(conn, updates)
+            if dead_devices:
+                await store.deactivate_devices(conn, dead_devices, dead_reasons)
+        handled += len(rows)
+        if quota_wait:
+            until = dt.datetime.now(dt.UTC).timestamp() + quota_wait
+            await redis.client.set(pause_key, str(until), px=int(quota_wait * 1000))
+            log.warning("FCM quota exceeded: pausing sends", extra={"seconds": quota_wait})
+            break
+    return handled

@@ -1,0 +1,256 @@
+"""Every notifications query, plain SQL through asyncpg."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+OUTBOX_CHANNEL = "ihanoi_notifications"
+
+# ---- devices -------------------------------------------------------------------------------------------
+
+
+async def upsert_device(conn: asyncpg.Connection, *, resident_id: uuid.UUID, session_id: uuid.UUID | None,
+                        fcm_token: str, installation_id: str | None, platform: str, locale: str,
+                        app_version: str) -> asyncpg.Record:
+    """A token belongs to one phone: registering it again (maybe for another resident) moves it."""
+    return await conn.fetchrow(
+        """
+        INSERT INTO notification_device (id, resident_id, session_id, fcm_token, installation_id, platform, locale,
+                                         app_version)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (fcm_token) DO UPDATE SET
+            resident_id = EXCLUDED.resident_id, session_id = EXCLUDED.session_id,
+            installation_id = EXCLUDED.installation_id, platform = EXCLUDED.platform, locale = EXCLUDED.locale,
+            app_version = EXCLUDED.app_version, updated_at = now(), deactivated_at = NULL, deactivated_reason = NULL
+        RETURNING id, platform, locale, app_version, created_at, updated_at
+        """,
+        uuid.uuid4(), resident_id, session_id, fcm_token, installation_id, platform, locale, app_version,
+    )
+
+
+async def deactivate_device(conn: asyncpg.Connection, device_id: uuid.UUID, resident_id: uuid.UUID,
+                            reason: str) -> bool:
+    row = await conn.fetchrow(
+        "UPDATE notification_device SET deactivated_at = now(), deactivated_reason = $3 "
+        "WHERE id = $1 AND resident_id = $2 AND deactivated_at IS NULL RETURNING id",
+        device_id, resident_id, reason,
+    )
+    return row is not None
+
+
+async def deactivate_session_devices(conn: asyncpg.Connection, session_id: uuid.UUID) -> int:
+    result = await conn.execute(
+        "UPDATE notification_device SET deactivated_at = now(), deactivated_reason = 'signed out' "
+        "WHERE session_id = $1 AND deactivated_at IS NULL",
+        session_id,
+    )
+    return int(result.split()[-1])
+
+
+async def deactivate_devices(conn: asyncpg.Connection, device_ids: Sequence[uuid.UUID], reasons: Sequence[str]) -> None:
+    await conn.execute(
+        "UPDATE notification_device d SET deactivated_at = now(), deactivated_reason = r.reason "
+        "FROM unnest($1::uuid[], $2::text[]) AS r(id, reason) WHERE d.id = r.id AND d.deactivated_at IS NULL",
+        list(device_ids), list(reasons),
+    )
+
+
+async def list_devices(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, platform, locale, app_version, created_at, updated_at FROM notification_device "
+        "WHERE resident_id = $1 AND deactivated_at IS NULL ORDER BY updated_at DESC",
+        resident_id,
+    )
+
+
+# ---- preferences -----------------------------------------------------------------------------------------
+
+
+async def get_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID) -> tuple[list, asyncpg.Record | None]:
+    push = await conn.fetch("SELECT category, push FROM notification_preference WHERE resident_id = $1", resident_id)
+    setting = await conn.fetchrow(
+        "SELECT quiet_start, quiet_end, home_unit FROM notification_setting WHERE resident_id = $1", resident_id
+    )
+    return push, setting
+
+
+async def put_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID, push: dict[str, bool],
+                          quiet_start, quiet_end, home_unit: str | None) -> None:
+    await conn.execute(
+        "INSERT INTO notification_preference (resident_id, category, push) "
+        "SELECT $1, c, p FROM unnest($2::text[], $3::boolean[]) AS t(c, p) "
+        "ON CONFLICT (resident_id, category) DO UPDATE SET push = EXCLUDED.push",
+        resident_id, list(push), list(push.values()),
+    )
+    await conn.execute(
+        "INSERT INTO notification_setting (resident_id, quiet_start, quiet_end, home_unit) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (resident_id) DO UPDATE SET quiet_start = EXCLUDED.quiet_start, "
+        "quiet_end = EXCLUDED.quiet_end, home_unit = EXCLUDED.home_unit",
+        resident_id, quiet_start, quiet_end, home_unit,
+    )
+
+
+# ---- the inbox and the outbox ------------------------------------------------------------------------------
+
+
+async def insert_notifications(conn: asyncpg.Connection, *, recipients: Sequence[uuid.UUID], category: str,
+                               urgency: str, template: str, rendered: dict[str, str], deep_link: str | None,
+                               data: dict[str, Any], idempotency_key: str) -> list[int]:
+    """One inbox row per recipient and its outbox row, in the caller's transaction; repeats are skipped."""
+    rows = await conn.fetch(
+        """
+        WITH inserted AS (
+            INSERT INTO notification (resident_id, category, urgency, template, title_vi, body_vi, title_en, body_en,
+                                      deep_link, data, idempotency_key)
+            SELECT r, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM unnest($1::uuid[]) AS r
+            ON CONFLICT (resident_id, idempotency_key) DO NOTHING
+            RETURNING id
+        ), queued AS (
+            INSERT INTO notification_outbox (notification_id) SELECT id FROM inserted RETURNING notification_id
+        )
+        SELECT notification_id AS id FROM queued
+        """,
+        list(recipients), category, urgency, template, rendered["title_vi"], rendered["body_vi"],
+        rendered["title_en"], rendered["body_en"], deep_link, data, idempotency_key,
+    )
+    if rows:
+        await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")  # delivered at commit: the worker wakes at once
+    return [r["id"] for r in rows]
+
+
+async def inbox_page(conn: asyncpg.Connection, resident_id: uuid.UUID, *, before_id: int | None,
+                     limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id, category, urgency, title_vi, body_vi, title_en, body_en, deep_link, data, created_at, read_at "
+        "FROM notification WHERE resident_id = $1 AND archived_at IS NULL AND ($2::bigint IS NULL OR id < $2) "
+        "ORDER BY id DESC LIMIT $3",
+        resident_id, before_id, limit,
+    )
+
+
+async def unread_count(conn: asyncpg.Connection, resident_id: uuid.UUID) -> int:
+    return await conn.fetchval(
+        "SELECT count(*) FROM notification WHERE resident_id = $1 AND read_at IS NULL AND archived_at IS NULL",
+        resident_id,
+    )
+
+
+async def mark_read(conn: asyncpg.Connection, resident_id: uuid.UUID, notification_id: int) -> bool:
+    row = await conn.fetchrow(
+        "UPDATE notification SET read_at = coalesce(read_at, now()) WHERE id = $1 AND resident_id = $2 RETURNING id",
+        notification_id, resident_id,
+    )
+    return row is not None
+
+
+async def mark_all_read(conn: asyncpg.Connection, resident_id: uuid.UUID) -> int:
+    result = await conn.execute(
+        "UPDATE notification SET read_at = now() WHERE resident_id = $1 AND read_at IS NULL AND archived_at IS NULL",
+        resident_id,
+    )
+    return int(result.split()[-1])
+
+
+async def archive(conn: asyncpg.Connection, resident_id: uuid.UUID, notification_id: int) -> bool:
+    row = await conn.fetchrow(
+        "UPDATE notification SET archived_at = coalesce(archived_at, now()), read_at = coalesce(read_at, now()) "
+        "WHERE id = $1 AND resident_id = $2 RETURNING id",
+        notification_id, resident_id,
+    )
+    return row is not None
+
+
+# ---- delivery (the worker) -------------------------------------------------------------------------------
+
+
+async def take_outbox(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Claim outbox rows with what expansion needs; the caller deletes them in the same transaction."""
+    return await conn.fetch(
+        """
+        WITH taken AS (
+            DELETE FROM notification_outbox WHERE notification_id IN (
+                SELECT notification_id FROM notification_outbox ORDER BY notification_id
+                LIMIT $1 FOR UPDATE SKIP LOCKED)
+            RETURNING notification_id
+        )
+        SELECT n.id, n.resident_id, n.category, n.urgency, n.title_vi, n.body_vi, n.title_en, n.body_en,
+               n.deep_link, n.data, n.created_at,
+               coalesce(p.push, true) AS push_on, s.quiet_start, s.quiet_end
+        FROM taken t JOIN notification n ON n.id = t.notification_id
+        LEFT JOIN notification_preference p ON p.resident_id = n.resident_id AND p.category = n.category
+        LEFT JOIN notification_setting s ON s.resident_id = n.resident_id
+        """,
+        limit,
+    )
+
+
+async def insert_deliveries(conn: asyncpg.Connection, notification_ids: Sequence[int],
+                            available_at: Sequence[Any]) -> int:
+    """A delivery row per active device of each notification's resident; one per (notification, device)."""
+    result = await conn.execute(
+        """
+        INSERT INTO notification_delivery (notification_id, device_id, available_at)
+        SELECT n.id, d.id, t.available_at
+        FROM unnest($1::bigint[], $2::timestamptz[]) AS t(id, available_at)
+        JOIN notification n ON n.id = t.id
+        JOIN notification_device d ON d.resident_id = n.resident_id AND d.deactivated_at IS NULL
+        ON CONFLICT DO NOTHING
+        """,
+        list(notification_ids), list(available_at),
+    )
+    return int(result.split()[-1])
+
+
+async def claim_due(conn: asyncpg.Connection, limit: int, lease_seconds: int) -> list[asyncpg.Record]:
+    """Claim due deliveries for one send: 'sending' with a lease, so a dead worker's rows come back."""
+    return await conn.fetch(
+        """
+        WITH due AS (
+            SELECT notification_id, device_id FROM notification_delivery
+            WHERE status IN ('pending', 'sending') AND available_at <= clock_timestamp()
+            ORDER BY available_at LIMIT $1 FOR UPDATE SKIP LOCKED
+        ), claimed AS (
+            UPDATE notification_delivery d
+            SET status = 'sending', attempts = d.attempts + 1, updated_at = now(),
+                available_at = clock_timestamp() + make_interval(secs => $2)
+            FROM due WHERE d.notification_id = due.notification_id AND d.device_id = due.device_id
+            RETURNING d.notification_id, d.device_id, d.attempts
+        )
+        SELECT c.notification_id, c.device_id, c.attempts, dev.fcm_token, dev.locale, n.urgency, n.category,
+               n.title_vi, n.body_vi, n.title_en, n.body_en, n.deep_link, n.data, n.broadcast_id
+        FROM claimed c
+        JOIN notification n ON n.id = c.notification_id
+        JOIN notification_device dev ON dev.id = c.device_id
+        """,
+        limit, lease_seconds,
+    )
+
+
+async def record_results(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
+    """rows: (notification_id, device_id, status, message_id, error_code, retry_in_seconds)."""
+    if not rows:
+        return
+    ids, devices, statuses, message_ids, errors, delays = (list(column) for column in zip(*rows, strict=True))
+    await conn.execute(
+        """
+        UPDATE notification_delivery d
+        SET status = r.status, fcm_message_id = r.message_id, error_code = r.error_code, updated_at = now(),
+            available_at = clock_timestamp() + make_interval(secs => r.delay)
+        FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[])
+             AS r(notification_id, device_id, status, message_id, error_code, delay)
+        WHERE d.notification_id = r.notification_id AND d.device_id = r.device_id
+        """,
+        ids, devices, statuses, message_ids, errors, delays,
+    )
+
+
+async def delivery_counts(conn: asyncpg.Connection, notification_id: int) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT status, count(*) AS n FROM notification_delivery WHERE notification_id = $1 GROUP BY status",
+        notification_id,
+    )
+    return {r["status"]: r["n"] for r in rows}
