@@ -44,7 +44,7 @@ class Worker:
     async def run_once(self, job: Job, ctx: JobContext) -> bool:
         """Run the job if no other worker holds its lease; True when it ran here."""
         key = self.redis.key("job-lease", job.name)
-        lease_ms = max(int(job.every_seconds * 1000), 1000)
+        lease_ms = max(int(job.every_seconds * 1000), 50)
         token = f"{self.identity}:{time.monotonic_ns()}"
         if not await self.redis.client.set(key, token, nx=True, px=lease_ms):
             return False

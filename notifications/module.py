@@ -38,7 +38,7 @@ module = Module(
     # the local FCM stand-in that dev and test deliver to (IHANOI_FCM_ENDPOINT defaults to it there)
     dev_routers=[fcm_stand_in.create_router(path="/stand-in/fcm")],
     migrations=Path(__file__).parent / "migrations",
-    jobs=[Job(name="notifications.expand", run=expand, every_seconds=0.25),
+    jobs=[Job(name="notifications.expand", run=expand, every_seconds=0.1),
           Job(name="notifications.send", run=send, every_seconds=0.25)],
     on_session_end=service.on_session_end,
 )
