@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import asyncpg
-from litestar import Controller, Request, delete, get, post, put
+from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -19,7 +19,17 @@ from app.errors import InvalidInput
 from app.identity import guards
 from app.identity.models import Principal
 from notifications import service
-from notifications.models import Device, DeviceRegistration, InboxPage, Preferences, PreferencesView, UnreadCount
+from notifications.models import (
+    Broadcast,
+    BroadcastCreate,
+    BroadcastList,
+    Device,
+    DeviceRegistration,
+    InboxPage,
+    Preferences,
+    PreferencesView,
+    UnreadCount,
+)
 
 Conn = NamedDependency[asyncpg.Connection]
 Me = NamedDependency[Principal]
@@ -125,3 +135,38 @@ class NotificationsController(Controller):
                 await asyncio.sleep(0)
 
         return ServerSentEvent(events())
+
+
+class BroadcastsController(Controller):
+    path = "/v1/broadcasts"
+    tags = ["Notifications: city broadcasts"]
+    # writing to thousands of phones is a sensitive act: level 2, signed in within 15 minutes
+    guards = [guards.resident, guards.level(2, max_auth_age=900)]
+
+    @post("/", operation_id="CreateBroadcast", summary="Announce to a ward, a unit's area or (admins) the city")
+    async def create(self, data: JSONBody[BroadcastCreate], request: Request, state: State, conn: Conn,
+                     principal: Me) -> Response[Broadcast]:
+        key = request.headers.get("idempotency-key", "")
+        if not 8 <= len(key) <= 128:
+            raise InvalidInput.field("Idempotency-Key", "send an Idempotency-Key header of 8-128 characters",
+                                     source="header")
+        broadcast, created = await service.create_broadcast(conn, state.identity, principal, data, key)
+        return Response(broadcast, status_code=201 if created else 200)
+
+    @get("/", operation_id="ListBroadcasts", summary="Broadcasts I wrote")
+    async def mine(self, conn: Conn, principal: Me) -> BroadcastList:
+        return BroadcastList(broadcasts=await service.list_broadcasts(conn, principal))
+
+    @get("/{broadcast_id:int}", operation_id="GetBroadcast", summary="Status, progress and delivery counts")
+    async def get_one(self, broadcast_id: FromPath[int], state: State, conn: Conn, principal: Me) -> Broadcast:
+        return await service.get_broadcast(conn, state.identity, principal, broadcast_id)
+
+    @post("/{broadcast_id:int}/approve", operation_id="ApproveBroadcast", status_code=200,
+          summary="A second admin approves a city-wide broadcast")
+    async def approve(self, broadcast_id: FromPath[int], state: State, conn: Conn, principal: Me) -> Broadcast:
+        return await service.approve_broadcast(conn, state.identity, principal, broadcast_id)
+
+    @post("/{broadcast_id:int}/cancel", operation_id="CancelBroadcast", status_code=200,
+          summary="Stop a scheduled or running broadcast")
+    async def cancel(self, broadcast_id: FromPath[int], state: State, conn: Conn, principal: Me) -> Broadcast:
+        return await service.cancel_broadcast(conn, state.identity, principal, broadcast_id)

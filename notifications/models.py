@@ -67,3 +67,35 @@ class PreferencesView(msgspec.Struct):
     quiet_hours: QuietHours | None
     home_unit: str | None
     timezone: str = "Asia/Ho_Chi_Minh"
+
+
+class BroadcastCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    target_unit: Annotated[str, msgspec.Meta(min_length=2, max_length=64)]
+    urgency: Urgency = "normal"
+    title_vi: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    body_vi: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    title_en: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
+    body_en: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
+    deep_link: Annotated[str, msgspec.Meta(max_length=300)] | None = None
+    scheduled_at: dt.datetime | None = None
+
+
+class Broadcast(msgspec.Struct):
+    id: int
+    target_unit: str
+    urgency: str
+    title: dict[str, str]
+    status: str
+    scheduled_at: dt.datetime
+    needs_approval: bool
+    approved_by: str | None
+    recipients: int
+    deliveries: dict[str, int]
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    cancelled_at: dt.datetime | None
+
+
+class BroadcastList(msgspec.Struct):
+    broadcasts: list[Broadcast]

@@ -26,6 +26,17 @@ async def expand(ctx: JobContext) -> None:
             pass
 
 
+@lru_cache(maxsize=2)
+def _units(path: str | None):
+    from app.identity.units import load_units
+
+    return load_units(Path(path) if path else None)
+
+
+async def fan_out(ctx: JobContext) -> None:
+    await service.fan_out(ctx.pool, _units(ctx.settings.units_file))
+
+
 async def send(ctx: JobContext) -> None:
     await service.send_due(ctx.pool, ctx.redis, sender_for(ctx.settings))
 
@@ -34,11 +45,12 @@ module = Module(
     name="notifications",
     title=Title(vi="Thông báo", en="Notifications"),
     icon="bell",
-    routers=[api.NotificationsController],
+    routers=[api.NotificationsController, api.BroadcastsController],
     # the local FCM stand-in that dev and test deliver to (IHANOI_FCM_ENDPOINT defaults to it there)
     dev_routers=[fcm_stand_in.create_router(path="/stand-in/fcm")],
     migrations=Path(__file__).parent / "migrations",
     jobs=[Job(name="notifications.expand", run=expand, every_seconds=0.1),
+          Job(name="notifications.broadcast", run=fan_out, every_seconds=0.5),
           Job(name="notifications.send", run=send, every_seconds=0.25)],
     on_session_end=service.on_session_end,
 )

@@ -20,10 +20,12 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from app.errors import InvalidInput, NotFound
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from notifications import store, templates
 from notifications.models import (
     CATEGORIES,
+    Broadcast,
+    BroadcastCreate,
     Device,
     DeviceRegistration,
     InboxItem,
@@ -299,3 +301,127 @@ async def send_due(pool, redis, sender: PushSender, *, batches: int = 20) -> int
             log.warning("FCM quota exceeded: pausing sends", extra={"seconds": quota_wait})
             break
     return handled
+
+
+# ---- city broadcasts -------------------------------------------------------------------------------------------
+
+CITY = "hanoi"
+FAN_OUT_BATCH = 5000
+
+
+def _broadcast_view(row, deliveries: dict[str, int]) -> Broadcast:
+    return Broadcast(
+        id=row["id"], target_unit=row["target_unit"], urgency=row["urgency"],
+        title={"vi": row["title_vi"], "en": row["title_en"]}, status=row["status"], scheduled_at=row["scheduled_at"],
+        needs_approval=row["target_unit"] == CITY, approved_by=str(row["approved_by"]) if row["approved_by"] else None,
+        recipients=row["recipients"], deliveries=deliveries, created_at=row["created_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"], cancelled_at=row["cancelled_at"],
+    )
+
+
+def may_broadcast(identity, principal, target_unit: str) -> bool:
+    """Whole city: admins only (and a second admin approves). A unit's area: its staff, or admins."""
+    if target_unit == CITY:
+        return principal.has_role("admin")
+    return principal.has_role("admin") or identity_covers(identity, principal, target_unit)
+
+
+def identity_covers(identity, principal, unit: str) -> bool:
+    from app.identity.service import covers_unit
+
+    return covers_unit(identity, principal, "staff", unit)
+
+
+async def create_broadcast(conn: asyncpg.Connection, identity, principal, body: BroadcastCreate,
+                           idempotency_key: str) -> tuple[Broadcast, bool]:
+    unit = identity.units.get(body.target_unit)
+    if unit is None:
+        raise InvalidInput.field("target_unit", f"unknown unit {body.target_unit!r}")
+    if not may_broadcast(identity, principal, body.target_unit):
+        raise Forbidden(f"you may not broadcast to {body.target_unit}")
+    if body.deep_link is not None and not body.deep_link.startswith("ihanoi://"):
+        raise InvalidInput.field("deep_link", "deep links start with ihanoi://")
+    now = dt.datetime.now(dt.UTC)
+    scheduled = body.scheduled_at or now
+    if scheduled.tzinfo is None:
+        raise InvalidInput.field("scheduled_at", "give a time zone, e.g. 2026-12-01T08:00:00+07:00")
+    if scheduled < now - dt.timedelta(minutes=5):
+        raise InvalidInput.field("scheduled_at", "is in the past")
+    import unicodedata
+
+    texts = {k: unicodedata.normalize("NFC", getattr(body, k)) for k in ("title_vi", "body_vi", "title_en", "body_en")}
+    status = "awaiting_approval" if body.target_unit == CITY else "scheduled"
+    row, created = await store.insert_broadcast(
+        conn, created_by=uuid.UUID(principal.sub), idempotency_key=idempotency_key, target_unit=body.target_unit,
+        urgency=body.urgency, texts=texts, deep_link=body.deep_link, status=status,
+        scheduled_at=scheduled.astimezone(dt.UTC),
+    )
+    log.info("broadcast created", extra={"broadcast": row["id"], "target": body.target_unit, "status": status})
+    return _broadcast_view(row, {}), created
+
+
+async def _visible_broadcast(conn, identity, principal, broadcast_id: int, *, lock: bool = False):
+    row = await store.get_broadcast(conn, broadcast_id, lock=lock)
+    if row is None or not (str(row["created_by"]) == principal.sub or may_broadcast(identity, principal,
+                                                                                        row["target_unit"])):
+        raise NotFound("no such broadcast")
+    return row
+
+
+async def get_broadcast(conn, identity, principal, broadcast_id: int) -> Broadcast:
+    row = await _visible_broadcast(conn, identity, principal, broadcast_id)
+    return _broadcast_view(row, await store.broadcast_delivery_counts(conn, broadcast_id))
+
+
+async def list_broadcasts(conn, principal) -> list[Broadcast]:
+    return [_broadcast_view(r, {}) for r in await store.list_broadcasts(conn, uuid.UUID(principal.sub))]
+
+
+async def approve_broadcast(conn, identity, principal, broadcast_id: int) -> Broadcast:
+    """A city-wide broadcast needs a second admin: anyone but its author."""
+    if not principal.has_role("admin"):
+        raise Forbidden("only an admin approves a city-wide broadcast")
+    async with conn.transaction():
+        row = await _visible_broadcast(conn, identity, principal, broadcast_id, lock=True)
+        if str(row["created_by"]) == principal.sub:
+            raise Forbidden("a second admin must approve: not the one who wrote it")
+        if row["status"] != "awaiting_approval":
+            raise Conflict(f"the broadcast is {row['status']}, not awaiting approval")
+        await store.set_broadcast_status(conn, broadcast_id, "scheduled", approved_by=uuid.UUID(principal.sub),
+                                         approved_at=dt.datetime.now(dt.UTC))
+    return await get_broadcast(conn, identity, principal, broadcast_id)
+
+
+async def cancel_broadcast(conn, identity, principal, broadcast_id: int) -> Broadcast:
+    async with conn.transaction():
+        row = await _visible_broadcast(conn, identity, principal, broadcast_id, lock=True)
+        if row["status"] == "cancelled":
+            raise Conflict("the broadcast is already cancelled")
+        # 'done' means every inbox row is written; pushes may still be waiting (quiet hours, back-off)
+        skipped = await store.skip_pending_deliveries(conn, broadcast_id)
+        if row["status"] == "done" and skipped == 0:
+            raise Conflict("the broadcast has already been delivered")
+        await store.set_broadcast_status(conn, broadcast_id, "cancelled", cancelled_at=dt.datetime.now(dt.UTC))
+    log.info("broadcast cancelled", extra={"broadcast": broadcast_id, "skipped": skipped})
+    return await get_broadcast(conn, identity, principal, broadcast_id)
+
+
+async def fan_out(pool, units, *, batch: int = FAN_OUT_BATCH, max_batches: int = 20) -> int:
+    """Worker: expand due broadcasts into inbox rows and deliveries, one committed batch at a time."""
+    handled_total = 0
+    for _ in range(max_batches):
+        async with pool.acquire() as conn, conn.transaction():
+            broadcast = await store.take_due_broadcast(conn)
+            if broadcast is None:
+                return handled_total
+            now = dt.datetime.now(dt.UTC)
+            if broadcast["status"] == "scheduled":
+                await store.set_broadcast_status(conn, broadcast["id"], "running", started_at=now)
+            area = None
+            if broadcast["target_unit"] != CITY:
+                area = [u.code for u in units if units.contains(broadcast["target_unit"], u.code)]
+            handled, _ = await store.fan_out_batch(conn, broadcast, units=area, limit=batch, now=now)
+            if handled < batch:
+                await store.set_broadcast_status(conn, broadcast["id"], "done", finished_at=now)
+            handled_total += handled
+    return handled_total

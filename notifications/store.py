@@ -254,3 +254,138 @@ async def delivery_counts(conn: asyncpg.Connection, notification_id: int) -> dic
         notification_id,
     )
     return {r["status"]: r["n"] for r in rows}
+
+
+# ---- broadcasts ----------------------------------------------------------------------------------------------
+
+BROADCAST_COLUMNS = (
+    "id, created_by, target_unit, urgency, title_vi, body_vi, title_en, body_en, deep_link, status, scheduled_at, "
+    "approved_by, approved_at, recipients, created_at, started_at, finished_at, cancelled_at"
+)
+
+
+async def insert_broadcast(conn: asyncpg.Connection, *, created_by: uuid.UUID, idempotency_key: str,
+                           target_unit: str, urgency: str, texts: dict[str, str], deep_link: str | None,
+                           status: str, scheduled_at) -> tuple[asyncpg.Record, bool]:
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO broadcast (created_by, idempotency_key, target_unit, urgency, title_vi, body_vi, title_en, body_en,
+                               deep_link, status, scheduled_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        ON CONFLICT (created_by, idempotency_key) DO NOTHING
+        RETURNING {BROADCAST_COLUMNS}
+        """,
+        created_by, idempotency_key, target_unit, urgency, texts["title_vi"], texts["body_vi"], texts["title_en"],
+        texts["body_en"], deep_link, status, scheduled_at,
+    )
+    if row is not None:
+        return row, True
+    existing = await conn.fetchrow(
+        f"SELECT {BROADCAST_COLUMNS} FROM broadcast WHERE created_by = $1 AND idempotency_key = $2",
+        created_by, idempotency_key,
+    )
+    return existing, False
+
+
+async def get_broadcast(conn: asyncpg.Connection, broadcast_id: int, *, lock: bool = False) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {BROADCAST_COLUMNS} FROM broadcast WHERE id = $1" + (" FOR UPDATE" if lock else ""), broadcast_id
+    )
+
+
+async def list_broadcasts(conn: asyncpg.Connection, created_by: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {BROADCAST_COLUMNS} FROM broadcast WHERE created_by = $1 ORDER BY id DESC LIMIT 100", created_by
+    )
+
+
+async def set_broadcast_status(conn: asyncpg.Connection, broadcast_id: int, status: str, **stamps: Any) -> None:
+    sets = ", ".join(f"{column} = ${i}" for i, column in enumerate(stamps, start=3))
+    await conn.execute(
+        f"UPDATE broadcast SET status = $2{', ' + sets if sets else ''} WHERE id = $1",
+        broadcast_id, status, *stamps.values(),
+    )
+
+
+async def skip_pending_deliveries(conn: asyncpg.Connection, broadcast_id: int) -> int:
+    result = await conn.execute(
+        "UPDATE notification_delivery d SET status = 'skipped', updated_at = now() FROM notification n "
+        "WHERE n.id = d.notification_id AND n.broadcast_id = $1 AND d.status = 'pending'",
+        broadcast_id,
+    )
+    return int(result.split()[-1])
+
+
+async def broadcast_delivery_counts(conn: asyncpg.Connection, broadcast_id: int) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT d.status, count(*) AS n FROM notification_delivery d JOIN notification n ON n.id = d.notification_id "
+        "WHERE n.broadcast_id = $1 GROUP BY d.status",
+        broadcast_id,
+    )
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def take_due_broadcast(conn: asyncpg.Connection) -> asyncpg.Record | None:
+    """The next broadcast to fan out, locked for this transaction (other workers skip it)."""
+    return await conn.fetchrow(
+        f"SELECT {BROADCAST_COLUMNS}, resume_after FROM broadcast "
+        "WHERE status IN ('scheduled', 'running') AND scheduled_at <= clock_timestamp() "
+        "ORDER BY scheduled_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    )
+
+
+async def fan_out_batch(conn: asyncpg.Connection, broadcast, *, units: Sequence[str] | None, limit: int,
+                        now) -> tuple[int, uuid.UUID | None]:
+    """Inbox rows and deliveries for the next `limit` residents of the broadcast's area.
+
+    Returns (residents handled, last resident id). Runs in the caller's transaction together with the
+    progress update, so a worker killed half-way neither loses nor repeats a batch.
+    """
+    rows = await conn.fetch(
+        """
+        WITH chosen AS (
+            SELECT r.id FROM resident r
+            LEFT JOIN notification_setting s ON s.resident_id = r.id
+            WHERE ($2::uuid IS NULL OR r.id > $2) AND ($3::text[] IS NULL OR s.home_unit = ANY($3))
+            ORDER BY r.id LIMIT $4
+        ), inserted AS (
+            INSERT INTO notification (resident_id, category, urgency, template, title_vi, body_vi, title_en, body_en,
+                                      deep_link, idempotency_key, broadcast_id)
+            SELECT id, 'city', $5, $6, $7, $8, $9, $10, $11, 'broadcast:' || $1::bigint, $1::bigint FROM chosen
+            ON CONFLICT (resident_id, idempotency_key) DO NOTHING
+            RETURNING id, resident_id
+        ), delivered AS (
+            INSERT INTO notification_delivery (notification_id, device_id, available_at)
+            SELECT i.id, d.id,
+                   -- quiet hours (Hanoi local time, maybe across midnight) hold a normal push till they end
+                   CASE WHEN $5 <> 'emergency' AND q.quiet_start IS NOT NULL AND (
+                            (q.quiet_start < q.quiet_end AND lt.t >= q.quiet_start AND lt.t < q.quiet_end)
+                         OR (q.quiet_start > q.quiet_end AND (lt.t >= q.quiet_start OR lt.t < q.quiet_end)))
+                        THEN ((lt.d + CASE WHEN lt.t < q.quiet_end THEN 0 ELSE 1 END) + q.quiet_end)
+                             AT TIME ZONE 'Asia/Ho_Chi_Minh'
+                        ELSE $12::timestamptz END
+            FROM inserted i
+            JOIN notification_device d ON d.resident_id = i.resident_id AND d.deactivated_at IS NULL
+            LEFT JOIN notification_preference p ON p.resident_id = i.resident_id AND p.category = 'city'
+            LEFT JOIN notification_setting q ON q.resident_id = i.resident_id
+            CROSS JOIN (SELECT ($12::timestamptz AT TIME ZONE 'Asia/Ho_Chi_Minh')::time AS t,
+                               ($12::timestamptz AT TIME ZONE 'Asia/Ho_Chi_Minh')::date AS d) AS lt
+            WHERE $5 = 'emergency' OR coalesce(p.push, true)
+            ON CONFLICT DO NOTHING
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM chosen) AS handled, (SELECT max(id::text) FROM chosen)::uuid AS last,
+               (SELECT count(*) FROM inserted) AS created
+        """,
+        broadcast["id"], broadcast["resume_after"], list(units) if units is not None else None, limit,
+        broadcast["urgency"], "city.emergency" if broadcast["urgency"] == "emergency" else "city.announcement",
+        broadcast["title_vi"], broadcast["body_vi"], broadcast["title_en"], broadcast["body_en"],
+        broadcast["deep_link"], now,
+    )
+    row = rows[0]
+    if row["handled"]:
+        await conn.execute(
+            "UPDATE broadcast SET resume_after = $2, recipients = recipients + $3 WHERE id = $1",
+            broadcast["id"], row["last"], row["created"],
+        )
+    return row["handled"], row["last"]

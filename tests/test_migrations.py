@@ -36,9 +36,10 @@ async def test_two_migrate_processes_at_once(databases, redis_url):
     # one process applied every file while the other waited on the lock and found nothing to do
     assert sorted(s.splitlines()[-1] for s in stdout) == [
         "migrations: 0 applied, database is up to date",
-        "migrations: 4 applied, database is up to date",
+        "migrations: 5 applied, database is up to date",
     ]
-    assert await recorded(url) == [("app", 1), ("fixture", 1), ("fixture", 2), ("notifications", 1)]
+    assert await recorded(url) == [("app", 1), ("fixture", 1), ("fixture", 2), ("notifications", 1),
+                                   ("notifications", 2)]
     conn = await asyncpg.connect(url)
     try:
         columns = await conn.fetch(
@@ -63,6 +64,7 @@ async def test_lock_makes_a_second_runner_wait(databases):
         await holder.execute("SELECT pg_advisory_unlock($1)", migrate.ADVISORY_LOCK_KEY)
         done = await asyncio.wait_for(task, 30)
         assert [m.label for m in done] == ["app/001_identity.sql", "notifications/001_notifications.sql",
+                                           "notifications/002_broadcasts.sql",
                                            "fixture/001_create_fixture_item.sql",
                                            "fixture/002_fixture_item_created_at.sql"]
     finally:

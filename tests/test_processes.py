@@ -162,5 +162,5 @@ def test_worker_runs_module_jobs_until_sigterm(database_url, redis_url, tmp_path
     output = proc.stdout.read()
     assert proc.returncode == 0, output
     assert took < 10
-    assert "worker: 3 job(s): notifications.expand, notifications.send, fixture.tick" in output
+    assert "fixture.tick" in output.split("worker: ", 1)[1].splitlines()[0]
     assert "worker stopped" in output

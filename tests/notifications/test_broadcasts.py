@@ -1,0 +1,159 @@
+"""City broadcasts: who may send where, a second admin for the whole city, fan-out, progress, cancel."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest_asyncio
+
+from app.identity import service as identity
+from app.identity.devlogin import sign_in
+from app.identity.models import GrantRequest
+from notifications import service
+from notifications.sender import FirebaseSender
+from tests.conftest import TransactionPool
+
+CLERK, ADMIN, ADMIN2 = "001192034567", "001078056789", "001301045678"
+WARD, OTHER_WARD = "phuong-hoan-kiem", "phuong-ba-dinh"
+
+
+@pytest_asyncio.fixture
+async def stand_in(fcm_url):
+    async with httpx.AsyncClient(base_url=fcm_url) as control:
+        await control.post("/_control/reset")
+        yield control
+
+
+async def grant(client, conn, personal_id, role, scope=""):
+    rt = client.app.state.identity
+    resident = await identity.resident_for_personal_id(rt, conn, personal_id, create=True)
+    await identity.grant_role(rt, conn, actor="test", resident_id=resident["id"], request_id=None,
+                              request=GrantRequest(resident_id=str(resident["id"]), role=role, scope=scope))
+
+
+async def bearer(client, personal_id, level=2) -> dict[str, str]:
+    response = await sign_in(client, personal_id, level=level)
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+async def residents_in(conn, unit: str | None, count: int, prefix="tok") -> list[str]:
+    ids = [uuid.uuid4() for _ in range(count)]
+    tokens = [f"{prefix}-{uuid.uuid4().hex}" for _ in range(count)]
+    await conn.execute("INSERT INTO resident (id, personal_id_hash, personal_id_enc) "
+                       "SELECT r, decode(md5(r::text), 'hex'), '\\x00' FROM unnest($1::uuid[]) AS r", ids)
+    await conn.execute("INSERT INTO notification_device (id, resident_id, fcm_token, platform, locale, app_version) "
+                       "SELECT gen_random_uuid(), r, t, 'ios', 'vi', '3.2.1' FROM unnest($1::uuid[], $2::text[]) "
+                       "AS x(r, t)", ids, tokens)
+    if unit:
+        await conn.execute("INSERT INTO notification_setting (resident_id, home_unit) SELECT r, $2 "
+                           "FROM unnest($1::uuid[]) AS r", ids, unit)
+    return tokens
+
+
+def body(target=WARD, **extra):
+    return {"target_unit": target, "title_vi": "Cắt điện", "body_vi": "Cắt điện 8h-11h ngày mai",
+            "title_en": "Power cut", "body_en": "No power 8-11am tomorrow"} | extra
+
+
+def key() -> dict[str, str]:
+    return {"Idempotency-Key": uuid.uuid4().hex}
+
+
+async def run_worker(conn, redis, fcm_url, client):
+    pool = TransactionPool(conn)
+    await service.fan_out(pool, client.app.state.identity.units)
+    return await service.send_due(pool, redis, FirebaseSender(project_id="ihanoi-test", endpoint=fcm_url))
+
+
+async def test_ward_staff_broadcast_reaches_the_ward_only(client, conn, redis, fcm_url, stand_in):
+    await grant(client, conn, CLERK, "staff", WARD)
+    clerk = await bearer(client, CLERK)
+    in_ward = await residents_in(conn, WARD, 30)
+    await residents_in(conn, OTHER_WARD, 10)
+    await residents_in(conn, None, 5)
+    headers = clerk | key()
+    created = await client.post("/v1/broadcasts", json=body(), headers=headers)
+    assert created.status_code == 201, created.text
+    again = await client.post("/v1/broadcasts", json=body(), headers=headers)  # a retried request
+    assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
+    broadcast = created.json()
+    assert broadcast["status"] == "scheduled" and broadcast["needs_approval"] is False
+
+    await run_worker(conn, redis, fcm_url, client)
+    progress = (await client.get(f"/v1/broadcasts/{broadcast['id']}", headers=clerk)).json()
+    assert progress["status"] == "done" and progress["recipients"] == 30
+    assert progress["deliveries"] == {"sent": 30}
+    stats = (await stand_in.get("/_control/stats")).json()
+    assert stats["accepted"] == 30 and stats["max_per_target"] == 1
+    received = {t for t in in_ward if (await stand_in.get("/_control/messages", params={"token": t})).json()["count"]}
+    assert received == set(in_ward)
+
+
+async def test_who_may_broadcast_where(client, conn):
+    await grant(client, conn, CLERK, "staff", WARD)
+    clerk = await bearer(client, CLERK)
+    other = await client.post("/v1/broadcasts", json=body(OTHER_WARD), headers=clerk | key())
+    assert other.status_code == 403
+    city = await client.post("/v1/broadcasts", json=body("hanoi"), headers=clerk | key())
+    assert city.status_code == 403
+    assert (await client.post("/v1/broadcasts", json=body("nowhere"), headers=clerk | key())).status_code == 400
+    no_key = await client.post("/v1/broadcasts", json=body(), headers=clerk)
+    assert no_key.status_code == 400 and no_key.json()["errors"][0]["field"] == "Idempotency-Key"
+    low = await bearer(client, CLERK, level=1)
+    assert (await client.post("/v1/broadcasts", json=body(), headers=low | key())).status_code == 403
+
+
+async def test_city_wide_needs_a_second_admin(client, conn, redis, fcm_url, stand_in):
+    await grant(client, conn, ADMIN, "admin")
+    await grant(client, conn, ADMIN2, "admin")
+    first, second = await bearer(client, ADMIN), await bearer(client, ADMIN2)
+    await residents_in(conn, WARD, 4)
+    await residents_in(conn, None, 3)
+    created = (await client.post("/v1/broadcasts", json=body("hanoi", urgency="emergency"),
+                                 headers=first | key())).json()
+    assert created["status"] == "awaiting_approval" and created["needs_approval"]
+    await run_worker(conn, redis, fcm_url, client)
+    assert (await stand_in.get("/_control/stats")).json()["accepted"] == 0  # nothing before approval
+    assert (await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=first)).status_code == 403
+    approved = await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=second)
+    assert approved.status_code == 200 and approved.json()["status"] == "scheduled"
+    assert (await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=second)).status_code == 409
+    await run_worker(conn, redis, fcm_url, client)
+    done = (await client.get(f"/v1/broadcasts/{created['id']}", headers=first)).json()
+    # every resident of the city has it in the inbox; the three admins and the clerk have no phone registered
+    assert done["status"] == "done" and done["deliveries"] == {"sent": 7}
+    assert done["recipients"] == await conn.fetchval("SELECT count(*) FROM resident")
+
+
+async def test_cancel_stops_what_is_not_sent(client, conn, redis, fcm_url, stand_in):
+    await grant(client, conn, CLERK, "staff", WARD)
+    clerk = await bearer(client, CLERK)
+    await residents_in(conn, WARD, 12)
+    created = (await client.post("/v1/broadcasts", json=body(), headers=clerk | key())).json()
+    await service.fan_out(TransactionPool(conn), client.app.state.identity.units)  # fanned out, nothing sent
+    cancelled = await client.post(f"/v1/broadcasts/{created['id']}/cancel", headers=clerk)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled" and cancelled.json()["deliveries"] == {"skipped": 12}
+    await run_worker(conn, redis, fcm_url, client)
+    assert (await stand_in.get("/_control/stats")).json()["accepted"] == 0
+    assert (await client.post(f"/v1/broadcasts/{created['id']}/cancel", headers=clerk)).status_code == 409
+
+
+async def test_scheduled_broadcast_waits_for_its_time(client, conn, redis, fcm_url, stand_in):
+    await grant(client, conn, CLERK, "staff", WARD)
+    clerk = await bearer(client, CLERK)
+    await residents_in(conn, WARD, 2)
+    later = (await client.post("/v1/broadcasts", json=body(scheduled_at="2099-01-01T08:00:00+07:00"),
+                               headers=clerk | key())).json()
+    await run_worker(conn, redis, fcm_url, client)
+    assert (await client.get(f"/v1/broadcasts/{later['id']}", headers=clerk)).json()["status"] == "scheduled"
+    past = await client.post("/v1/broadcasts", json=body(scheduled_at="2020-01-01T08:00:00+07:00"),
+                             headers=clerk | key())
+    assert past.status_code == 400 and past.json()["errors"][0]["field"] == "scheduled_at"
+    mine = (await client.get("/v1/broadcasts", headers=clerk)).json()["broadcasts"]
+    assert [b["id"] for b in mine] == [later["id"]]
+    # another resident does not see it
+    stranger = await bearer(client, "001085012345")
+    assert (await client.get(f"/v1/broadcasts/{later['id']}", headers=stranger)).status_code == 404
