@@ -49,6 +49,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "IHANOI_UNITS_FILE": ("units_file", "CSV of organisational units replacing the shipped directory"),
     "IHANOI_FCM_PROJECT": ("fcm_project", "Firebase project id the pushes are sent for"),
     "IHANOI_FCM_ENDPOINT": ("fcm_endpoint", "FCM base URL; dev/test default: the local FCM stand-in at `/stand-in/fcm`; prod: Google"),
+    "IHANOI_PUSH_LEASE": ("push_lease_seconds", "seconds before a push claimed by a worker that died is sent again (default 60)"),
     "GOOGLE_APPLICATION_CREDENTIALS": ("google_credentials", "prod: service-account file firebase-admin signs in with"),
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", "set with several workers so /metrics adds up all processes"),
 }
@@ -90,6 +91,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     fcm_project: str = "ihanoi-dev"
     fcm_endpoint: str | None = None
     google_credentials: str | None = None
+    push_lease_seconds: int = 60
 
     @property
     def data_path(self) -> Path:

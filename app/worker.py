@@ -82,7 +82,7 @@ class Worker:
             self.redis = redisdb.connect(self.settings.redis_url, prefix=self.settings.redis_prefix,
                                          cluster=self.settings.redis_cluster)
             own_redis = True
-        ctx = JobContext(pool=self.pool, redis=self.redis, settings=self.settings, log=log)
+        ctx = JobContext(pool=self.pool, redis=self.redis, settings=self.settings, log=log, stopping=self.stopping)
         log.info("worker started", extra={"jobs": [j.name for j in self.jobs], "worker": self.identity})
         try:
             if self.jobs:

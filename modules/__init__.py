@@ -24,12 +24,14 @@ class Title:
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a background job gets: the pool, the Redis client, the settings and a logger."""
+    """What a background job gets: the pool, the Redis client, the settings, a logger, and an event
+    set when the worker is asked to stop (a long job checks it between batches and returns)."""
 
     pool: Any
     redis: Any
     settings: Any
     log: Any
+    stopping: Any = None
 
 
 @dataclass(frozen=True)

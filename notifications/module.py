@@ -34,11 +34,12 @@ def _units(path: str | None):
 
 
 async def fan_out(ctx: JobContext) -> None:
-    await service.fan_out(ctx.pool, _units(ctx.settings.units_file))
+    await service.fan_out(ctx.pool, _units(ctx.settings.units_file), stopping=ctx.stopping)
 
 
 async def send(ctx: JobContext) -> None:
-    await service.send_due(ctx.pool, ctx.redis, sender_for(ctx.settings))
+    await service.send_due(ctx.pool, ctx.redis, sender_for(ctx.settings), stopping=ctx.stopping,
+                           lease_seconds=ctx.settings.push_lease_seconds)
 
 
 module = Module(

@@ -267,16 +267,23 @@ def outcome(row, result: PushResult) -> tuple[tuple, str | None]:
     return (*key, "failed", None, code, 0.0), None
 
 
-async def send_due(pool, redis, sender: PushSender, *, batches: int = 20) -> int:
-    """Send up to `batches` batches of due deliveries; returns how many answers came back."""
+async def send_due(pool, redis, sender: PushSender, *, batches: int = 20, stopping=None,
+                   lease_seconds: int = LEASE_SECONDS) -> int:
+    """Send up to `batches` batches of due deliveries; returns how many answers came back.
+
+    Each batch is claimed, sent and recorded before the next; asked to stop, it returns between
+    batches, so a worker stopped with SIGTERM leaves nothing half-recorded.
+    """
     pause_key = redis.key("fcm", "paused-until")
     handled = 0
     for _ in range(batches):
+        if stopping is not None and stopping.is_set():
+            break
         paused = await redis.client.get(pause_key)
         if paused and float(paused) > dt.datetime.now(dt.UTC).timestamp():
             break  # FCM asked every sender of this project to slow down
         async with pool.acquire() as conn:
-            rows = await store.claim_due(conn, BATCH, LEASE_SECONDS)
+            rows = await store.claim_due(conn, BATCH, lease_seconds)
         if not rows:
             break
         results = await sender.send([_message(r) for r in rows])
@@ -406,10 +413,12 @@ async def cancel_broadcast(conn, identity, principal, broadcast_id: int) -> Broa
     return await get_broadcast(conn, identity, principal, broadcast_id)
 
 
-async def fan_out(pool, units, *, batch: int = FAN_OUT_BATCH, max_batches: int = 20) -> int:
+async def fan_out(pool, units, *, batch: int = FAN_OUT_BATCH, max_batches: int = 20, stopping=None) -> int:
     """Worker: expand due broadcasts into inbox rows and deliveries, one committed batch at a time."""
     handled_total = 0
     for _ in range(max_batches):
+        if stopping is not None and stopping.is_set():
+            break
         async with pool.acquire() as conn, conn.transaction():
             broadcast = await store.take_due_broadcast(conn)
             if broadcast is None:
