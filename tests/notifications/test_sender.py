@@ -6,13 +6,10 @@ The stand-in runs under uvicorn in a subprocess (the tests' event loop is sessio
 from __future__ import annotations
 
 import email.utils
-import os
 import socket
-import subprocess
-import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,35 +37,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def stand_in_url() -> Iterator[str]:
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", "--factory", "notifications.fcm_stand_in:create_app",
-        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
-    ]
-    proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"FCM stand-in exited with {proc.returncode}")
-            try:
-                if httpx.get(url + "/_control/stats", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("FCM stand-in did not start")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def stand_in_url(fcm_url: str) -> str:
+    """The run's FCM stand-in (tests/conftest.py), a real HTTP server in its own process."""
+    return fcm_url
 
 
 @pytest_asyncio.fixture(scope="module")
