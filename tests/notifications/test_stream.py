@@ -31,6 +31,11 @@ async def test_inbox_stream_gets_new_items_within_a_second(start_server, databas
                               env=process_env(DATABASE_URL=database_url, REDIS_URL=redis_url,
                                               IHANOI_EXTRA_MODULES=EXTRA_MODULES, **env))
     conn = await db.connect(database_url)
+    watcher = sync_redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 30
+    while not watcher.exists(prefix + "job-lease:notifications.expand"):  # the worker is up and polling
+        assert time.monotonic() < deadline and worker.poll() is None, "the worker did not start"
+        await asyncio.sleep(0.02)
     try:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             signed = await sign_in(client, "001301045678")
