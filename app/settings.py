@@ -49,6 +49,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "IHANOI_UNITS_FILE": ("units_file", "CSV of organisational units replacing the shipped directory"),
     "IHANOI_FCM_PROJECT": ("fcm_project", "Firebase project id the pushes are sent for"),
     "IHANOI_FCM_ENDPOINT": ("fcm_endpoint", "FCM base URL; dev/test default: the local FCM stand-in at `/stand-in/fcm`; prod: Google"),
+    "IHANOI_FCM_CONCURRENCY": ("fcm_concurrency", "FCM requests in flight per worker (default 16; more helps over a slow network)"),
     "IHANOI_PUSH_LEASE": ("push_lease_seconds", "seconds before a push claimed by a worker that died is sent again (default 60)"),
     "GOOGLE_APPLICATION_CREDENTIALS": ("google_credentials", "prod: service-account file firebase-admin signs in with"),
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", "set with several workers so /metrics adds up all processes"),
@@ -92,6 +93,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     fcm_endpoint: str | None = None
     google_credentials: str | None = None
     push_lease_seconds: int = 60
+    fcm_concurrency: int = 16
 
     @property
     def data_path(self) -> Path:

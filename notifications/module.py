@@ -10,14 +10,14 @@ from notifications import api, fcm_stand_in, service
 
 
 @lru_cache(maxsize=4)
-def _sender(project: str, endpoint: str | None):
+def _sender(project: str, endpoint: str | None, concurrency: int):
     from notifications.sender import FirebaseSender
 
-    return FirebaseSender(project_id=project, endpoint=endpoint)
+    return FirebaseSender(project_id=project, endpoint=endpoint, max_in_flight=concurrency)
 
 
 def sender_for(settings):
-    return _sender(settings.fcm_project, settings.fcm_endpoint_url())
+    return _sender(settings.fcm_project, settings.fcm_endpoint_url(), settings.fcm_concurrency)
 
 
 async def expand(ctx: JobContext) -> None:
