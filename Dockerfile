@@ -8,6 +8,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY modules ./modules
+COPY notifications ./notifications
 RUN python -m venv /opt/ihanoi && /opt/ihanoi/bin/pip install .
 
 FROM python:3.11-slim AS runtime

@@ -45,3 +45,17 @@ def test_readme_quick_start_has_exactly_two_commands_and_ci_runs_the_second():
     commands = [line for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
     assert len(commands) == 2
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_package_of_the_catalog_is_installed():
+    """The console script only sees packages that pyproject.toml installs (not the working folder)."""
+    import tomllib
+
+    from modules.catalog import CATALOG
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    included = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    for entry in CATALOG:
+        package = entry.split(":")[0].split(".")[0]
+        assert f"{package}*" in included, f"{package} is in the catalog but not installed by pyproject.toml"
+        assert f"COPY {package} ./{package}" in (ROOT / "Dockerfile").read_text()
