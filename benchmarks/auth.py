@@ -10,7 +10,8 @@ signing keys are encrypted under the master key of whoever created them: a fresh
 them, and the benchmark must not need the deployment's key. An access token then comes from the real
 login flow, `ihanoi token --personal-id 001085012345 --level 2`, with the same master key and public URL.
 
-Measured in turn, with the load generator of benchmarks/http.py (64 keep-alive HTTP/1.1 connections):
+Measured in turn, with the load generator shared with benchmarks/http.py (benchmarks/common.py; 64 keep-alive
+HTTP/1.1 connections):
 
     a  GET /v1/modules without a token: the auth middleware finds no Authorization header
     b  GET /v1/modules with the token: the middleware verifies the ES256 signature, checks the
@@ -41,56 +42,61 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _HERE:
     del sys.path[0]
+sys.path.append(str(_HERE))  # this folder back, at the end: `common` is found, `http` is the standard library's
 
 import argparse
-import asyncio
 import base64
 import binascii
-import http.client
-import importlib.util
 import json
-import multiprocessing
 import os
 import platform
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
-from urllib.parse import urlsplit
 
+from common import (
+    COLUMNS,
+    ERRORS_NOTE,
+    HOST,  # every socket this script opens or serves is on the loopback interface
+    REPO,
+    STALL_GRACE,
+    BenchError,
+    Measurement,
+    Server,
+    _die_with_parent,
+    add_load_options,
+    check_load_options,
+    combine,
+    create_database,
+    delete_redis_prefix,
+    drop_database,
+    error_detail,
+    find_wrk,
+    format_row,
+    free_port,
+    http_request,
+    ihanoi_command,
+    python_load,
+    ratio,
+    request_bytes,
+    resolve_services,
+    run_cleanup,
+    run_main,
+    safe_url,
+    uvicorn_flavour,
+    version,
+    wait_until_ok,
+    with_database,
+    wrk_load,
+)
 
-def _load_http_benchmark():
-    """benchmarks/http.py as a module (not importable by name: `http` is the standard library's)."""
-    name = "ihanoi_bench_http"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _HERE / "http.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses and pickling (results come back from the client process) need it
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-bench_http = _load_http_benchmark()
-BenchError = bench_http.BenchError
-Measurement = bench_http.Measurement
-HOST = bench_http.HOST  # every socket this script opens or serves is on the loopback interface
-STALL_GRACE = bench_http.STALL_GRACE
-
-REPO = _HERE.parent
 PERSONAL_ID = "001085012345"  # a well-formed test number; the stand-in signs it in at identity level 2
 MASKED_PERSONAL_ID = "001******345"  # what /v1/me must show once it has decrypted it
 LEVEL = 2
 TOKEN_COMMAND_TIMEOUT = 120.0
 TOKEN_MARGIN = 30.0  # seconds of life a token must have left after a measurement that uses it
-REDIS_TIMEOUT = 5.0
-DB_TIMEOUT = 10.0
 
 
 class Endpoint:
@@ -104,65 +110,6 @@ ENDPOINTS = (
     Endpoint("c", "GET /v1/me, bearer token", "/v1/me", True),
 )
 
-
-# --------------------------------------------------------------------------------------------------
-# Throw-away database and Redis prefix
-
-
-def _with_database(url: str, name: str) -> str:
-    return urlsplit(url)._replace(path="/" + name).geturl()
-
-
-def create_database(admin_url: str, name: str) -> None:
-    import asyncpg
-
-    async def work() -> None:
-        conn = await asyncpg.connect(admin_url, timeout=DB_TIMEOUT)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"', timeout=DB_TIMEOUT)
-        finally:
-            await conn.close(timeout=DB_TIMEOUT)
-
-    try:
-        asyncio.run(work())
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-        raise BenchError(f"cannot create the throw-away database {name} on {bench_http._safe_url(admin_url)}: "
-                         f"{type(exc).__name__}: {exc}") from None
-
-
-def drop_database(admin_url: str, name: str) -> None:
-    import asyncpg
-
-    async def work() -> None:
-        conn = await asyncpg.connect(admin_url, timeout=DB_TIMEOUT)
-        try:
-            try:  # WITH (FORCE): PostgreSQL 13+; the server is stopped by now, but a stray session must not block
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', timeout=DB_TIMEOUT)
-            except asyncpg.PostgresSyntaxError:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}"', timeout=DB_TIMEOUT)
-        finally:
-            await conn.close(timeout=DB_TIMEOUT)
-
-    asyncio.run(work())
-
-
-def delete_redis_prefix(redis_url: str, prefix: str) -> int:
-    import redis
-
-    client = redis.Redis.from_url(redis_url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-    try:
-        deleted = 0
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=prefix + "*", count=500):  # SCAN, never KEYS
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += client.delete(*batch)
-                batch.clear()
-        if batch:
-            deleted += client.delete(*batch)
-        return deleted
-    finally:
-        client.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,12 +139,10 @@ class Token:
 
 def fetch_token(env: dict[str, str]) -> Token:
     """An access token through the real login flow (start, the VNeID stand-in, complete)."""
-    executable = Path(sys.executable).parent / "ihanoi"
-    command = [str(executable)] if executable.exists() else [sys.executable, "-m", "app.cli"]
-    command += ["token", "--personal-id", PERSONAL_ID, "--level", str(LEVEL)]
+    command = [*ihanoi_command(), "token", "--personal-id", PERSONAL_ID, "--level", str(LEVEL)]
     try:
         done = subprocess.run(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=TOKEN_COMMAND_TIMEOUT, check=False, preexec_fn=bench_http._die_with_parent)
+                              timeout=TOKEN_COMMAND_TIMEOUT, check=False, preexec_fn=_die_with_parent)
     except subprocess.TimeoutExpired:
         raise BenchError(f"`ihanoi token` did not finish within {TOKEN_COMMAND_TIMEOUT:.0f}s") from None
     lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
@@ -219,15 +164,8 @@ def corrupted(token: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Checks before measuring
 
-
-def http_request(port: int, path: str, token: str | None = None, timeout: float = 5.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"} if token is not None else {})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+# --------------------------------------------------------------------------------------------------
+# Checks before measuring
 
 
 def expect(port: int, path: str, token: str | None, status: int, what: str) -> bytes:
@@ -250,108 +188,6 @@ def check_token(port: int, token: Token, unauthenticated_body: bytes) -> None:
     expect(port, "/v1/me", None, 401, "without a token")
 
 
-# --------------------------------------------------------------------------------------------------
-# Load generators: benchmarks/http.py's, given whole request bytes (with the Authorization header)
-
-
-def request_bytes(path: str, token: str | None) -> bytes:
-    auth = f"Authorization: Bearer {token}\r\n" if token is not None else ""
-    return f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()  # as http.py's, plus the header
-
-
-async def _python_load(port: int, request: bytes, connections: int, warmup: float, duration: float) -> Measurement:
-    """http.py's _python_load, with the request bytes given instead of built from a path."""
-    tally = bench_http._Tally()
-    streams = await asyncio.wait_for(
-        asyncio.gather(*(asyncio.open_connection(HOST, port) for _ in range(connections))), timeout=10
-    )
-    cpu_started, wall_started = time.process_time(), time.perf_counter()
-    begin = wall_started + warmup
-    end = begin + duration
-    tasks = [asyncio.create_task(bench_http._connection_loop(port, s, request, begin, end, tally)) for s in streams]
-    done, stalled = await asyncio.wait(tasks, timeout=warmup + duration + STALL_GRACE)
-    for task in stalled:  # a request the server never finished answering
-        task.cancel()
-        tally.socket_errors += 1
-    await asyncio.gather(*stalled, return_exceptions=True)
-    for task in done:
-        task.result()  # a bug in the client should show, not pass for a slow server
-    cpu = (time.process_time() - cpu_started) / (time.perf_counter() - wall_started)
-    tally.latencies.sort()
-    percentile = bench_http._percentile
-    return Measurement(
-        requests=len(tally.latencies), seconds=duration,
-        p50_ms=percentile(tally.latencies, 0.50) * 1000, p99_ms=percentile(tally.latencies, 0.99) * 1000,
-        non_200=tally.non_200, socket_errors=tally.socket_errors, statuses=tally.statuses, loadgen_cpu=cpu,
-    )
-
-
-def _python_load_child(conn, *args) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops this process itself
-    try:
-        conn.send(("ok", asyncio.run(_python_load(*args))))
-    except BaseException as exc:  # report to the parent, whatever it is
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
-def python_load(port: int, label: str, request: bytes, connections: int, warmup: float,
-                duration: float) -> Measurement:
-    """The asyncio raw-socket client in a process of its own (fork), as in http.py."""
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_python_load_child, args=(sender, port, request, connections, warmup, duration),
-                            name="bench-loadgen", daemon=True)
-    child.start()
-    sender.close()
-    try:
-        if not receiver.poll(warmup + duration + STALL_GRACE + 30):
-            raise BenchError(f"load generator on {label} did not finish in time")
-        try:
-            outcome, payload = receiver.recv()
-        except EOFError:
-            raise BenchError(f"load generator on {label} died (exit code {child.exitcode})") from None
-        if outcome != "ok":
-            raise BenchError(f"load generator on {label} failed: {payload}")
-        return payload
-    finally:
-        receiver.close()
-        child.join(5)
-        if child.is_alive():
-            child.terminate()
-            child.join(5)
-        if child.is_alive():
-            child.kill()
-            child.join()
-
-
-def wrk_load(wrk: str, port: int, label: str, path: str, token: str | None, connections: int, warmup: float,
-             duration: float) -> Measurement:
-    """http.py's wrk_load with the Authorization header."""
-    url = f"http://{HOST}:{port}{path}"
-    base = [wrk, "-t1", f"-c{connections}", "--timeout", "5s"]
-    if token is not None:
-        base += ["-H", f"Authorization: Bearer {token}"]
-    warm_secs, secs = max(1, round(warmup)), max(1, round(duration))
-
-    def wrk_run(seconds: int) -> Measurement:
-        try:
-            done = subprocess.run([*base, "--latency", f"-d{seconds}s", url], capture_output=True, text=True,
-                                  timeout=seconds + 30, check=False)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"wrk on {label} did not finish in time") from None
-        if done.returncode != 0:
-            raise BenchError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-        return bench_http.parse_wrk(done.stdout, seconds)
-
-    warm = wrk_run(warm_secs) if warmup > 0 else None
-    measured = wrk_run(secs)
-    if warm is not None:  # errors count over the whole run, as with the built-in client
-        measured.non_200 += warm.non_200
-        measured.socket_errors += warm.socket_errors
-    return measured
-
 
 # --------------------------------------------------------------------------------------------------
 # Report
@@ -364,18 +200,14 @@ def _extra_us(slow: Measurement, fast: Measurement) -> str:
 
 
 def print_results(results: dict[str, list[Measurement]]) -> None:
-    combined = {key: bench_http.combine(rounds) for key, rounds in results.items()}
-    print(f"\n  {'':<3}{'endpoint':<32}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'client CPU':>12}")
+    combined = {key: combine(rounds) for key, rounds in results.items()}
+    print(f"\n  {'':<3}{'endpoint':<32}{COLUMNS}")
     for endpoint in ENDPOINTS:
         m = combined[endpoint.key]
-        cpu = "n/a" if m.loadgen_cpu is None else f"{m.loadgen_cpu:.0%}"
-        print(f"  {endpoint.key:<3}{endpoint.label:<32}{m.rps:>10.0f}{m.p50_ms:>10.2f}{m.p99_ms:>10.2f}"
-              f"{m.errors:>8}{cpu:>12}")
+        print(f"  {endpoint.key:<3}{endpoint.label:<32}{format_row(m)}")
         if m.errors:
-            detail = ", ".join(f"HTTP {s}: {n}" for s, n in sorted(m.statuses.items())) or f"non-200: {m.non_200}"
-            print(f"  {'':<35}({detail}; socket errors/stalls: {m.socket_errors})")
+            print(f"  {'':<35}{error_detail(m)}")
     a, b, c = combined["a"], combined["b"], combined["c"]
-    ratio = bench_http._ratio
     print(f"\n  auth-overhead ratio b/a: req/s {ratio(b.rps, a.rps)}, p50 {ratio(b.p50_ms, a.p50_ms)}, "
           f"p99 {ratio(b.p99_ms, a.p99_ms)}")
     print(f"  server time per request (1/req/s), b minus a: {_extra_us(b, a)} (token verification)")
@@ -395,35 +227,23 @@ def print_results(results: dict[str, list[Measurement]]) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per endpoint")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measurement")
-    parser.add_argument("--connections", type=int, default=64, help="concurrent keep-alive connections")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat all measurements, alternating the order of the endpoints (steadier ratios)")
-    parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto",
-                        help="auto: wrk if it is on PATH, else the built-in asyncio client")
-    parser.add_argument("--wrk", default=None, help="path of the wrk binary (default: found on PATH)")
-    parser.add_argument("--startup-timeout", type=float, default=120.0,
-                        help="seconds the server may take to answer 200 (migrations included)")
+    add_load_options(parser, "per endpoint",
+                     "repeat all measurements, alternating the order of the endpoints (steadier ratios)", "the server")
     args = parser.parse_args(argv)
-    if args.duration <= 0 or args.warmup < 0 or args.connections < 1 or args.rounds < 1:
-        parser.error("--duration must be > 0, --warmup >= 0, --connections and --rounds >= 1")
+    check_load_options(parser, args)
     if args.warmup + args.duration + STALL_GRACE + TOKEN_MARGIN >= 600:
         parser.error("one measurement must fit in an access token's lifetime (600 s): lower --duration")
     return args
 
 
 def run(args: argparse.Namespace) -> int:
-    wrk = args.wrk or shutil.which("wrk")
-    if args.loadgen == "wrk" and not wrk:
-        raise BenchError("--loadgen wrk: no wrk binary found")
-    use_wrk = bool(wrk) and args.loadgen != "python"
+    wrk, use_wrk = find_wrk(args)
 
     cleanup: list = []  # run in reverse order, whatever happens
     notes: list[str] = []
     tokens_fetched = 0
     try:
-        admin_database_url, redis_url, origin = bench_http.resolve_services(cleanup)
+        admin_database_url, redis_url, origin = resolve_services(cleanup)
         workdir = Path(tempfile.mkdtemp(prefix="ihanoi-bench-auth-"))
         cleanup.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
 
@@ -441,9 +261,9 @@ def run(args: argparse.Namespace) -> int:
             notes.append(f"dropped database {database_name}")
 
         cleanup.append(clean_database)
-        database_url = _with_database(admin_database_url, database_name)
+        database_url = with_database(admin_database_url, database_name)
 
-        port = bench_http.free_port()
+        port = free_port()
         env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "IHANOI_ENV": "test",
                # JSON log lines to a file would otherwise be part of what is measured.
                "IHANOI_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
@@ -454,14 +274,12 @@ def run(args: argparse.Namespace) -> int:
         for name in ("PROMETHEUS_MULTIPROC_DIR", "IHANOI_OIDC_ISSUER", "IHANOI_OIDC_REDIRECT_URI",
                      "IHANOI_REDIS_CLUSTER", "IHANOI_EXTRA_MODULES", "IHANOI_MODULES_DISABLED"):
             env.pop(name, None)  # one process, the local stand-in, plain Redis, the shipped modules
-        executable = Path(sys.executable).parent / "ihanoi"
-        command = [str(executable)] if executable.exists() else [sys.executable, "-m", "app.cli"]
-        command += ["serve", "--host", HOST, "--port", str(port), "--workers", "1"]
+        command = [*ihanoi_command(), "serve", "--host", HOST, "--port", str(port), "--workers", "1"]
         print(f"starting ihanoi serve on port {port} (database {database_name}, Redis prefix {redis_prefix}) ...",
               flush=True)
-        server = bench_http.Server("ihanoi", command, env, workdir / "ihanoi.log")
+        server = Server("ihanoi", command, env, workdir / "ihanoi.log")
         cleanup.append(server.stop)
-        bench_http.wait_until_ok(server, port, "/readyz", args.startup_timeout)
+        wait_until_ok(server, port, "/readyz", args.startup_timeout)
         unauthenticated_body = expect(port, "/v1/modules", None, 200, "without a token")
 
         token: Token | None = None
@@ -504,14 +322,7 @@ def run(args: argparse.Namespace) -> int:
         # The token still works and a bad one is still refused after the load.
         check_token(port, fresh_token(0), unauthenticated_body)
     finally:
-        # A second Ctrl-C must not leave the server running: finish the cleanup first.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for step in reversed(cleanup):
-            try:
-                step()
-            except Exception as exc:  # one failed step must not skip the others
-                print(f"cleanup: {type(exc).__name__}: {exc}", file=sys.stderr)
+        run_cleanup(cleanup)  # a second Ctrl-C must not leave the server running: it finishes first
 
     loadgen = (f"wrk ({wrk}, 1 thread)" if use_wrk
                else "built-in asyncio raw-socket client of benchmarks/http.py, in its own process (wrk not found)")
@@ -520,17 +331,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"  load            {args.connections} connections, HTTP/1.1 keep-alive, {args.warmup:g} s warm-up "
           f"then {args.duration:g} s measured, per endpoint"
           + (f", {args.rounds} rounds (req/s over all, median p50/p99)" if args.rounds > 1 else ""))
-    print(f"  versions        Python {platform.python_version()}, Litestar {bench_http._version('litestar')}, "
-          f"uvicorn {bench_http._version('uvicorn')} ({bench_http._uvicorn_flavour()}), "
-          f"PyJWT {bench_http._version('PyJWT')}, cryptography {bench_http._version('cryptography')}")
+    print(f"  versions        Python {platform.python_version()}, Litestar {version('litestar')}, "
+          f"uvicorn {version('uvicorn')} ({uvicorn_flavour()}), "
+          f"PyJWT {version('PyJWT')}, cryptography {version('cryptography')}")
     print(f"  machine         {os.cpu_count()} CPUs shared by server and load generator: compare the ratios")
     print("  server          `ihanoi serve --workers 1`, IHANOI_ENV=test, IHANOI_LOG_LEVEL=WARNING")
-    print(f"  services        {origin}: {bench_http._safe_url(admin_database_url)} (throw-away database "
-          f"{database_name}), {bench_http._safe_url(redis_url)} (prefix {redis_prefix})")
+    print(f"  services        {origin}: {safe_url(admin_database_url)} (throw-away database "
+          f"{database_name}), {safe_url(redis_url)} (prefix {redis_prefix})")
     print(f"  token           `ihanoi token --personal-id {PERSONAL_ID} --level {LEVEL}` (real login flow through "
           f"the VNeID stand-in), {tokens_fetched} fetched; ES256, checked: 200 with it, 401 corrupted")
-    print("  errors          non-200 answers plus socket errors, warm-up included; latency from request "
-          "write to last body byte")
+    print(f"  errors          {ERRORS_NOTE}")
     for note in notes:
         print(f"  cleanup         {note}")
     print_results(results)
@@ -542,21 +352,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM takes the same cleanup path as Ctrl-C
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted; server stopped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return 1
+    return run_main(run, parse_args(argv), "server stopped")
 
 
 if __name__ == "__main__":

@@ -30,35 +30,46 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _HERE:
     del sys.path[0]
+sys.path.append(str(_HERE))  # this folder back, at the end: `common` is found, `http` is the standard library's
 
 import argparse
 import asyncio
 import contextlib
-import ctypes
-import http.client
-import importlib.metadata
 import json
-import multiprocessing
 import os
 import platform
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from base64 import b64encode
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-REPO = _HERE.parent
+from common import (
+    HOST,  # every socket this script opens or serves is on the loopback interface
+    REPO,
+    BenchError,
+    Server,
+    create_database,
+    delete_redis_prefix,
+    drop_database,
+    free_port,
+    given_services,
+    http_request,
+    ihanoi_command,
+    run_cleanup,
+    run_in_child,
+    run_main,
+    safe_url,
+    version,
+    with_database,
+)
+
 sys.path.insert(0, str(REPO))  # `app` and `notifications` from this checkout
 
-HOST = "127.0.0.1"  # every socket this script opens or serves is on the loopback interface
-DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/test"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SEED_CHUNK = 100_000
 STOP_GRACE = 30.0  # seconds a process gets after SIGTERM before SIGKILL
 PROGRESS_EVERY = 10.0
@@ -70,64 +81,8 @@ TEXTS = {"title_vi": "Thông báo cắt nước", "body_vi": "Phường Hoàn Ki
          "title_en": "Water cut", "body_en": "Hoan Kiem ward: no water 8am-12pm tomorrow"}
 
 
-class BenchError(Exception):
-    """A failure that ends the run with a message rather than a traceback."""
-
-
 # --------------------------------------------------------------------------------------------------
 # Processes
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if this script dies, even by SIGKILL (Linux only)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-
-class Proc:
-    """A process we started: own process group, output to a file, stopped by SIGTERM then SIGKILL."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # closed in stop()
-        try:
-            self.proc = subprocess.Popen(
-                argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_die_with_parent,
-            )
-        except BaseException:
-            self._log.close()
-            raise
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def _signal_group(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)  # the group we created with start_new_session
-
-    def stop(self) -> None:
-        try:
-            if self.proc.poll() is None:  # not reaped yet, so its pid (= its group id) is still ours
-                self._signal_group(signal.SIGTERM)
-                try:
-                    self.proc.wait(STOP_GRACE)
-                except subprocess.TimeoutExpired:
-                    self._signal_group(signal.SIGKILL)
-                    self.proc.wait(5)
-        finally:
-            self._log.close()
 
 
 @dataclass
@@ -153,26 +108,14 @@ def sample_proc(pid: int, into: ProcSample) -> None:
     into.cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def http_call(port: int, method: str, path: str, timeout: float = 10.0) -> dict:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        conn.request(method, path)
-        response = conn.getresponse()
-        body = response.read()
-        if response.status != 200:
-            raise BenchError(f"{method} {path}: HTTP {response.status} {body[:200]!r}")
-        return json.loads(body)
-    finally:
-        conn.close()
+    status, body = http_request(port, path, timeout=timeout, method=method)
+    if status != 200:
+        raise BenchError(f"{method} {path}: HTTP {status} {body[:200]!r}")
+    return json.loads(body)
 
 
-def wait_for_stand_in(stand_in: Proc, port: int, timeout: float = 30.0) -> None:
+def wait_for_stand_in(stand_in: Server, port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not stand_in.alive():
@@ -194,11 +137,6 @@ def base_env(**values: str) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(values)
     return env
-
-
-def ihanoi_command() -> list[str]:
-    executable = Path(sys.executable).parent / "ihanoi"
-    return [str(executable)] if executable.exists() else [sys.executable, "-m", "app.cli"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,61 +187,18 @@ async def _raw_load(port: int, connections: int, warmup: float, duration: float)
     return tally
 
 
-def _raw_load_child(conn, *args) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops this process itself
-    try:
-        with contextlib.suppress(ImportError):
-            import uvloop  # a lighter client loop, as the stand-in's uvicorn gets it too
-
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        conn.send(("ok", asyncio.run(_raw_load(*args))))
-    except BaseException as exc:  # report to the parent, whatever it is
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
 def measure_raw_intake(port: int, connections: int, warmup: float, duration: float) -> dict:
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_raw_load_child, args=(sender, port, connections, warmup, duration),
-                            name="bench-raw-intake", daemon=True)
-    child.start()
-    sender.close()
-    try:
-        if not receiver.poll(warmup + duration + 60):
-            raise BenchError("the raw-intake load generator did not finish in time")
-        try:
-            outcome, payload = receiver.recv()
-        except EOFError:
-            raise BenchError(f"the raw-intake load generator died (exit code {child.exitcode})") from None
-        if outcome != "ok":
-            raise BenchError(f"the raw-intake load generator failed: {payload}")
-        if payload["errors"] or payload["non_200"]:
-            raise BenchError(f"raw intake: {payload['non_200']} non-200 answers, {payload['errors']} broken "
-                             f"connections (first: {payload['first_error']})")
-        return payload
-    finally:
-        receiver.close()
-        child.join(5)
-        if child.is_alive():
-            child.kill()
-            child.join()
+    """The raw-socket client in a process of its own (fork), on uvloop if there is one."""
+    payload = run_in_child(_raw_load, (port, connections, warmup, duration), "bench-raw-intake",
+                           "the raw-intake load generator", warmup + duration + 60, uvloop=True)
+    if payload["errors"] or payload["non_200"]:
+        raise BenchError(f"raw intake: {payload['non_200']} non-200 answers, {payload['errors']} broken "
+                         f"connections (first: {payload['first_error']})")
+    return payload
 
 
 # --------------------------------------------------------------------------------------------------
 # Database
-
-
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
-
-
-def _safe_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
 
 
 async def seed(database_url: str, devices: int, target: str, deadline: float) -> tuple[int, float]:
@@ -364,7 +259,7 @@ class Result:
     stats: dict | None = None
 
 
-async def run_broadcast(args, database_url: str, worker: Proc, stand_in: Proc, stand_in_port: int,
+async def run_broadcast(args, database_url: str, worker: Server, stand_in: Server, stand_in_port: int,
                         broadcast_id: int, started: float, deadline: float, worker_mem: ProcSample,
                         stand_in_mem: ProcSample) -> Result:
     from app import db
@@ -429,13 +324,6 @@ async def run_broadcast(args, database_url: str, worker: Proc, stand_in: Proc, s
 # Main
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=1_000_000, help="registered devices (one per resident)")
@@ -450,28 +338,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-async def _admin(url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url, timeout=10)
-    try:
-        await conn.execute(sql, timeout=60)
-    finally:
-        await conn.close()
-
-
 def run(args: argparse.Namespace) -> int:
     import redis as sync_redis
 
     begun = time.monotonic()
     deadline = begun + args.timeout
-    server_url = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    redis_url = os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    server_url, redis_url = given_services()
     for url in (server_url, redis_url):
         if urlsplit(url).hostname not in (HOST, "localhost"):
-            raise BenchError(f"{_safe_url(url)}: this benchmark only talks to {HOST}")
+            raise BenchError(f"{safe_url(url)}: this benchmark only talks to {HOST}")
     db_name = f"ihanoi_bench_{secrets.token_hex(6)}"
-    database_url = _with_database(server_url, db_name)
+    database_url = with_database(server_url, db_name)
     prefix = f"bench:{secrets.token_hex(6)}:"
     master_key = b64encode(secrets.token_bytes(32)).decode()
     app_env = base_env(DATABASE_URL=database_url, REDIS_URL=redis_url, IHANOI_ENV="test",
@@ -482,23 +359,15 @@ def run(args: argparse.Namespace) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="ihanoi-bench-broadcast-"))
         cleanup.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
 
-        asyncio.run(_admin(server_url, f'CREATE DATABASE "{db_name}"'))
+        create_database(server_url, db_name, timeout=60)
         if not args.keep_database:
-            cleanup.append(lambda: asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')))
+            cleanup.append(lambda: drop_database(server_url, db_name, timeout=60))
         else:
-            cleanup.append(lambda: print(f"kept database {_safe_url(database_url)}", file=sys.stderr))
+            cleanup.append(lambda: print(f"kept database {safe_url(database_url)}", file=sys.stderr))
 
-        def drop_redis_keys() -> None:
-            client = sync_redis.Redis.from_url(redis_url)
-            try:
-                for key in client.scan_iter(match=prefix + "*", count=500):
-                    client.delete(key)
-            finally:
-                client.close()
+        cleanup.append(lambda: delete_redis_prefix(redis_url, prefix))
 
-        cleanup.append(drop_redis_keys)
-
-        print(f"database {_safe_url(database_url)}: migrating ...", flush=True)
+        print(f"database {safe_url(database_url)}: migrating ...", flush=True)
         try:
             done = subprocess.run([*ihanoi_command(), "migrate"], cwd=REPO, env=app_env, capture_output=True,
                                   text=True, timeout=max(1.0, min(300.0, deadline - time.monotonic())), check=False)
@@ -513,11 +382,11 @@ def run(args: argparse.Namespace) -> int:
 
         stand_in_port = free_port()
         print(f"starting the FCM stand-in on port {stand_in_port} ...", flush=True)
-        stand_in = Proc(
+        stand_in = Server(
             "fcm stand-in",
             [sys.executable, "-m", "uvicorn", "--factory", "notifications.fcm_stand_in:create_app", "--host", HOST,
              "--port", str(stand_in_port), "--workers", "1", "--no-access-log", "--log-level", "warning"],
-            base_env(), workdir / "stand-in.log",
+            base_env(), workdir / "stand-in.log", stop_grace=STOP_GRACE,
         )
         cleanup.append(stand_in.stop)
         wait_for_stand_in(stand_in, stand_in_port)
@@ -532,8 +401,9 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"starting `ihanoi worker` (broadcast {broadcast_id} to {args.target}) ...", flush=True)
         started = time.monotonic()
-        worker = Proc("worker", [*ihanoi_command(), "worker"],
-                      {**app_env, "IHANOI_FCM_ENDPOINT": f"http://{HOST}:{stand_in_port}"}, workdir / "worker.log")
+        worker = Server("worker", [*ihanoi_command(), "worker"],
+                        {**app_env, "IHANOI_FCM_ENDPOINT": f"http://{HOST}:{stand_in_port}"}, workdir / "worker.log",
+                        stop_grace=STOP_GRACE)
         cleanup.append(worker.stop)
         result = asyncio.run(run_broadcast(args, database_url, worker, stand_in, stand_in_port, broadcast_id,
                                            started, deadline, worker_mem, stand_in_mem))
@@ -543,13 +413,7 @@ def run(args: argparse.Namespace) -> int:
         pg_version = _pg_version(database_url)
         redis_version = sync_redis.Redis.from_url(redis_url).info("server").get("redis_version", "?")
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for step in reversed(cleanup):
-            try:
-                step()
-            except Exception as exc:  # one failed step must not skip the others
-                print(f"cleanup: {type(exc).__name__}: {exc}", file=sys.stderr)
+        run_cleanup(cleanup)  # a second Ctrl-C must not skip the cleanup
 
     n = args.devices
     push_s = result.accepted_s or 0.0
@@ -577,9 +441,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"  stand-in stats   accepted {stats['accepted']:,}, distinct targets {stats['distinct_targets']:,}, "
           f"max per target {stats['max_per_target']}, answers {stats['answers']}")
     print(f"  database         deliveries {result.deliveries}")
-    print(f"  versions         Python {platform.python_version()}, firebase-admin {_version('firebase-admin')}, "
-          f"httpx {_version('httpx')}, asyncpg {_version('asyncpg')}, uvicorn {_version('uvicorn')}, "
-          f"Litestar {_version('litestar')}, PostgreSQL {pg_version}, Redis {redis_version}")
+    print(f"  versions         Python {platform.python_version()}, firebase-admin {version('firebase-admin')}, "
+          f"httpx {version('httpx')}, asyncpg {version('asyncpg')}, uvicorn {version('uvicorn')}, "
+          f"Litestar {version('litestar')}, PostgreSQL {pg_version}, Redis {redis_version}")
     print(f"  machine          {os.cpu_count()} CPUs shared by the worker, PostgreSQL, Redis and the stand-in "
           "(and this script's polling): compare the ratio, not the absolute figures")
 
@@ -609,21 +473,8 @@ def _pg_version(database_url: str) -> str:
     return asyncio.run(fetch()).split()[0]
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM takes the same cleanup path as Ctrl-C
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted; processes stopped, database dropped", file=sys.stderr)
-        return 130
-    except BenchError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
-        return 1
+    return run_main(run, parse_args(argv), "processes stopped, database dropped")
 
 
 if __name__ == "__main__":
