@@ -63,7 +63,7 @@ def _services(settings: Settings) -> Iterator[Settings]:
         _echo("embedded services stopped")
 
 
-async def _migrate(settings: Settings) -> int:
+async def _migrate(settings: Settings, *, quiet: bool = False) -> int:
     from app.asgi import migration_sources, resolve_modules
 
     modules = resolve_modules(settings)
@@ -72,10 +72,11 @@ async def _migrate(settings: Settings) -> int:
         def progress(migration: migrations.Migration, total: int) -> None:
             _echo(f"  applied {migration.label}")
 
-        done = await migrations.migrate(conn, migration_sources(modules), progress=progress)
+        done = await migrations.migrate(conn, migration_sources(modules), progress=None if quiet else progress)
     finally:
         await conn.close()
-    _echo(f"migrations: {len(done)} applied, database is up to date")
+    if not quiet:
+        _echo(f"migrations: {len(done)} applied, database is up to date")
     return len(done)
 
 
@@ -279,20 +280,10 @@ def _identity_command(ctx: click.Context, work) -> None:
     configure_logging("WARNING")
     with _services(settings) as settings:
         try:
-            asyncio.run(_migrate_quietly(settings))
+            asyncio.run(_migrate(settings, quiet=True))
             asyncio.run(work(settings))
         except (migrations.MigrationError, OSError, asyncpg.PostgresError) as exc:
             _fail(exc)
-
-
-async def _migrate_quietly(settings: Settings) -> None:
-    from app.asgi import migration_sources, resolve_modules
-
-    conn = await asyncpg.connect(settings.database_url, timeout=settings.db_timeout)
-    try:
-        await migrations.migrate(conn, migration_sources(resolve_modules(settings)))
-    finally:
-        await conn.close()
 
 
 def _parse_role(text: str) -> tuple[str, str]:

@@ -77,9 +77,7 @@ class NotificationsController(Controller):
 
     @get("/unread-count", operation_id="UnreadCount")
     async def unread(self, conn: Conn, principal: Me) -> UnreadCount:
-        from notifications import store
-
-        return UnreadCount(unread=await store.unread_count(conn, _resident(principal)))
+        return UnreadCount(unread=await service.unread_count(conn, _resident(principal)))
 
     @post("/{notification_id:int}/read", operation_id="MarkRead", status_code=204)
     async def mark_read(self, notification_id: FromPath[int], conn: Conn, principal: Me) -> None:
@@ -87,9 +85,7 @@ class NotificationsController(Controller):
 
     @post("/read-all", operation_id="MarkAllRead", status_code=200)
     async def mark_all_read(self, conn: Conn, principal: Me) -> UnreadCount:
-        from notifications import store
-
-        await store.mark_all_read(conn, _resident(principal))
+        await service.mark_all_read(conn, _resident(principal))
         return UnreadCount(unread=0)
 
     @post("/{notification_id:int}/archive", operation_id="Archive", status_code=204)

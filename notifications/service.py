@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound
+from app.identity.service import covers_unit
 from notifications import store, templates
 from notifications.models import (
     CATEGORIES,
@@ -147,6 +148,14 @@ async def inbox(conn: asyncpg.Connection, resident_id: uuid.UUID, *, cursor: str
         next_cursor=_cursor(rows[-1]["id"]) if more else None,
         unread=await store.unread_count(conn, resident_id),
     )
+
+
+async def unread_count(conn: asyncpg.Connection, resident_id: uuid.UUID) -> int:
+    return await store.unread_count(conn, resident_id)
+
+
+async def mark_all_read(conn: asyncpg.Connection, resident_id: uuid.UUID) -> int:
+    return await store.mark_all_read(conn, resident_id)
 
 
 async def mark_read(conn: asyncpg.Connection, resident_id: uuid.UUID, notification_id: int) -> None:
@@ -330,13 +339,7 @@ def may_broadcast(identity, principal, target_unit: str) -> bool:
     """Whole city: admins only (and a second admin approves). A unit's area: its staff, or admins."""
     if target_unit == CITY:
         return principal.has_role("admin")
-    return principal.has_role("admin") or identity_covers(identity, principal, target_unit)
-
-
-def identity_covers(identity, principal, unit: str) -> bool:
-    from app.identity.service import covers_unit
-
-    return covers_unit(identity, principal, "staff", unit)
+    return principal.has_role("admin") or covers_unit(identity, principal, "staff", target_unit)
 
 
 async def create_broadcast(conn: asyncpg.Connection, identity, principal, body: BroadcastCreate,
