@@ -37,10 +37,15 @@ PROBLEMS: dict[str, tuple[int, str, str]] = {
     "method-not-allowed": (405, "Phương thức không được hỗ trợ", "Method not allowed"),
     "not-acceptable": (406, "Không hỗ trợ định dạng yêu cầu", "Not acceptable"),
     "conflict": (409, "Xung đột dữ liệu", "Conflict"),
+    "invalid-transition": (409, "Không thể thực hiện ở trạng thái hiện tại", "Not possible in the current state"),
+    "possible-duplicates": (409, "Đã có phản ánh tương tự gần đây", "Similar reports were sent nearby"),
+    "request-in-progress": (409, "Yêu cầu cùng khóa đang được xử lý", "A request with this key is in progress"),
     "gone": (410, "Không còn tồn tại", "Gone"),
     "payload-too-large": (413, "Dữ liệu gửi lên quá lớn", "Payload too large"),
     "unsupported-media-type": (415, "Định dạng dữ liệu không được hỗ trợ", "Unsupported media type"),
     "unprocessable": (422, "Không thể xử lý yêu cầu", "Unprocessable request"),
+    "idempotency-key-reused": (422, "Khóa Idempotency-Key đã dùng cho yêu cầu khác",
+                               "This Idempotency-Key was used for another request"),
     "too-many-requests": (429, "Quá nhiều yêu cầu", "Too many requests"),
     "internal-error": (500, "Lỗi hệ thống", "Internal error"),
     "service-unavailable": (503, "Dịch vụ tạm thời không sẵn sàng", "Service temporarily unavailable"),
@@ -114,12 +119,24 @@ class Conflict(DomainError):
     slug = "conflict"
 
 
+class InvalidTransition(Conflict):
+    slug = "invalid-transition"
+
+
+class RequestInProgress(Conflict):
+    slug = "request-in-progress"
+
+
 class Gone(DomainError):
     slug = "gone"
 
 
 class Unprocessable(DomainError):
     slug = "unprocessable"
+
+
+class IdempotencyKeyReused(Unprocessable):
+    slug = "idempotency-key-reused"
 
 
 class TooManyRequests(DomainError):

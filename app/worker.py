@@ -14,11 +14,20 @@ import socket
 import time
 from collections.abc import Sequence
 
-from app import db, redisdb
+from app import db, idempotency, redisdb
 from app.settings import Settings
 from modules import Job, JobContext, Module
 
 log = logging.getLogger("ihanoi.worker")
+
+
+async def _purge_idempotency(ctx: JobContext) -> None:
+    async with ctx.pool.acquire() as conn:
+        await idempotency.purge(conn)
+
+
+# The kernel's own housekeeping, run like any module's job.
+KERNEL_JOBS = (Job(name="kernel.idempotency-purge", run=_purge_idempotency, every_seconds=600),)
 
 # Release the lease only if it is still ours (it may have expired and been taken by another worker).
 _RELEASE = """
@@ -30,7 +39,8 @@ return 0
 class Worker:
     def __init__(self, settings: Settings, modules: Sequence[Module], *, pool=None, redis=None) -> None:
         self.settings = settings
-        self.jobs: list[Job] = [job for m in modules if m.name not in settings.modules_disabled for job in m.jobs]
+        enabled = [m for m in modules if m.name not in settings.modules_disabled]
+        self.jobs: list[Job] = [*KERNEL_JOBS, *(job for m in enabled for job in m.jobs)]
         self.pool = pool
         self.redis = redis
         self.identity = f"{socket.gethostname()}:{os.getpid()}"

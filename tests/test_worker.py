@@ -39,7 +39,7 @@ async def test_failed_job_is_logged_and_the_worker_goes_on(settings, redis, pool
 
 async def test_worker_runs_module_jobs_and_stops_on_request(settings, redis, pool):
     worker = Worker(settings, [fixture_module], pool=pool, redis=redis)
-    assert [j.name for j in worker.jobs] == ["fixture.tick"]
+    assert [j.name for j in worker.jobs] == ["kernel.idempotency-purge", "fixture.tick"]
     task = asyncio.create_task(worker.run())
     for _ in range(100):
         if int(await redis.client.get(redis.key("fixture", "ticks")) or 0) >= 2:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Role = Literal["staff", "transit_operator", "health_facility", "parking_operator", "admin"]
+Role = Literal["staff", "unit_head", "transit_operator", "health_facility", "parking_operator", "admin"]
 Platform = Literal["android", "ios", "web", "other"]
 DeviceName = Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
 

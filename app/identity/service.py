@@ -45,7 +45,7 @@ CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLIENT_ASSERTION_MAX_LIFETIME = 120
 CLIENT_ALGORITHMS = {"ES256": "EC", "EdDSA": "OKP", "RS256": "RSA"}
 CLIENT_ROLE = re.compile(r"^[a-z_]{3,32}(:[a-z0-9._-]{1,64})?$")
-SCOPED_ROLES = {"staff", "transit_operator", "health_facility", "parking_operator"}
+SCOPED_ROLES = {"staff", "unit_head", "transit_operator", "health_facility", "parking_operator"}
 SCOPE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 
 
@@ -362,6 +362,23 @@ def require_level(principal: Principal, level: int, max_auth_age: int | None) ->
 def covers_unit(rt: IdentityRuntime, principal: Principal, role: str, unit_code: str) -> bool:
     """True when the principal holds `role` for `unit_code` or for a unit that contains it."""
     return any(rt.units.contains(scope, unit_code) for scope in principal.scopes_of(role))
+
+
+async def holders_of(conn: asyncpg.Connection, role: str, unit_codes: list[str]) -> list[uuid.UUID]:
+    """Residents holding `role` scoped exactly to one of `unit_codes` (e.g. the heads of a ward)."""
+    return await store.role_holders(conn, role, unit_codes)
+
+
+async def holds_role_for(rt: IdentityRuntime, conn: asyncpg.Connection, resident_id: uuid.UUID, role: str,
+                         unit_code: str) -> bool:
+    """True when the resident holds `role` now (in the database, not a token) for the unit or a parent."""
+    return any(r["role"] == role and rt.units.contains(r["scope"], unit_code)
+               for r in await store.active_roles(conn, resident_id))
+
+
+async def names_of(conn: asyncpg.Connection, resident_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:
+    """Full names as VNeID gave them at the last sign-in; for showing who reported or answered."""
+    return await store.resident_names(conn, resident_ids)
 
 
 # ---- machine clients ---------------------------------------------------------------------------------------

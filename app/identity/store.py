@@ -130,6 +130,18 @@ async def active_roles(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list
     )
 
 
+async def role_holders(conn: asyncpg.Connection, role: str, scopes: list[str]) -> list[uuid.UUID]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT resident_id FROM role_grant WHERE role = $1 AND scope = ANY($2::text[]) "
+        "AND revoked_at IS NULL ORDER BY resident_id", role, scopes)
+    return [r["resident_id"] for r in rows]
+
+
+async def resident_names(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:
+    rows = await conn.fetch("SELECT id, full_name FROM resident WHERE id = ANY($1::uuid[])", ids)
+    return {r["id"]: r["full_name"] for r in rows}
+
+
 async def find_active_grant(conn: asyncpg.Connection, resident_id: uuid.UUID, role: str,
                             scope: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
