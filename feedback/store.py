@@ -1,0 +1,309 @@
+"""Every feedback query: plain SQL through asyncpg."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+
+OPEN = ("submitted", "received", "in_progress")
+
+# ---- categories and templates -----------------------------------------------------------------------------
+
+_CATEGORY = """
+    SELECT c.code, c.name_vi, c.name_en, c.description_vi, c.description_en, c.keywords, c.default_unit,
+           c.urgency, c.active, d.receive_hours, d.answer_hours
+      FROM feedback_category c JOIN feedback_deadline d USING (urgency)
+"""
+
+
+async def categories(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(_CATEGORY + " WHERE c.active ORDER BY c.sort_order, c.code")
+
+
+async def category(conn: asyncpg.Connection, code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(_CATEGORY + " WHERE c.code = $1", code)
+
+
+async def deadline_hours(conn: asyncpg.Connection, urgency: str) -> asyncpg.Record:
+    return await conn.fetchrow("SELECT receive_hours, answer_hours FROM feedback_deadline WHERE urgency = $1",
+                               urgency)
+
+
+async def answer_templates(conn: asyncpg.Connection, unit_codes: list[str]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT code, kind, title, body FROM answer_template WHERE unit_code IS NULL OR unit_code = ANY($1::text[]) "
+        "ORDER BY kind, code", unit_codes)
+
+
+async def answer_template(conn: asyncpg.Connection, code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT code, kind, title, body, unit_code FROM answer_template WHERE code = $1", code)
+
+
+# ---- photos ----------------------------------------------------------------------------------------------------
+
+PHOTO_COLUMNS = "id, owner_id, report_id, event_id, position, public, content_type, width, height, byte_size"
+
+
+async def insert_photo(conn: asyncpg.Connection, *, photo_id: uuid.UUID, owner_id: uuid.UUID, content_type: str,
+                       width: int, height: int, sha256: str, data: bytes, thumbnail: bytes) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""INSERT INTO report_photo (id, owner_id, content_type, width, height, byte_size, sha256, data, thumbnail)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {PHOTO_COLUMNS}""",
+        photo_id, owner_id, content_type, width, height, len(data), sha256, data, thumbnail)
+
+
+async def attach_photos(conn: asyncpg.Connection, *, owner_id: uuid.UUID, photos: list[tuple[uuid.UUID, bool]],
+                        report_id: int, event_id: int | None) -> int:
+    """Attach the owner's unattached photos, in order; answers how many were attached."""
+    result = await conn.execute(
+        """UPDATE report_photo p SET report_id = $2, event_id = $3, position = x.position, public = x.public
+             FROM unnest($4::uuid[], $5::bool[]) WITH ORDINALITY AS x(id, public, position)
+            WHERE p.id = x.id AND p.owner_id = $1 AND p.report_id IS NULL""",
+        owner_id, report_id, event_id, [p for p, _ in photos], [public for _, public in photos])
+    return int(result.split()[-1])
+
+
+async def photos_of(conn: asyncpg.Connection, report_ids: list[int]) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {PHOTO_COLUMNS} FROM report_photo WHERE report_id = ANY($1::bigint[]) ORDER BY report_id, "
+        "event_id NULLS FIRST, position", report_ids)
+
+
+async def photo_content(conn: asyncpg.Connection, photo_id: uuid.UUID, *, thumbnail: bool) -> asyncpg.Record | None:
+    column = "thumbnail" if thumbnail else "data"
+    return await conn.fetchrow(
+        f"""SELECT p.owner_id, p.report_id, p.public, p.content_type, p.sha256, p.{column} AS content,
+                   r.visibility, r.unit_code, r.reporter_id
+              FROM report_photo p LEFT JOIN report r ON r.id = p.report_id WHERE p.id = $1""", photo_id)
+
+
+async def purge_unattached_photos(conn: asyncpg.Connection, older_than: dt.timedelta) -> int:
+    result = await conn.execute(
+        "DELETE FROM report_photo WHERE report_id IS NULL AND created_at < now() - $1::interval", older_than)
+    return int(result.split()[-1])
+
+
+# ---- reports -----------------------------------------------------------------------------------------------
+
+REPORT_COLUMNS = """
+    r.id, r.reporter_id, r.reporter_name, r.hide_name, r.visibility, r.source, r.category_code, r.urgency,
+    r.description, r.latitude, r.longitude, r.address, r.ward_code, r.unit_code, r.status, r.assignee_id,
+    r.duplicate_of, r.submitted_at, r.routed_at, r.received_at, r.receive_due_at, r.answer_due_at, r.answered_at,
+    r.answered_on_time, r.answer_text, r.closed_at, r.close_reason, r.updated_at, r.escalation_level,
+    r.reopen_count, r.rating, r.rating_comment, r.rated_at, r.follower_count,
+    c.name_vi AS category_vi, c.name_en AS category_en
+"""
+
+
+async def insert_report(conn: asyncpg.Connection, **values: Any) -> int:
+    columns = list(values)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    return await conn.fetchval(
+        f"INSERT INTO report ({', '.join(columns)}) VALUES ({placeholders}) "
+        "ON CONFLICT (reporter_id, idempotency_key) DO NOTHING RETURNING id", *values.values())
+
+
+async def report_by_key(conn: asyncpg.Connection, reporter_id: uuid.UUID, key: str) -> int | None:
+    return await conn.fetchval("SELECT id FROM report WHERE reporter_id = $1 AND idempotency_key = $2",
+                               reporter_id, key)
+
+
+async def get_report(conn: asyncpg.Connection, report_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE OF r" if for_update else ""
+    return await conn.fetchrow(
+        f"SELECT {REPORT_COLUMNS} FROM report r JOIN feedback_category c ON c.code = r.category_code "
+        f"WHERE r.id = $1{lock}", report_id)
+
+
+_UPDATABLE = {
+    "status", "unit_code", "urgency", "assignee_id", "duplicate_of", "routed_at", "received_at", "receive_due_at",
+    "answer_due_at", "answered_at", "answered_on_time", "answer_text", "closed_at", "close_reason",
+    "escalation_level", "reopen_count", "rating", "rating_comment", "rated_at",
+}
+
+
+async def update_report(conn: asyncpg.Connection, report_id: int, at: dt.datetime, **values: Any) -> None:
+    unknown = set(values) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {unknown}")
+    sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, start=3))
+    await conn.execute(f"UPDATE report SET updated_at = $2, {sets} WHERE id = $1", report_id, at, *values.values())
+
+
+async def insert_event(conn: asyncpg.Connection, *, report_id: int, at: dt.datetime, kind: str, public: bool,
+                       actor_id: uuid.UUID | None, actor_role: str, actor_unit: str | None = None,
+                       from_status: str | None = None, to_status: str | None = None, message: str | None = None,
+                       data: dict[str, Any] | None = None) -> int:
+    return await conn.fetchval(
+        """INSERT INTO report_event (report_id, at, kind, public, actor_id, actor_role, actor_unit, from_status,
+                                     to_status, message, data)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id""",
+        report_id, at, kind, public, actor_id, actor_role, actor_unit, from_status, to_status, message, data or {})
+
+
+async def events(conn: asyncpg.Connection, report_id: int, *, public_only: bool) -> list[asyncpg.Record]:
+    where = " AND public" if public_only else ""
+    return await conn.fetch(
+        "SELECT id, at, kind, public, actor_id, actor_role, actor_unit, from_status, to_status, message, data "
+        f"FROM report_event WHERE report_id = $1{where} ORDER BY id", report_id)
+
+
+async def nearby_open(conn: asyncpg.Connection, *, category: str, latitude: float, longitude: float,
+                      radius_m: float, since: dt.datetime, limit: int) -> list[asyncpg.Record]:
+    """Open public reports of a category within radius_m metres sent since `since`, nearest first."""
+    return await conn.fetch(
+        f"""SELECT {SUMMARY_COLUMNS} FROM report r JOIN feedback_category c ON c.code = r.category_code
+             WHERE r.status IN ('submitted', 'received', 'in_progress')
+               AND r.location <@ circle(feedback_metres($2, $3), $4)
+               AND r.category_code = $1 AND r.submitted_at >= $5 AND r.visibility = 'public'
+             ORDER BY r.location <-> feedback_metres($2, $3) LIMIT $6""",
+        category, latitude, longitude, radius_m, since, limit)
+
+
+# ---- followers ---------------------------------------------------------------------------------------------
+
+
+async def follow(conn: asyncpg.Connection, report_id: int, resident_id: uuid.UUID) -> int:
+    added = await conn.fetchval(
+        "INSERT INTO report_follower (report_id, resident_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1",
+        report_id, resident_id)
+    delta = 1 if added else 0
+    return await conn.fetchval(
+        "UPDATE report SET follower_count = follower_count + $2 WHERE id = $1 RETURNING follower_count",
+        report_id, delta)
+
+
+async def unfollow(conn: asyncpg.Connection, report_id: int, resident_id: uuid.UUID) -> int:
+    removed = await conn.fetchval(
+        "DELETE FROM report_follower WHERE report_id = $1 AND resident_id = $2 RETURNING 1", report_id, resident_id)
+    return await conn.fetchval(
+        "UPDATE report SET follower_count = follower_count - $2 WHERE id = $1 RETURNING follower_count",
+        report_id, 1 if removed else 0)
+
+
+async def is_following(conn: asyncpg.Connection, report_id: int, resident_id: uuid.UUID) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT 1 FROM report_follower WHERE report_id = $1 AND resident_id = $2", report_id, resident_id))
+
+
+async def followers(conn: asyncpg.Connection, report_id: int) -> list[uuid.UUID]:
+    rows = await conn.fetch("SELECT resident_id FROM report_follower WHERE report_id = $1", report_id)
+    return [r["resident_id"] for r in rows]
+
+
+async def move_followers(conn: asyncpg.Connection, from_report: int, to_report: int,
+                         also: list[uuid.UUID]) -> int:
+    """Followers of a duplicate (and its reporter) follow the original; answers the original's new count."""
+    await conn.execute(
+        """INSERT INTO report_follower (report_id, resident_id)
+           SELECT $2::bigint, resident_id FROM report_follower WHERE report_id = $1
+           UNION SELECT $2::bigint, x FROM unnest($3::uuid[]) AS x
+           ON CONFLICT DO NOTHING""", from_report, to_report, also)
+    return await conn.fetchval(
+        """UPDATE report SET follower_count = (SELECT count(*) FROM report_follower WHERE report_id = $1)
+            WHERE id = $1 RETURNING follower_count""", to_report)
+
+
+# ---- lists -------------------------------------------------------------------------------------------------
+
+SUMMARY_COLUMNS = """
+    r.id, r.category_code, c.name_vi AS category_vi, c.name_en AS category_en, r.status, r.urgency,
+    left(r.description, 280) AS description, r.latitude, r.longitude, r.address, r.ward_code, r.unit_code,
+    r.submitted_at, r.receive_due_at, r.answer_due_at, r.follower_count,
+    (SELECT p.id FROM report_photo p WHERE p.report_id = r.id AND p.public AND p.event_id IS NULL
+      ORDER BY p.position LIMIT 1) AS thumbnail_id
+"""
+
+
+class Filters:
+    """Builds a parameterised WHERE clause from optional filters, in one place for every list."""
+
+    def __init__(self) -> None:
+        self.clauses: list[str] = []
+        self.args: list[Any] = []
+
+    def add(self, clause: str, *values: Any) -> None:
+        for value in values:
+            self.args.append(value)
+            clause = clause.replace("?", f"${len(self.args)}", 1)
+        self.clauses.append(clause)
+
+    def where(self) -> str:
+        return " AND ".join(self.clauses) if self.clauses else "true"
+
+
+def apply_common(filters: Filters, *, category: str | None, status: list[str] | None, ward: str | None,
+                 text: str | None, overdue: bool | None, now: dt.datetime) -> None:
+    if category:
+        filters.add("r.category_code = ?", category)
+    if status:
+        filters.add("r.status = ANY(?::text[])", status)
+    if ward:
+        filters.add("r.ward_code = ?", ward)
+    if text:
+        # websearch_to_tsquery accepts anything a person types; both sides are folded the same way
+        filters.add("r.search @@ websearch_to_tsquery('simple', feedback_fold(?))", text)
+    if overdue is True:
+        filters.add("r.status IN ('submitted', 'received', 'in_progress') AND (r.answer_due_at < ? "
+                    "OR (r.status = 'submitted' AND r.receive_due_at < ?))", now, now)
+    elif overdue is False:
+        filters.add("NOT (r.status IN ('submitted', 'received', 'in_progress') AND (r.answer_due_at < ? "
+                    "OR (r.status = 'submitted' AND r.receive_due_at < ?)))", now, now)
+
+
+async def list_reports(conn: asyncpg.Connection, filters: Filters, *, order: str, after: tuple[Any, int] | None,
+                       limit: int) -> list[asyncpg.Record]:
+    """One page, newest first (`order` = 'newest') or by answer deadline ('deadline'), keyset-paginated."""
+    if order == "newest":
+        if after is not None:
+            filters.add("(r.submitted_at, r.id) < (?, ?)", *after)
+        order_by = "r.submitted_at DESC, r.id DESC"
+    else:
+        if after is not None:
+            filters.add("(r.answer_due_at, r.id) > (?, ?)", *after)
+        order_by = "r.answer_due_at, r.id"
+    filters.args.append(limit)
+    return await conn.fetch(
+        f"""SELECT {SUMMARY_COLUMNS} FROM report r JOIN feedback_category c ON c.code = r.category_code
+             WHERE {filters.where()} ORDER BY {order_by} LIMIT ${len(filters.args)}""", *filters.args)
+
+
+# ---- the worker's scans ------------------------------------------------------------------------------------
+
+
+async def overdue_unescalated(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> list[asyncpg.Record]:
+    """Open reports past a deadline not yet escalated for it, locked for this worker (others skip them)."""
+    return await conn.fetch(
+        """SELECT id, unit_code, status, escalation_level, receive_due_at, answer_due_at FROM report
+            WHERE status IN ('submitted', 'received', 'in_progress') AND escalation_level < 2
+              AND ((escalation_level = 0 AND status = 'submitted' AND receive_due_at < $1) OR answer_due_at < $1)
+            ORDER BY answer_due_at LIMIT $2 FOR UPDATE SKIP LOCKED""", now, limit)
+
+
+async def answered_before(conn: asyncpg.Connection, before: dt.datetime, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT id FROM report WHERE status = 'answered' AND answered_at < $1 ORDER BY answered_at LIMIT $2 "
+        "FOR UPDATE SKIP LOCKED", before, limit)
+
+
+# ---- transparency ------------------------------------------------------------------------------------------
+
+
+async def unit_stats(conn: asyncpg.Connection, *, since: dt.datetime, now: dt.datetime,
+                     unit: str | None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """SELECT unit_code,
+                  count(*) AS received,
+                  count(*) FILTER (WHERE answered_at IS NOT NULL) AS answered,
+                  count(*) FILTER (WHERE answered_on_time) AS answered_on_time,
+                  count(*) FILTER (WHERE status IN ('submitted', 'received', 'in_progress')) AS open,
+                  count(*) FILTER (WHERE status IN ('submitted', 'received', 'in_progress')
+                                   AND answer_due_at < $2) AS overdue,
+                  count(rating) AS ratings,
+                  avg(rating)::float8 AS average_rating
+             FROM report
+            WHERE submitted_at >= $1 AND duplicate_of IS NULL AND ($3::text IS NULL OR unit_code = $3)
+            GROUP BY unit_code ORDER BY unit_code""", since, now, unit)
