@@ -248,3 +248,20 @@ async def test_merge_closes_the_duplicate_and_moves_its_people(client, conn, peo
     assert b_view["following"] is True and b_view["follower_count"] == 1
     await act(client, people["clerk"], original, "receive")
     assert any(t.startswith(f"Phản ánh #{original}: Đã tiếp nhận") for t in await inbox_titles(client, people["b"]))
+
+
+async def test_a_failed_write_is_not_replayed_and_a_successful_one_is(client, conn, people):
+    rid = (await submit(client, people["a"]))["id"]
+    same = people["clerk"] | key()
+    early = await client.post(f"/v1/feedback/reports/{rid}/start", json={}, headers=same)
+    assert early.status_code == 409  # not received yet: nothing is stored under the key
+    await act(client, people["clerk"], rid, "receive")
+    started = await client.post(f"/v1/feedback/reports/{rid}/start", json={}, headers=same)
+    assert started.status_code == 200 and started.json()["status"] == "in_progress"
+    replayed = await client.post(f"/v1/feedback/reports/{rid}/start", json={}, headers=same)
+    assert replayed.status_code == 200 and replayed.headers["Idempotent-Replayed"] == "true"
+    events = await conn.fetchval("SELECT count(*) FROM report_event WHERE report_id = $1 AND kind = 'started'", rid)
+    assert events == 1
+    bad_key = await client.post(f"/v1/feedback/reports/{rid}/notes", json={"text": "x"},
+                                headers=people["clerk"] | {"Idempotency-Key": "short"})
+    assert bad_key.status_code == 400 and bad_key.json()["errors"][0]["field"] == "Idempotency-Key"
