@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from feedback import api, service
+from feedback import api, demo, open311, service
 from modules import Job, JobContext, Module, Title
 
 
@@ -39,9 +39,10 @@ module = Module(
     name="feedback",
     title=Title(vi="Phản ánh hiện trường", en="Report a problem"),
     icon="megaphone",
-    routers=api.ROUTERS,
+    routers=[*api.ROUTERS, *open311.ROUTERS],
     migrations=Path(__file__).parent / "migrations",
     jobs=[Job(name="feedback.escalate", run=escalate, every_seconds=60),
           Job(name="feedback.close-expired", run=close_expired, every_seconds=300),
           Job(name="feedback.purge-photos", run=purge, every_seconds=3600)],
+    seed=demo.seed,
 )
