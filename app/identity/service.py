@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import re
@@ -374,6 +375,14 @@ async def holds_role_for(rt: IdentityRuntime, conn: asyncpg.Connection, resident
     """True when the resident holds `role` now (in the database, not a token) for the unit or a parent."""
     return any(r["role"] == role and rt.units.contains(r["scope"], unit_code)
                for r in await store.active_roles(conn, resident_id))
+
+
+async def demo_resident(conn: asyncpg.Connection, *, key: str, full_name: str) -> uuid.UUID:
+    """A resident who never signs in, for demo data (`ihanoi seed`): no personal ID number is stored."""
+    row = await store.insert_bare_resident(conn, personal_id_hash=hashlib.sha256(f"demo:{key}".encode()).digest(),
+                                           personal_id_enc=b"")
+    await store.set_full_name(conn, row["id"], full_name)
+    return row["id"]
 
 
 async def names_of(conn: asyncpg.Connection, resident_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:

@@ -50,6 +50,10 @@ async def upsert_resident_from_login(conn: asyncpg.Connection, *, personal_id_ha
 # ---- sessions and refresh tokens ---------------------------------------------------------------------
 
 
+async def set_full_name(conn: asyncpg.Connection, resident_id: uuid.UUID, full_name: str) -> None:
+    await conn.execute("UPDATE resident SET full_name = $2 WHERE id = $1", resident_id, full_name)
+
+
 async def insert_session(conn: asyncpg.Connection, *, resident_id: uuid.UUID, device_name: str, platform: str,
                          identity_level: int, auth_time) -> uuid.UUID:
     session_id = uuid.uuid4()
