@@ -283,7 +283,7 @@ class PublicController(Controller):
     async def stats(self, request: Request, state: State, conn: Conn,
                     days: Annotated[int, QueryParameter(ge=1, le=366)] = 90,
                     unit: FromQuery[str | None] = None) -> UnitStatsList:
-        return await service.stats(conn, ctx(request, state), days=days, unit=unit)
+        return await service.stats(conn, ctx(request, state), days=days, unit=unit, redis=state.redis)
 
 
 ROUTERS = [CategoriesController, PhotosController, ReportsController, MyReportsController, UnitQueueController,

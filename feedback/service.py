@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import msgspec
 
 from app.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from app.identity import service as identity
@@ -69,6 +70,7 @@ REOPEN_DAYS = 7
 MAX_PHOTOS = 5
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
 UNATTACHED_PHOTO_TTL = dt.timedelta(hours=24)
+STATS_CACHE_SECONDS = 60
 API_PHOTOS = "/v1/feedback/photos"
 
 STATUS_LABELS = {
@@ -796,12 +798,22 @@ async def my_reports(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, *
     return await _page(conn, ctx, filters, order="newest", cursor=cursor, limit=limit, now=now)
 
 
-async def stats(conn: asyncpg.Connection, ctx: Ctx, *, days: int, unit: str | None) -> UnitStatsList:
+async def stats(conn: asyncpg.Connection, ctx: Ctx, *, days: int, unit: str | None, redis: Any = None) -> UnitStatsList:
+    """Per-unit figures over the last `days`; public and unauthenticated, so the aggregate is cached for a
+    minute in Redis (shared by every API process) rather than run for every visitor."""
     now = utcnow()
-    since = now - dt.timedelta(days=days)
     if unit is not None and ctx.units.get(unit) is None:
         raise NotFound(f"no unit {unit!r}")
-    rows = await store.unit_stats(conn, since=since, now=now, unit=unit)
+    cache = redis.key("feedback", "stats", days, unit or "*") if redis is not None else None
+    cached = await redis.client.get(cache) if cache else None
+    if cached:
+        since_text, rows = msgspec.json.decode(cached)
+        since = dt.datetime.fromisoformat(since_text)
+    else:
+        since = now - dt.timedelta(days=days)
+        rows = [dict(r) for r in await store.unit_stats(conn, since=since, now=now, unit=unit)]
+        if cache:
+            await redis.client.set(cache, msgspec.json.encode([since.isoformat(), rows]), ex=STATS_CACHE_SECONDS)
     return UnitStatsList(since=local(since), units=[UnitStats(
         unit=ctx.unit(r["unit_code"]), received=r["received"], answered=r["answered"],
         answered_on_time=r["answered_on_time"],

@@ -173,7 +173,7 @@ async def test_public_list_pages_with_a_cursor(client, people):
     assert (await client.get("/v1/feedback/public/reports", params={"cursor": "nonsense"})).status_code == 400
 
 
-async def test_staff_queue_filters_and_per_unit_figures(client, conn, people):
+async def test_staff_queue_filters_and_per_unit_figures(client, conn, redis, people):
     a = await submit(client, people["a"], description="Đèn đường hỏng cả tuần nay", category="trat-tu-do-thi")
     b = await submit(client, people["b"], latitude=LAT + 0.01)
     c = await submit(client, people["b"], latitude=LAT + 0.02)
@@ -203,3 +203,10 @@ async def test_staff_queue_filters_and_per_unit_figures(client, conn, people):
     figures = stats[0]
     assert (figures["received"], figures["answered"], figures["answered_on_time"], figures["open"],
             figures["overdue"], figures["ratings"], figures["average_rating"]) == (3, 1, 1, 2, 1, 1, 5.0)
+    # a public page: the aggregate is cached for a minute in Redis, not run for every visitor
+    await submit(client, people["a"], latitude=LAT + 0.03)
+    cached = (await client.get("/v1/feedback/public/stats", params={"unit": WARD})).json()["units"][0]
+    assert cached["received"] == 3
+    await redis.client.delete(redis.key("feedback", "stats", 90, WARD))
+    fresh = (await client.get("/v1/feedback/public/stats", params={"unit": WARD})).json()["units"][0]
+    assert fresh["received"] == 4
