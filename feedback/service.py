@@ -582,10 +582,10 @@ async def add_note(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, rep
 async def merge(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, report_id: int, into: int) -> Report:
     """Close a report as a duplicate of another: its reporter and followers follow the original."""
     now = utcnow()
-    if into == report_id:
-        raise InvalidInput.field("into", "a report cannot duplicate itself")
     row = await _for_staff(conn, ctx, principal, report_id)
     _require(row, store.OPEN, "merge")
+    if into == report_id:
+        raise InvalidInput.field("into", "a report cannot duplicate itself")
     original = await store.get_report(conn, into, for_update=True)
     if original is None or not is_staff_for(ctx, principal, original["unit_code"]):
         raise InvalidInput.field("into", f"report {into} is not one your unit handles")

@@ -265,3 +265,24 @@ async def test_a_failed_write_is_not_replayed_and_a_successful_one_is(client, co
     bad_key = await client.post(f"/v1/feedback/reports/{rid}/notes", json={"text": "x"},
                                 headers=people["clerk"] | {"Idempotency-Key": "short"})
     assert bad_key.status_code == 400 and bad_key.json()["errors"][0]["field"] == "Idempotency-Key"
+
+
+STAFF_ACTIONS = [("receive", {}), ("assign", {"assignee_id": "00000000-0000-0000-0000-000000000000"}),
+                 ("start", {}), ("answer", {"text": "Đã xử lý xong rồi nhé"}), ("reject", {"reason": "Không rõ"}),
+                 ("transfer", {"unit": OTHER_WARD, "reason": "Sai địa bàn"}), ("notes", {"text": "ghi chú"}),
+                 ("merge", {"into": 1})]
+REPORTER_ACTIONS = [("close", {}), ("rating", {"stars": 3}), ("reopen", {"reason": "Chưa xử lý xong"})]
+
+
+async def test_who_may_take_each_step(client, conn, people):
+    rid = (await submit(client, people["a"]))["id"]
+    for action, body in STAFF_ACTIONS:  # another unit's clerk, the reporter, another resident: never
+        for who in ("other_clerk", "a", "b"):
+            await act(client, people[who], rid, action, body, expect=403)
+    await act(client, people["clerk"], rid, "receive")
+    await act(client, people["clerk"], rid, "answer", {"text": "Đã xử lý xong rồi nhé"})
+    for action, body in REPORTER_ACTIONS:  # only the reporter: not another resident, not the unit's clerk
+        for who in ("b", "clerk"):
+            await act(client, people[who], rid, action, body, expect=403)
+    events = await conn.fetch("SELECT kind FROM report_event WHERE report_id = $1 ORDER BY id", rid)
+    assert [e["kind"] for e in events] == ["submitted", "received", "answered"]
