@@ -255,7 +255,8 @@ class Result:
     fan_out_s: float | None = None
     accepted_s: float | None = None  # the stand-in has accepted N
     recorded_s: float | None = None  # the database records N deliveries sent
-    deliveries: dict | None = None
+    deliveries: dict | None = None  # the broadcast's maintained counts (what GET /v1/broadcasts/{id} shows)
+    counted: dict | None = None  # the same counted from the delivery rows, once at the end
     stats: dict | None = None
 
 
@@ -295,9 +296,10 @@ async def run_broadcast(args, database_url: str, worker: Server, stand_in: Serve
                 result.accepted_s = elapsed
             if accepted != last_seen:
                 last_seen, last_change = accepted, now
-            # Counting the deliveries scans them all: only once the stand-in has everything (the worker records a
+            # The broadcast's maintained counts (one row), once the stand-in has everything (the worker records a
             # batch after the stand-in has answered all of it), or when nothing has moved for a while after the
-            # fan-out (then the run ends here and the checks below say what is missing).
+            # fan-out (then the run ends here and the checks below say what is missing). At the end the delivery
+            # rows are also counted one by one (a scan of all of them), which must agree.
             stalled = result.fan_out_s is not None and now - last_change > STALL_AFTER
             if result.accepted_s is not None or stalled:
                 counts = await store.broadcast_delivery_counts(conn, broadcast_id)
@@ -305,6 +307,7 @@ async def run_broadcast(args, database_url: str, worker: Server, stand_in: Serve
                 if counts.get("sent", 0) >= n or (stalled and not unfinished):
                     result.recorded_s = elapsed
                     result.deliveries = counts
+                    result.counted = await store.broadcast_delivery_counts_exact(conn, broadcast_id, timeout=600)
                     return result
                 if stalled:
                     last_change = now  # deliveries still due (a retry, a lease): give them another while
@@ -435,12 +438,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"  ratio            {rate / raw_rate:.2f} of the stand-in's raw intake" if raw_rate else "  ratio n/a")
     print(f"  worker           peak RSS (VmHWM) {worker_mem.hwm_kb / 1024:,.0f} MB, last RSS "
           f"{worker_mem.rss_kb / 1024:,.0f} MB, CPU {worker_mem.cpu_s:.1f} s "
-          f"({worker_mem.cpu_s / result.recorded_s:.0%} of a core)" if result.recorded_s else "")
+          f"({worker_mem.cpu_s / result.recorded_s:.0%} of a core, {worker_mem.cpu_s / n * 1000:.2f} ms a message)"
+          if result.recorded_s else "")
     print(f"  stand-in         peak RSS {stand_in_mem.hwm_kb / 1024:,.0f} MB, CPU during the broadcast "
           f"{stand_in_mem.cpu_s - stand_in_cpu_before:.1f} s")
     print(f"  stand-in stats   accepted {stats['accepted']:,}, distinct targets {stats['distinct_targets']:,}, "
           f"max per target {stats['max_per_target']}, answers {stats['answers']}")
-    print(f"  database         deliveries {result.deliveries}")
+    print(f"  database         deliveries {result.deliveries} (maintained counts); counted from the rows: "
+          f"{result.counted}")
     print(f"  versions         Python {platform.python_version()}, firebase-admin {version('firebase-admin')}, "
           f"httpx {version('httpx')}, asyncpg {version('asyncpg')}, uvicorn {version('uvicorn')}, "
           f"Litestar {version('litestar')}, PostgreSQL {pg_version}, Redis {redis_version}")
@@ -454,6 +459,9 @@ def run(args: argparse.Namespace) -> int:
         problems.append(f"some device got {stats['max_per_target']} messages")
     if (result.deliveries or {}).get("sent", 0) != n:
         problems.append(f"the database records {result.deliveries} deliveries, not {n:,} sent")
+    if result.counted != result.deliveries:
+        problems.append(f"the broadcast's maintained counts {result.deliveries} differ from the delivery rows "
+                        f"{result.counted}")
     if problems:
         print("\nFAILED: " + "; ".join(problems), file=sys.stderr)
         return 1

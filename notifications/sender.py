@@ -184,6 +184,7 @@ def _use_endpoint(app: firebase_admin.App, fcm_url: str, timeout: float) -> Any:
       it is also how FCM answers THIRD_PARTY_AUTH_ERROR, which therefore reaches FCM 3 times before it surfaces.
     - httpx clients are bound to the event loop they first run on, so `FirebaseSender` calls this again when it
       finds itself on a new loop.
+    - Called once per shard (firebase app) of a `FirebaseSender`: each gets its own client, so its own pool.
     Returns the installed client (its `aclose()` is public).
     """
     from firebase_admin._http_client import HttpxAsyncClient
@@ -196,21 +197,36 @@ def _use_endpoint(app: firebase_admin.App, fcm_url: str, timeout: float) -> Any:
     return client
 
 
-class FirebaseSender:
-    """`PushSender` through firebase-admin's `send_each_async`, one named firebase app per sender.
+@dataclass
+class _Shard:
+    """One firebase app of a sender: its own firebase-admin HTTP client, so its own connection pool."""
 
-    Why `send_each_async` and not `send_each` in a thread: the async path runs on our event loop over one httpx
-    client (HTTP/2 to Google, keep-alive HTTP/1.1 to a local stand-in) with no thread per message; `send_each`
-    starts a ThreadPoolExecutor of up to 500 threads for every batch. Its built-in 500/503 retries are removed in
+    app: firebase_admin.App
+    client: Any = None  # the HttpxAsyncClient installed on the current event loop, None until first used there
+    in_flight: int = 0
+
+
+class FirebaseSender:
+    """`PushSender` through firebase-admin's `send_each_async`, over a few named firebase apps per sender.
+
+    Why `send_each_async` and not `send_each` in a thread: the async path runs on our event loop over httpx clients
+    (HTTP/2 to Google, keep-alive HTTP/1.1 to a local stand-in) with no thread per message; `send_each` starts a
+    ThreadPoolExecutor of up to 500 threads for every batch. Its built-in 500/503 retries are removed in
     `_use_endpoint`.
 
-    At most `max_in_flight` requests are in flight: a batch goes out as a sliding window of one-message
-    `send_each_async` calls instead of one call that starts all 500 requests at once. Measured against the stand-in
-    over loopback HTTP/1.1 (2 cores), 500 at once spends ~6 s of CPU in httpcore's connection pool (it rescans
-    every queued request against every connection: quadratic) on the first batch and again whenever the pool has
-    gone cold (idle keep-alive expiry 5 s), stalling the event loop; 100 in flight costs ~1.2 s, 4 in flight ~0.5 s.
-    Against Google the window also bounds the streams on the HTTP/2 connection (FCM allows ~100 per connection);
-    one-message calls also keep one failure outside the HTTP exchange from failing the others.
+    At most `max_in_flight` requests are in flight per sender (`IHANOI_FCM_CONCURRENCY`, shared by every batch
+    being sent at once): a batch goes out as one-message `send_each_async` calls through that window rather than
+    one call that starts all 500 requests together. One-message calls also keep a failure outside the HTTP
+    exchange from failing the others.
+
+    The window is spread over shards of at most `per_client` requests, each shard a firebase app of its own (one
+    firebase-admin `HttpxAsyncClient`, so one httpcore connection pool), created when the window first needs it.
+    Why: httpcore's pool walks every pooled connection on each request start and each response close, and for every
+    idle one asks anyio whether the socket is readable (which rebuilds the socket's attribute table with a
+    getpeername() and then poll()s), and counts the idle connections again for each idle one. Measured over loopback
+    HTTP/1.1 on 2 cores, one client with 16 connections spent 36% of the worker's CPU there (2.0 ms CPU a message
+    in all); four clients of four connections each send the same 16 at once for about 1.1 ms a message. Against
+    Google (HTTP/2) each shard is one connection with up to `per_client` streams.
     """
 
     def __init__(
@@ -220,10 +236,11 @@ class FirebaseSender:
         credential: credentials.Base | None = None,
         *,
         timeout: float = 30.0,
-        max_in_flight: int = 100,
+        max_in_flight: int = 16,
+        per_client: int = 4,
     ) -> None:
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+        if max_in_flight < 1 or per_client < 1:
+            raise ValueError("max_in_flight and per_client must be at least 1")
         if credential is None:
             credential = StandInCredential() if endpoint else credentials.ApplicationDefault()
         self.project_id = project_id
@@ -231,12 +248,35 @@ class FirebaseSender:
         base = self.endpoint + "/v1/projects/{0}/messages:send" if self.endpoint else GOOGLE_FCM_URL
         self.fcm_url = base.format(project_id)
         self.max_in_flight = max_in_flight
+        self.max_clients = -(-max_in_flight // per_client)  # ceil
+        self.per_client = -(-max_in_flight // self.max_clients)  # the window spread evenly
         self._timeout = timeout
-        self._app = firebase_admin.initialize_app(
-            credential, {"projectId": project_id, "httpTimeout": timeout}, name=f"ihanoi-push-{next(_app_names)}"
-        )
+        self._credential = credential
+        self._shards: list[_Shard] = []  # apps outlive event loops; their clients do not
+        self._live = 0  # shards with a client on the current loop: self._shards[:self._live]
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: Any = None
+        self._window: asyncio.Semaphore | None = None
+        self._add_app()  # the first app at once (as before); the others when the window first needs them
+
+    def _add_app(self) -> _Shard:
+        app = firebase_admin.initialize_app(
+            self._credential, {"projectId": self.project_id, "httpTimeout": self._timeout},
+            name=f"ihanoi-push-{next(_app_names)}",
+        )
+        shard = _Shard(app)
+        self._shards.append(shard)
+        return shard
+
+    def _shard(self) -> _Shard:
+        """The least busy shard on this loop, a new one if every live shard has `per_client` in flight."""
+        live = self._shards[: self._live]
+        shard = min(live, key=lambda s: s.in_flight) if live else None
+        if shard is None or (shard.in_flight >= self.per_client and self._live < self.max_clients):
+            shard = self._shards[self._live] if self._live < len(self._shards) else self._add_app()
+            shard.client = _use_endpoint(shard.app, self.fcm_url, self._timeout)
+            shard.in_flight = 0
+            self._live += 1
+        return shard
 
     async def send(self, messages: Sequence[PushMessage]) -> list[PushResult]:
         if len(messages) > MAX_BATCH:
@@ -245,25 +285,31 @@ class FirebaseSender:
             return []
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            self._client = _use_endpoint(self._app, self.fcm_url, self._timeout)
+            # httpx clients (and asyncio primitives) belong to the loop they first ran on: new ones for this loop
             self._loop = loop
-        window = asyncio.Semaphore(self.max_in_flight)
-        return list(await asyncio.gather(*(self._send_one(message, window) for message in messages)))
+            self._window = asyncio.Semaphore(self.max_in_flight)
+            self._live = 0
+        return list(await asyncio.gather(*(self._send_one(message) for message in messages)))
 
-    async def _send_one(self, message: PushMessage, window: asyncio.Semaphore) -> PushResult:
+    async def _send_one(self, message: PushMessage) -> PushResult:
         problem = _check(message)
         if problem:  # firebase-admin would raise ValueError before sending
             log.warning("push refused before sending: %s", problem)
             return PushResult(token=str(message.token), ok=False, error_code="INVALID_ARGUMENT")
         fcm = to_fcm_message(message)
-        async with window:
+        assert self._window is not None
+        async with self._window:
+            shard = self._shard()
+            shard.in_flight += 1
             try:
-                [response] = (await messaging.send_each_async([fcm], app=self._app)).responses
+                [response] = (await messaging.send_each_async([fcm], app=shard.app)).responses
             except exceptions.FirebaseError:
                 # send_each_async answers per message; it raises (UnknownError) only when something outside the HTTP
                 # exchange fails, e.g. refreshing credentials. Whether the request went out is unknown.
                 log.exception("FCM send failed outside the HTTP exchange")
                 return PushResult(token=message.token, ok=False, error_code="UNKNOWN")
+            finally:
+                shard.in_flight -= 1
         if response.success:
             return PushResult(token=message.token, ok=True, message_id=response.message_id)
         code = error_code(response.exception)
@@ -271,10 +317,14 @@ class FirebaseSender:
         return PushResult(token=message.token, ok=False, error_code=code, retry_after=retry_after)
 
     async def aclose(self) -> None:
-        """Close the HTTP client and delete the firebase app."""
-        if self._client is not None and self._loop is asyncio.get_running_loop():
-            await self._client.aclose()
+        """Close the HTTP clients and delete the firebase apps."""
+        if self._loop is asyncio.get_running_loop():
+            for shard in self._shards[: self._live]:
+                await shard.client.aclose()
         # delete_app() calls the service's close(), which does asyncio.run(aclose()): not allowed on a running
         # loop, fine (and then a no-op on the closed client) in a worker thread.
-        await asyncio.to_thread(firebase_admin.delete_app, self._app)
+        for shard in self._shards:
+            await asyncio.to_thread(firebase_admin.delete_app, shard.app)
+        self._shards.clear()
+        self._live = 0
         self._loop = None

@@ -8,6 +8,7 @@ both), and sends due deliveries in batches of at most 500 through the push sende
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -43,6 +44,8 @@ LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 BATCH = 500  # FCM's limit per send_each call
 LEASE_SECONDS = 60  # a claimed delivery whose worker died is sent again after this
 MAX_ATTEMPTS = 5
+# Send loops per send_due: two, so that claiming and recording one batch overlaps sending another.
+SEND_LOOPS = 2
 QUOTA_BACKOFF_MIN = 60.0
 RETRYABLE = {"UNAVAILABLE", "INTERNAL"}
 DEAD_TOKEN = {"UNREGISTERED", "INVALID_ARGUMENT"}
@@ -276,47 +279,85 @@ def outcome(row, result: PushResult) -> tuple[tuple, str | None]:
     return (*key, "failed", None, code, 0.0), None
 
 
+# Set the pause (a UNIX time, expiring with it) unless one that ends later is set already: another loop or worker
+# may have been given a longer Retry-After.
+_EXTEND_PAUSE = """
+local current = tonumber(redis.call('get', KEYS[1]) or '0') or 0
+if tonumber(ARGV[1]) > current then return redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) end
+return 0
+"""
+
+
 async def send_due(pool, redis, sender: PushSender, *, batches: int = 20, stopping=None,
-                   lease_seconds: int = LEASE_SECONDS) -> int:
+                   lease_seconds: int = LEASE_SECONDS, loops: int = SEND_LOOPS) -> int:
     """Send up to `batches` batches of due deliveries; returns how many answers came back.
 
-    Each batch is claimed, sent and recorded before the next; asked to stop, it returns between
-    batches, so a worker stopped with SIGTERM leaves nothing half-recorded.
+    `loops` send loops run at once, each claiming, sending and recording one batch at a time, so that one loop's
+    database round trips (claim, record) overlap another's sending; they share the sender and its window of
+    requests in flight. A loop stops (and so do the others, each after the batch it has in hand) when nothing is
+    due, when FCM asked to slow down, or when the worker is asked to stop: every claimed batch is sent and recorded
+    before send_due returns, so a worker stopped with SIGTERM leaves nothing half-recorded.
     """
     pause_key = redis.key("fcm", "paused-until")
-    handled = 0
-    for _ in range(batches):
-        if stopping is not None and stopping.is_set():
-            break
-        paused = await redis.client.get(pause_key)
-        if paused and float(paused) > dt.datetime.now(dt.UTC).timestamp():
-            break  # FCM asked every sender of this project to slow down
-        async with pool.acquire() as conn:
-            rows = await store.claim_due(conn, BATCH, lease_seconds)
-        if not rows:
-            break
-        results = await sender.send([_message(r) for r in rows])
-        updates, dead_devices, dead_reasons = [], [], []
-        quota_wait = 0.0
-        for row, result in zip(rows, results, strict=True):
-            update, dead = outcome(row, result)
-            updates.append(update)
-            if dead:
-                dead_devices.append(row["device_id"])
-                dead_reasons.append(f"FCM {dead}")
-            if result.error_code == "QUOTA_EXCEEDED":
-                quota_wait = max(quota_wait, update[-1])
-        async with pool.acquire() as conn, conn.transaction():
-            await store.record_results(conn, updates)
-            if dead_devices:
-                await store.deactivate_devices(conn, dead_devices, dead_reasons)
-        handled += len(rows)
-        if quota_wait:
-            until = dt.datetime.now(dt.UTC).timestamp() + quota_wait
-            await redis.client.set(pause_key, str(until), px=int(quota_wait * 1000))
-            log.warning("FCM quota exceeded: pausing sends", extra={"seconds": quota_wait})
-            break
-    return handled
+    state = {"left": batches, "handled": 0, "halt": False}
+
+    async def one_loop() -> None:
+        while state["left"] > 0 and not state["halt"]:
+            if stopping is not None and stopping.is_set():
+                return
+            state["left"] -= 1
+            paused = await redis.client.get(pause_key)
+            if paused and float(paused) > dt.datetime.now(dt.UTC).timestamp():
+                state["halt"] = True  # FCM asked every sender of this project to slow down
+                return
+            async with pool.acquire() as conn:
+                rows = await store.claim_due(conn, BATCH, lease_seconds)
+            if not rows:
+                state["halt"] = True
+                return
+            quota_wait = await _send_batch(pool, sender, rows)
+            state["handled"] += len(rows)
+            if quota_wait:
+                state["halt"] = True
+                until = dt.datetime.now(dt.UTC).timestamp() + quota_wait
+                await redis.client.eval(_EXTEND_PAUSE, 1, pause_key, str(until), int(quota_wait * 1000))
+                log.warning("FCM quota exceeded: pausing sends", extra={"seconds": quota_wait})
+                return
+
+    async def guarded() -> None:
+        try:
+            await one_loop()
+        except BaseException:
+            state["halt"] = True  # the other loops send and record the batch they have in hand, then stop
+            raise
+
+    # Not a bare gather: a failing loop must not leave another running on after send_due has returned (a worker
+    # closing its pool then would cut that loop off between sending a batch and recording it).
+    ended = await asyncio.gather(*(guarded() for _ in range(max(1, loops))), return_exceptions=True)
+    for error in ended:
+        if isinstance(error, BaseException):
+            raise error
+    return state["handled"]
+
+
+async def _send_batch(pool, sender: PushSender, rows) -> float:
+    """Send one claimed batch and record every answer; returns the quota pause it asks for (0: none)."""
+    results = await sender.send([_message(r) for r in rows])
+    updates, dead_devices, dead_reasons = [], [], []
+    quota_wait = 0.0
+    for row, result in zip(rows, results, strict=True):
+        update, dead = outcome(row, result)
+        updates.append(update)
+        if dead:
+            dead_devices.append(row["device_id"])
+            dead_reasons.append(f"FCM {dead}")
+        if result.error_code == "QUOTA_EXCEEDED":
+            quota_wait = max(quota_wait, update[-1])
+    async with pool.acquire() as conn, conn.transaction():
+        await store.record_results(conn, updates)
+        if dead_devices:
+            await store.deactivate_devices(conn, dead_devices, dead_reasons)
+    return quota_wait
 
 
 # ---- city broadcasts -------------------------------------------------------------------------------------------

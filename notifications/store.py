@@ -9,6 +9,26 @@ from typing import Any
 import asyncpg
 
 OUTBOX_CHANNEL = "ihanoi_notifications"
+DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
+
+
+def _count_changes(changes: str) -> str:
+    """SQL adding delivery status changes to `broadcast_delivery_count` (migration 003), for use as a CTE.
+
+    `changes` is a relation of (broadcast_id, was, became), one row per delivery the same statement inserted (`was`
+    NULL) or changed; rows of other notifications (broadcast_id NULL) and unchanged statuses are left out. Runs in
+    the statement that changes the deliveries, so the counts commit (or roll back) with them.
+    """
+    deltas = ", ".join(f"count(*) FILTER (WHERE became = '{s}') - count(*) FILTER (WHERE was = '{s}')"
+                       for s in DELIVERY_STATUSES)
+    updates = ", ".join(f"{s} = c.{s} + EXCLUDED.{s}" for s in DELIVERY_STATUSES)
+    return f"""
+        INSERT INTO broadcast_delivery_count AS c (broadcast_id, {", ".join(DELIVERY_STATUSES)})
+        SELECT broadcast_id, {deltas} FROM {changes}
+        WHERE broadcast_id IS NOT NULL AND was IS DISTINCT FROM became
+        GROUP BY broadcast_id ORDER BY broadcast_id
+        ON CONFLICT (broadcast_id) DO UPDATE SET {updates}
+    """
 
 # ---- devices -------------------------------------------------------------------------------------------
 
@@ -208,9 +228,9 @@ async def insert_deliveries(conn: asyncpg.Connection, notification_ids: Sequence
 async def claim_due(conn: asyncpg.Connection, limit: int, lease_seconds: int) -> list[asyncpg.Record]:
     """Claim due deliveries for one send: 'sending' with a lease, so a dead worker's rows come back."""
     return await conn.fetch(
-        """
+        f"""
         WITH due AS (
-            SELECT notification_id, device_id FROM notification_delivery
+            SELECT notification_id, device_id, status FROM notification_delivery
             WHERE status IN ('pending', 'sending') AND available_at <= clock_timestamp()
             ORDER BY available_at LIMIT $1 FOR UPDATE SKIP LOCKED
         ), claimed AS (
@@ -218,13 +238,19 @@ async def claim_due(conn: asyncpg.Connection, limit: int, lease_seconds: int) ->
             SET status = 'sending', attempts = d.attempts + 1, updated_at = now(),
                 available_at = clock_timestamp() + make_interval(secs => $2)
             FROM due WHERE d.notification_id = due.notification_id AND d.device_id = due.device_id
-            RETURNING d.notification_id, d.device_id, d.attempts
+            RETURNING d.notification_id, d.device_id, d.attempts, due.status AS was
+        ), claimed_rows AS MATERIALIZED (
+            SELECT c.notification_id, c.device_id, c.attempts, c.was, dev.fcm_token, dev.locale, n.urgency,
+                   n.category, n.title_vi, n.body_vi, n.title_en, n.body_en, n.deep_link, n.data, n.broadcast_id
+            FROM claimed c
+            JOIN notification n ON n.id = c.notification_id
+            JOIN notification_device dev ON dev.id = c.device_id
+        ), counted AS (
+            {_count_changes("(SELECT broadcast_id, was, 'sending' AS became FROM claimed_rows) AS t")}
         )
-        SELECT c.notification_id, c.device_id, c.attempts, dev.fcm_token, dev.locale, n.urgency, n.category,
-               n.title_vi, n.body_vi, n.title_en, n.body_en, n.deep_link, n.data, n.broadcast_id
-        FROM claimed c
-        JOIN notification n ON n.id = c.notification_id
-        JOIN notification_device dev ON dev.id = c.device_id
+        SELECT notification_id, device_id, attempts, fcm_token, locale, urgency, category, title_vi, body_vi,
+               title_en, body_en, deep_link, data, broadcast_id
+        FROM claimed_rows
         """,
         limit, lease_seconds,
     )
@@ -235,14 +261,30 @@ async def record_results(conn: asyncpg.Connection, rows: Sequence[tuple]) -> Non
     if not rows:
         return
     ids, devices, statuses, message_ids, errors, delays = (list(column) for column in zip(*rows, strict=True))
+    # The status each row had is read under its lock (normally 'sending'; something else only if the lease ran out
+    # and another worker claimed and recorded it meanwhile), so the broadcast counts move from what it really was.
     await conn.execute(
-        """
-        UPDATE notification_delivery d
-        SET status = r.status, fcm_message_id = r.message_id, error_code = r.error_code, updated_at = now(),
-            available_at = clock_timestamp() + make_interval(secs => r.delay)
-        FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[])
-             AS r(notification_id, device_id, status, message_id, error_code, delay)
-        WHERE d.notification_id = r.notification_id AND d.device_id = r.device_id
+        f"""
+        WITH r AS (
+            SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[])
+                 AS r(notification_id, device_id, status, message_id, error_code, delay)
+        ), old AS (
+            SELECT d.notification_id, d.device_id, d.status AS was, n.broadcast_id
+            FROM r
+            JOIN notification_delivery d ON d.notification_id = r.notification_id AND d.device_id = r.device_id
+            JOIN notification n ON n.id = d.notification_id
+            FOR UPDATE OF d
+        ), changed AS (
+            UPDATE notification_delivery d
+            SET status = r.status, fcm_message_id = r.message_id, error_code = r.error_code, updated_at = now(),
+                available_at = clock_timestamp() + make_interval(secs => r.delay)
+            FROM old JOIN r ON r.notification_id = old.notification_id AND r.device_id = old.device_id
+            WHERE d.notification_id = old.notification_id AND d.device_id = old.device_id
+            RETURNING old.broadcast_id, old.was, d.status AS became
+        ), counted AS (
+            {_count_changes("changed")}
+        )
+        SELECT count(*) FROM changed
         """,
         ids, devices, statuses, message_ids, errors, delays,
     )
@@ -308,19 +350,36 @@ async def set_broadcast_status(conn: asyncpg.Connection, broadcast_id: int, stat
 
 
 async def skip_pending_deliveries(conn: asyncpg.Connection, broadcast_id: int) -> int:
-    result = await conn.execute(
-        "UPDATE notification_delivery d SET status = 'skipped', updated_at = now() FROM notification n "
-        "WHERE n.id = d.notification_id AND n.broadcast_id = $1 AND d.status = 'pending'",
+    return await conn.fetchval(
+        f"""
+        WITH skipped AS (
+            UPDATE notification_delivery d SET status = 'skipped', updated_at = now() FROM notification n
+            WHERE n.id = d.notification_id AND n.broadcast_id = $1 AND d.status = 'pending'
+            RETURNING n.broadcast_id, 'pending'::text AS was, 'skipped'::text AS became
+        ), counted AS (
+            {_count_changes("skipped")}
+        )
+        SELECT count(*) FROM skipped
+        """,
         broadcast_id,
     )
-    return int(result.split()[-1])
 
 
 async def broadcast_delivery_counts(conn: asyncpg.Connection, broadcast_id: int) -> dict[str, int]:
+    """The broadcast's deliveries by status (only statuses it has), from the maintained counts: one row."""
+    row = await conn.fetchrow(
+        f"SELECT {', '.join(DELIVERY_STATUSES)} FROM broadcast_delivery_count WHERE broadcast_id = $1", broadcast_id
+    )
+    return {status: n for status, n in row.items() if n} if row is not None else {}
+
+
+async def broadcast_delivery_counts_exact(conn: asyncpg.Connection, broadcast_id: int,
+                                          timeout: float | None = None) -> dict[str, int]:
+    """The same counted from the delivery rows, a scan of all of them: for checks (tests, benchmarks), not requests."""
     rows = await conn.fetch(
         "SELECT d.status, count(*) AS n FROM notification_delivery d JOIN notification n ON n.id = d.notification_id "
         "WHERE n.broadcast_id = $1 GROUP BY d.status",
-        broadcast_id,
+        broadcast_id, timeout=timeout,
     )
     return {r["status"]: r["n"] for r in rows}
 
@@ -342,7 +401,7 @@ async def fan_out_batch(conn: asyncpg.Connection, broadcast, *, units: Sequence[
     progress update, so a worker killed half-way neither loses nor repeats a batch.
     """
     rows = await conn.fetch(
-        """
+        f"""
         WITH chosen AS (
             SELECT r.id FROM resident r
             LEFT JOIN notification_setting s ON s.resident_id = r.id
@@ -372,7 +431,10 @@ async def fan_out_batch(conn: asyncpg.Connection, broadcast, *, units: Sequence[
                                ($12::timestamptz AT TIME ZONE 'Asia/Ho_Chi_Minh')::date AS d) AS lt
             WHERE $5 = 'emergency' OR coalesce(p.push, true)
             ON CONFLICT DO NOTHING
-            RETURNING 1
+            RETURNING notification_id
+        ), counted AS (
+            {_count_changes("(SELECT $1::bigint AS broadcast_id, NULL::text AS was, 'pending' AS became "
+                            "FROM delivered) AS t")}
         )
         SELECT (SELECT count(*) FROM chosen) AS handled, (SELECT max(id::text) FROM chosen)::uuid AS last,
                (SELECT count(*) FROM inserted) AS created

@@ -10,7 +10,7 @@ import pytest_asyncio
 from app.identity import service as identity
 from app.identity.devlogin import sign_in
 from app.identity.models import GrantRequest
-from notifications import service
+from notifications import service, store
 from notifications.sender import FirebaseSender
 from tests.conftest import TransactionPool
 
@@ -157,3 +157,61 @@ async def test_scheduled_broadcast_waits_for_its_time(client, conn, redis, fcm_u
     # another resident does not see it
     stranger = await bearer(client, "001085012345")
     assert (await client.get(f"/v1/broadcasts/{later['id']}", headers=stranger)).status_code == 404
+
+
+async def test_progress_counts_are_maintained_through_every_state(client, conn, redis, fcm_url, stand_in):
+    """The counts `GET /v1/broadcasts/{id}` reads from `broadcast_delivery_count` equal a count of the delivery rows
+    after every kind of change: fan-out, claim, sent, retry, dead token, quota, lease expiry, cancel."""
+    await grant(client, conn, CLERK, "staff", WARD)
+    clerk = await bearer(client, CLERK)
+    tokens = await residents_in(conn, WARD, 20)
+    await residents_in(conn, WARD, 2, prefix="dead")
+    await stand_in.post("/_control/faults", json={"token": tokens[0], "answer": "UNAVAILABLE", "times": 1})
+    await stand_in.post("/_control/faults", json={"token": tokens[1], "answer": "QUOTA_EXCEEDED", "times": 1})
+    created = (await client.post("/v1/broadcasts", json=body(), headers=clerk | key())).json()
+    pool = TransactionPool(conn)
+
+    async def check(expected: dict[str, int]) -> None:
+        shown = (await client.get(f"/v1/broadcasts/{created['id']}", headers=clerk)).json()["deliveries"]
+        assert shown == await store.broadcast_delivery_counts_exact(conn, created["id"]) == expected
+
+    await service.fan_out(pool, client.app.state.identity.units)
+    await check({"pending": 22})
+    # the phones with faults and the dead ones are left for the real sender below, not claimed by hand here
+    special = ("UPDATE notification_delivery SET available_at = {} WHERE device_id IN (SELECT id FROM "
+               "notification_device WHERE fcm_token = ANY($1) OR fcm_token LIKE 'dead-%')")
+    await conn.execute(special.format("now() + interval '1 hour'"), tokens[:2])
+    # a worker claims a batch and dies: its lease runs out and another claims the same rows again (sending ->
+    # sending), then both record (the second overwrites the first)
+    first = await store.claim_due(conn, 5, 60)
+    await check({"pending": 17, "sending": 5})
+    await conn.execute("UPDATE notification_delivery SET available_at = now() WHERE status = 'sending'")
+    again = await store.claim_due(conn, 5, 60)
+    assert {(r["notification_id"], r["device_id"]) for r in again} == {(r["notification_id"], r["device_id"])
+                                                                       for r in first}
+    await check({"pending": 17, "sending": 5})
+    done = [(r["notification_id"], r["device_id"], "sent", "m", None, 0.0) for r in first]
+    await store.record_results(conn, done)
+    await check({"pending": 17, "sent": 5})
+    await store.record_results(conn, [(*d[:2], "failed", None, "UNKNOWN", 0.0) for d in done])
+    await check({"pending": 17, "failed": 5})
+    await store.record_results(conn, done)
+    await check({"pending": 17, "sent": 5})
+
+    await conn.execute(special.format("now()"), tokens[:2])
+    sender = FirebaseSender(project_id="ihanoi-test", endpoint=fcm_url)
+    await service.send_due(pool, redis, sender)
+    # UNAVAILABLE and QUOTA_EXCEEDED wait (pending); the dead tokens failed
+    await check({"sent": 18, "failed": 2, "pending": 2})
+    await redis.client.delete(redis.key("fcm", "paused-until"))
+    await conn.execute("UPDATE notification_delivery SET available_at = now() WHERE status = 'pending'")
+    # cancelled with one still pending: it is skipped
+    await conn.execute("UPDATE notification_delivery SET available_at = now() + interval '1 hour' "
+                       "WHERE status = 'pending' AND device_id = "
+                       "(SELECT id FROM notification_device WHERE fcm_token = $1)", tokens[0])
+    await service.send_due(pool, redis, sender)
+    cancelled = await client.post(f"/v1/broadcasts/{created['id']}/cancel", headers=clerk)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["deliveries"] == {"sent": 20 - 1, "failed": 2, "skipped": 1}
+    await check({"sent": 19, "failed": 2, "skipped": 1})
+    await sender.aclose()
