@@ -110,10 +110,15 @@ class NotificationsController(Controller):
     async def stream(self, request: Request, state: State, principal: Me) -> ServerSentEvent:
         language = _language(request)
         channel = service.inbox_channel(state.redis, principal.sub)
+        broadcasts = service.broadcasts_channel(state.redis)
+        async with state.pool.acquire() as conn:  # read once: the stream must not hold a connection
+            home = await service.home_unit(conn, _resident(principal))
+        units = state.identity.units
 
         async def events() -> AsyncIterator[ServerSentEventMessage]:
             pubsub = state.redis.client.pubsub()
-            await pubsub.subscribe(channel)
+            # city broadcasts come as one event on a shared channel, not one per resident
+            await pubsub.subscribe(channel, broadcasts)
             try:
                 yield ServerSentEventMessage(event="ready", data="{}")
                 while True:
@@ -123,6 +128,11 @@ class NotificationsController(Controller):
                         continue
                     item = json.loads(message["data"])
                     item["title"], item["body"] = item["title"][language], item["body"][language]
+                    if "broadcast_id" in item:
+                        if service.broadcast_reaches(units, item["target_unit"], home):
+                            yield ServerSentEventMessage(event="broadcast", data=json.dumps(item, ensure_ascii=False),
+                                                         id=f"b{item['broadcast_id']}")
+                        continue
                     yield ServerSentEventMessage(event="notification", data=json.dumps(item, ensure_ascii=False),
                                                  id=str(item["id"]))
             finally:

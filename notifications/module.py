@@ -34,7 +34,7 @@ def _units(path: str | None):
 
 
 async def fan_out(ctx: JobContext) -> None:
-    await service.fan_out(ctx.pool, _units(ctx.settings.units_file), stopping=ctx.stopping)
+    await service.fan_out(ctx.pool, _units(ctx.settings.units_file), stopping=ctx.stopping, redis=ctx.redis)
 
 
 async def send(ctx: JobContext) -> None:

@@ -246,6 +246,30 @@ async def publish_inbox_item(redis, row) -> None:
     await redis.client.publish(inbox_channel(redis, str(row["resident_id"])), json.dumps(event, ensure_ascii=False))
 
 
+def broadcasts_channel(redis) -> str:
+    return redis.key("broadcasts")
+
+
+async def publish_broadcast(redis, broadcast) -> None:
+    event = {
+        "broadcast_id": broadcast["id"], "target_unit": broadcast["target_unit"], "urgency": broadcast["urgency"],
+        "category": "city", "deep_link": broadcast["deep_link"], "created_at": broadcast["created_at"].isoformat(),
+        "title": {"vi": broadcast["title_vi"], "en": broadcast["title_en"]},
+        "body": {"vi": broadcast["body_vi"], "en": broadcast["body_en"]},
+    }
+    await redis.client.publish(broadcasts_channel(redis), json.dumps(event, ensure_ascii=False))
+
+
+async def home_unit(conn: asyncpg.Connection, resident_id: uuid.UUID) -> str | None:
+    _, setting = await store.get_preferences(conn, resident_id)
+    return setting["home_unit"] if setting else None
+
+
+def broadcast_reaches(units, target_unit: str, home: str | None) -> bool:
+    """A city-wide broadcast reaches everyone; another, residents whose home ward lies in its area."""
+    return target_unit == CITY or (home is not None and units.contains(target_unit, home))
+
+
 def _message(row) -> PushMessage:
     english = row["locale"] == "en"
     data = {"notification_id": str(row["notification_id"]), "category": row["category"]}
@@ -457,7 +481,8 @@ async def cancel_broadcast(conn, identity, principal, broadcast_id: int) -> Broa
     return await get_broadcast(conn, identity, principal, broadcast_id)
 
 
-async def fan_out(pool, units, *, batch: int = FAN_OUT_BATCH, max_batches: int = 20, stopping=None) -> int:
+async def fan_out(pool, units, *, batch: int = FAN_OUT_BATCH, max_batches: int = 20, stopping=None,
+                  redis=None) -> int:
     """Worker: expand due broadcasts into inbox rows and deliveries, one committed batch at a time."""
     handled_total = 0
     for _ in range(max_batches):
@@ -477,4 +502,7 @@ async def fan_out(pool, units, *, batch: int = FAN_OUT_BATCH, max_batches: int =
             if handled < batch:
                 await store.set_broadcast_status(conn, broadcast["id"], "done", finished_at=now)
             handled_total += handled
+        if broadcast["status"] == "scheduled" and redis is not None:
+            # after the first batch commits: one event for every connected app, not one per resident
+            await publish_broadcast(redis, broadcast)
     return handled_total
