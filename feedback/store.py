@@ -9,6 +9,11 @@ from typing import Any
 import asyncpg
 
 OPEN = ("submitted", "received", "in_progress")
+# Rows of a list tested one by one for a text search before the GIN index is used for the rest (list_reports):
+# the most a search reads either way is about this window plus the matches of a search with fewer than a page in
+# it, i.e. about SEARCH_WINDOW + limit * rows / SEARCH_WINDOW; 15,000 keeps both near 15,000 up to about 5 million
+# reports (measured at 1 million: benchmarks/feedback.py).
+SEARCH_WINDOW = 15_000
 
 # ---- categories and templates -----------------------------------------------------------------------------
 
@@ -224,6 +229,7 @@ class Filters:
     def __init__(self) -> None:
         self.clauses: list[str] = []
         self.args: list[Any] = []
+        self.search: int | None = None  # the position in clauses of the full-text condition, if there is one
 
     def add(self, clause: str, *values: Any) -> None:
         for value in values:
@@ -246,6 +252,7 @@ def apply_common(filters: Filters, *, category: str | None, status: list[str] | 
     if text:
         # websearch_to_tsquery accepts anything a person types; both sides are folded the same way
         filters.add("r.search @@ websearch_to_tsquery('simple', feedback_fold(?))", text)
+        filters.search = len(filters.clauses) - 1
     if overdue is True:
         filters.add("r.status IN ('submitted', 'received', 'in_progress') AND (r.answer_due_at < ? "
                     "OR (r.status = 'submitted' AND r.receive_due_at < ?))", now, now)
@@ -258,17 +265,47 @@ async def list_reports(conn: asyncpg.Connection, filters: Filters, *, order: str
                        limit: int) -> list[asyncpg.Record]:
     """One page, newest first (`order` = 'newest') or by answer deadline ('deadline'), keyset-paginated."""
     if order == "newest":
-        if after is not None:
-            filters.add("(r.submitted_at, r.id) < (?, ?)", *after)
-        order_by = "r.submitted_at DESC, r.id DESC"
+        key, beyond, order_by = "r.submitted_at, r.id", "<", "r.submitted_at DESC, r.id DESC"
     else:
-        if after is not None:
-            filters.add("(r.answer_due_at, r.id) > (?, ?)", *after)
-        order_by = "r.answer_due_at, r.id"
+        key, beyond, order_by = "r.answer_due_at, r.id", ">", "r.answer_due_at, r.id"
+    if after is not None:
+        filters.add(f"({key}) {beyond} (?, ?)", *after)
     filters.args.append(limit)
-    return await conn.fetch(
-        f"""SELECT {SUMMARY_COLUMNS} FROM report r JOIN feedback_category c ON c.code = r.category_code
-             WHERE {filters.where()} ORDER BY {order_by} LIMIT ${len(filters.args)}""", *filters.args)
+    n = f"${len(filters.args)}"
+
+    def page(ids: str) -> str:
+        # The page's ids first, from the report table alone: where an index holds every column the filters and
+        # the order read (the map box's GiST index), they come from the index without visiting the table. Then
+        # the rows of those ids only, with their category and thumbnail.
+        return f"""SELECT {SUMMARY_COLUMNS} FROM report r JOIN feedback_category c ON c.code = r.category_code
+                    WHERE r.id IN ({ids}) ORDER BY {order_by} LIMIT {n}"""
+
+    if filters.search is None:
+        return await conn.fetch(
+            page(f"SELECT r.id FROM report r WHERE {filters.where()} ORDER BY {order_by} LIMIT {n}"), *filters.args)
+    # With a text search, PostgreSQL takes the words of a query as independent: "lan chiem via he" (the four
+    # syllables of "lấn chiếm vỉa hè", always found together) comes out hundreds of times rarer than it is, and it
+    # then fetches and sorts every match the GIN index gives (tens of thousands) for one page. So: the first
+    # SEARCH_WINDOW rows in the list's order that pass the other filters are tested one by one, which stops as
+    # soon as the page is full (a common search); only if they hold less than a page are the rows beyond them
+    # searched through the GIN index (a rare search: few matches to fetch). Same rows, same order as one query.
+    text = filters.clauses[filters.search]
+    others = " AND ".join(c for i, c in enumerate(filters.clauses) if i != filters.search) or "true"
+    ids = f"""
+        WITH window_hits AS MATERIALIZED (
+            SELECT w.id FROM (SELECT {key} FROM report r WHERE {others} ORDER BY {order_by}
+                               LIMIT {SEARCH_WINDOW}) w
+             CROSS JOIN LATERAL (SELECT r.search FROM report r WHERE r.id = w.id OFFSET 0) r
+             WHERE {text} ORDER BY {order_by.replace("r.", "w.")} LIMIT {n}
+        ), beyond_hits AS MATERIALIZED (
+            SELECT r.id FROM report r
+             WHERE (SELECT count(*) FROM window_hits) < {n} AND {filters.where()}
+               AND ({key}) {beyond} (SELECT {key} FROM report r WHERE {others}
+                                     ORDER BY {order_by} OFFSET {SEARCH_WINDOW - 1} LIMIT 1)
+             ORDER BY {order_by} LIMIT {n}
+        )
+        SELECT id FROM window_hits UNION ALL SELECT id FROM beyond_hits"""
+    return await conn.fetch(page(ids), *filters.args)
 
 
 # ---- the worker's scans ------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ CREATE TABLE report (
     reporter_name    text,
     hide_name        boolean     NOT NULL DEFAULT false,
     visibility       text        NOT NULL DEFAULT 'public' CHECK (visibility IN ('public', 'private')),
-    source           text        NOT NULL DEFAULT 'app',    -- 'app' or 'open311:<client id>'
+    source           text        NOT NULL DEFAULT 'app',    -- 'app', 'demo' or 'open311:<client name>'
     category_code    text        NOT NULL REFERENCES feedback_category (code),
     urgency          text        NOT NULL CHECK (urgency IN ('normal', 'complex', 'urgent')),
     description      text        NOT NULL CHECK (length(description) BETWEEN 1 AND 4000),
@@ -96,15 +96,21 @@ CREATE TABLE report (
     UNIQUE (reporter_id, idempotency_key),
     CHECK (duplicate_of IS NULL OR duplicate_of <> id)
 );
--- the public map and list: newest first, in a box
-CREATE INDEX report_public_location_idx ON report USING gist (location) WHERE visibility = 'public';
+-- the public map and list: newest first, in a box. The box's index also holds the sort key and what a map filters
+-- on, so that the newest reports in a box are picked from the index alone (list_reports reads the table for the
+-- page's rows only).
+CREATE INDEX report_public_location_idx ON report USING gist (location)
+    INCLUDE (submitted_at, id, category_code, status) WHERE visibility = 'public';
 CREATE INDEX report_public_recent_idx ON report (submitted_at DESC, id DESC) WHERE visibility = 'public';
 CREATE INDEX report_category_recent_idx ON report (category_code, submitted_at DESC, id DESC)
     WHERE visibility = 'public';
 -- duplicate suggestions: open reports nearby
 CREATE INDEX report_open_location_idx ON report USING gist (location)
     WHERE status IN ('submitted', 'received', 'in_progress');
--- a unit's queue, by deadline; the overdue scan of the escalation job
+-- a unit's queue, by deadline: its open reports (the default view) in order, without sorting them all; one status
+-- at a time otherwise. Then newest first, and the overdue scan of the escalation job.
+CREATE INDEX report_open_queue_idx ON report (unit_code, answer_due_at, id)
+    WHERE status IN ('submitted', 'received', 'in_progress');
 CREATE INDEX report_queue_idx ON report (unit_code, status, answer_due_at);
 CREATE INDEX report_unit_recent_idx ON report (unit_code, submitted_at DESC, id DESC);
 CREATE INDEX report_overdue_idx ON report (answer_due_at)
