@@ -168,6 +168,14 @@ async def nearby_open(conn: asyncpg.Connection, *, category: str, latitude: floa
         category, latitude, longitude, radius_m, since, limit)
 
 
+async def box_holds_at_least(conn: asyncpg.Connection, corners: tuple[float, float, float, float], count: int) -> bool:
+    """Whether a map box holds `count` public reports or more; reads at most that many index entries."""
+    return await conn.fetchval(
+        """SELECT count(*) >= $5 FROM (SELECT 1 FROM report r WHERE r.visibility = 'public'
+              AND r.location <@ box(feedback_metres($1, $2), feedback_metres($3, $4)) LIMIT $5) s""",
+        *corners, count)
+
+
 # ---- followers ---------------------------------------------------------------------------------------------
 
 

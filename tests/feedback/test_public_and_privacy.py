@@ -8,6 +8,7 @@ import io
 import pytest_asyncio
 from PIL import Image
 
+from feedback import service
 from tests.feedback.support import (
     CLERK,
     LAT,
@@ -132,7 +133,7 @@ async def test_photos_are_checked_by_content_and_attached_once_by_their_owner(cl
     assert too_many.status_code == 400
 
 
-async def test_search_without_diacritics_and_the_public_map(client, people):
+async def test_search_without_diacritics_and_the_public_map(client, people, monkeypatch):
     pothole = await submit(client, people["a"], category="ha-tang-giao-thong",
                            description="Đường hỏng nặng, nhiều ổ gà trước số 5 phố Tràng Tiền")
     rubbish = await submit(client, people["a"], latitude=21.0368, longitude=105.8342, ward=OTHER_WARD,
@@ -152,6 +153,12 @@ async def test_search_without_diacritics_and_the_public_map(client, people):
     box = f"{LNG - 0.005},{LAT - 0.005},{LNG + 0.005},{LAT + 0.005}"
     assert await ids(bbox=box) == [pothole["id"]]
     assert await ids(bbox=box, category="ve-sinh-moi-truong") == []
+    # a box dense with reports is listed newest first with the box as a plain filter: the same answers
+    monkeypatch.setattr(service, "DENSE_BOX", 1)
+    assert await ids(bbox=box) == [pothole["id"]]
+    assert await ids(bbox=box, q="duong hong") == [pothole["id"]]
+    assert await ids(bbox=box, q="rac thai") == []
+    monkeypatch.undo()
     assert set(await ids()) == {pothole["id"], rubbish["id"]}
     bad = await client.get("/v1/feedback/public/reports", params={"bbox": "1,2,3"})
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "bbox"
