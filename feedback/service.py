@@ -762,9 +762,11 @@ async def public_reports(conn: asyncpg.Connection, ctx: Ctx, *, bbox: str | None
         corners = (min_lat, min_lng, max_lat, max_lng)
         if await store.box_holds_at_least(conn, corners, DENSE_BOX):
             # PostgreSQL estimates every box alike, so a box holding much of the city would still be read
-            # through its spatial index and sorted. Newest first with the box as a plain filter finds a page
-            # after about limit / share rows instead; `+ point(0, 0)` keeps the spatial index out of it.
-            filters.add("r.location + point(0, 0) <@ box(feedback_metres(?, ?), feedback_metres(?, ?))", *corners)
+            # through its spatial index and sorted. Newest first with the box as plain latitude and longitude
+            # ranges (the same box: the projection is linear in each; estimated from column statistics) finds a
+            # page after about limit / share rows instead.
+            filters.add("r.latitude BETWEEN ? AND ? AND r.longitude BETWEEN ? AND ?",
+                        min_lat, max_lat, min_lng, max_lng)
         else:
             filters.add("r.location <@ box(feedback_metres(?, ?), feedback_metres(?, ?))", *corners)
     store.apply_common(filters, category=category, status=_statuses(status), ward=ward, text=_text(q), overdue=None,
