@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
+from app.identity.units import units_file_directory
 from feedback import api, demo, open311, service
 from modules import Job, JobContext, Module, Title
 
 
-@lru_cache(maxsize=2)
-def _units(path: str | None):
-    from app.identity.units import load_units
-
-    return load_units(Path(path) if path else None)
-
-
 async def escalate(ctx: JobContext) -> None:
     async with ctx.pool.acquire() as conn:
-        while await service.escalate_overdue(conn, _units(ctx.settings.units_file)) > 0:
+        while await service.escalate_overdue(conn, units_file_directory(ctx.settings.units_file)) > 0:
             if ctx.stopping is not None and ctx.stopping.is_set():
                 return
 
 
 async def close_expired(ctx: JobContext) -> None:
     async with ctx.pool.acquire() as conn:
-        while await service.close_expired_answers(conn, _units(ctx.settings.units_file)) > 0:
+        while await service.close_expired_answers(conn, units_file_directory(ctx.settings.units_file)) > 0:
             if ctx.stopping is not None and ctx.stopping.is_set():
                 return
 

@@ -860,11 +860,10 @@ async def escalate_overdue(conn: asyncpg.Connection, units: UnitDirectory, *, no
                                     data={"deadline": deadline[1], "due_at": due.isoformat(),
                                           "notified": len(recipients), "parent_unit": parent})
             if recipients:
-                category = await store.category(conn, (await store.get_report(conn, row["id"]))["category_code"])
                 await notify(
                     conn, sorted(recipients, key=str), "feedback.escalated",
                     {"id": row["id"], "deadline_vi": deadline[0], "deadline_en": deadline[1],
-                     "category_vi": category["name_vi"], "category_en": category["name_en"],
+                     "category_vi": row["category_vi"], "category_en": row["category_en"],
                      "unit_vi": unit.name_vi if unit else row["unit_code"],
                      "unit_en": unit.name_en if unit else row["unit_code"],
                      "due_local": local(due).strftime("%H:%M %d/%m/%Y")},
@@ -881,10 +880,9 @@ async def close_expired_answers(conn: asyncpg.Connection, units: UnitDirectory, 
     ctx = Ctx(units=units)
     async with conn.transaction():
         rows = await store.answered_before(conn, now - dt.timedelta(days=REOPEN_DAYS), limit)
-        for r in rows:
-            row = await store.get_report(conn, r["id"])
-            await store.update_report(conn, r["id"], now, status="closed", closed_at=now, close_reason="expired")
-            await _event(conn, ctx, r["id"], now, "closed", actor=None, role="system", from_status="answered",
+        for row in rows:
+            await store.update_report(conn, row["id"], now, status="closed", closed_at=now, close_reason="expired")
+            await _event(conn, ctx, row["id"], now, "closed", actor=None, role="system", from_status="answered",
                          to_status="closed", unit=row["unit_code"], notify_reporter=row["reporter_id"])
     return len(rows)
 

@@ -322,15 +322,18 @@ async def list_reports(conn: asyncpg.Connection, filters: Filters, *, order: str
 async def overdue_unescalated(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> list[asyncpg.Record]:
     """Open reports past a deadline not yet escalated for it, locked for this worker (others skip them)."""
     return await conn.fetch(
-        """SELECT id, unit_code, status, escalation_level, receive_due_at, answer_due_at FROM report
+        """SELECT r.id, r.unit_code, r.status, r.escalation_level, r.receive_due_at, r.answer_due_at,
+                  c.name_vi AS category_vi, c.name_en AS category_en
+             FROM report r JOIN feedback_category c ON c.code = r.category_code
             WHERE status IN ('submitted', 'received', 'in_progress') AND escalation_level < 2
               AND ((escalation_level = 0 AND status = 'submitted' AND receive_due_at < $1) OR answer_due_at < $1)
-            ORDER BY answer_due_at LIMIT $2 FOR UPDATE SKIP LOCKED""", now, limit)
+            ORDER BY answer_due_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED""", now, limit)
 
 
 async def answered_before(conn: asyncpg.Connection, before: dt.datetime, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT id FROM report WHERE status = 'answered' AND answered_at < $1 ORDER BY answered_at LIMIT $2 "
+        "SELECT id, unit_code, reporter_id FROM report WHERE status = 'answered' AND answered_at < $1 "
+        "ORDER BY answered_at LIMIT $2 "
         "FOR UPDATE SKIP LOCKED", before, limit)
 
 

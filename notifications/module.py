@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from app.identity.units import units_file_directory
 from modules import Job, JobContext, Module, Title
 from notifications import api, fcm_stand_in, service
 
@@ -26,15 +27,9 @@ async def expand(ctx: JobContext) -> None:
             pass
 
 
-@lru_cache(maxsize=2)
-def _units(path: str | None):
-    from app.identity.units import load_units
-
-    return load_units(Path(path) if path else None)
-
-
 async def fan_out(ctx: JobContext) -> None:
-    await service.fan_out(ctx.pool, _units(ctx.settings.units_file), stopping=ctx.stopping, redis=ctx.redis)
+    await service.fan_out(ctx.pool, units_file_directory(ctx.settings.units_file), stopping=ctx.stopping,
+                          redis=ctx.redis)
 
 
 async def send(ctx: JobContext) -> None:

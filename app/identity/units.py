@@ -19,6 +19,7 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 __all__ = [
@@ -102,6 +103,12 @@ class UnitDirectory:
 
 def _nfc(value: str) -> str:
     return unicodedata.normalize("NFC", value.strip())
+
+
+@lru_cache(maxsize=4)
+def units_file_directory(path: str | None) -> UnitDirectory:
+    """The directory of a configured units file (None: the shipped one), read once per process (worker jobs)."""
+    return load_units(Path(path) if path else None)
 
 
 def load_units(path: Path | None = None) -> UnitDirectory:

@@ -5,39 +5,22 @@ from __future__ import annotations
 
 import io
 
-import pytest_asyncio
 from PIL import Image
 
 from feedback import service
 from tests.feedback.support import (
-    CLERK,
     LAT,
     LAT_50M,
     LNG,
-    OTHER_CLERK,
     OTHER_WARD,
-    RESIDENT_A,
-    RESIDENT_B,
     WARD,
     act,
-    bearer,
-    grant,
     jpeg,
     key,
     report_body,
     submit,
     upload,
 )
-
-
-@pytest_asyncio.fixture
-async def people(client, conn):
-    await grant(client, conn, CLERK, "staff", WARD)
-    await grant(client, conn, OTHER_CLERK, "staff", OTHER_WARD)
-    return {
-        "a": await bearer(client, RESIDENT_A), "b": await bearer(client, RESIDENT_B),
-        "clerk": await bearer(client, CLERK), "other_clerk": await bearer(client, OTHER_CLERK),
-    }
 
 
 async def test_hidden_name_private_photo_and_internal_notes(client, conn, people):

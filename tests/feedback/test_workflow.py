@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest_asyncio
-
 from feedback import service
 from tests.feedback.support import (
     CITY_STAFF,
     CLERK,
     HEAD,
-    OTHER_CLERK,
     OTHER_WARD,
-    RESIDENT_A,
     RESIDENT_B,
     WARD,
     act,
@@ -25,16 +21,6 @@ from tests.feedback.support import (
     report_body,
     submit,
 )
-
-
-@pytest_asyncio.fixture
-async def people(client, conn):
-    await grant(client, conn, CLERK, "staff", WARD)
-    await grant(client, conn, OTHER_CLERK, "staff", OTHER_WARD)
-    return {
-        "a": await bearer(client, RESIDENT_A), "b": await bearer(client, RESIDENT_B),
-        "clerk": await bearer(client, CLERK), "other_clerk": await bearer(client, OTHER_CLERK),
-    }
 
 
 async def test_categories_are_public_data_with_units_and_deadlines(client):
