@@ -11,16 +11,19 @@ from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.response_cache import ResponseCacheConfig
+from litestar.connection import ASGIConnection
 from litestar.di import Provide
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 
-from app import db, redisdb
+from app import db, idempotency, redisdb, web
 from app.docs import OfflineDocsPlugin
 from app.errors import exception_handlers
 from app.identity import api as identity_api
 from app.identity import stand_in
 from app.identity.guards import AuthMiddleware
 from app.identity.runtime import identity_runtime
+from app.identity.service import require_level
 from app.kernel_api import KernelController, module_list_handler
 from app.observe import ObserveMiddleware, sample_pool_gauges
 from app.settings import Settings, load_settings
@@ -39,11 +42,41 @@ def migration_sources(modules: Sequence[Module]) -> list[tuple[str, Path | None]
 
 
 def resolve_modules(settings: Settings, modules: Sequence[Module] | None = None) -> list[Module]:
+    """The modules to run, in home-screen order, with their declarations installed and settings checked."""
     if modules is None:
         loaded = module_catalog.load((*module_catalog.CATALOG, *settings.extra_modules))
     else:
         loaded = list(modules)
+    module_catalog.install(loaded)
+    for module in loaded:
+        if module.settings is not None:
+            settings.of(module.name)  # a bad value stops start-up, naming the variable
     return module_catalog.arrange(loaded, settings.modules)
+
+
+def identity_level_guard(module: Module):
+    """A level-2 module's routes refuse a level-1 resident, unless a route says `identity_level=1`.
+
+    Anonymous callers pass: a route that needs a caller says so with its own guard.
+    """
+
+    def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+        principal = connection.scope.get("user")
+        if principal is None or principal.kind != "resident":
+            return
+        require_level(principal, handler.opt.get("identity_level", module.min_identity_level), None)
+
+    return guard
+
+
+def _check_idempotent_routes(app: Litestar) -> None:
+    """A route that declares Idempotency-Key must take `tx`, or its writes would not be covered."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            provider = handler.resolve_dependencies().get("tx")
+            if provider is not None and provider.dependency in idempotency.PROVIDERS:
+                if "tx" not in handler.parsed_fn_signature.parameters:
+                    raise RuntimeError(f"{handler.handler_name} declares Idempotency-Key but takes no `tx`")
 
 
 def create_app(
@@ -99,7 +132,7 @@ def create_app(
 
     module_routers = [
         Router(path="/", route_handlers=[*m.routers, *(m.dev_routers if settings.stand_in_enabled else ())],
-               tags=[m.name])
+               tags=[m.name], guards=[identity_level_guard(m)] if m.min_identity_level > 1 else [])
         for m in modules
         if m.name not in disabled
     ]
@@ -114,7 +147,10 @@ def create_app(
             "conn": Provide(db.provide_connection),
             "tx": Provide(db.provide_transaction),
             **identity_api.dependencies,
+            **web.dependencies(),
         },
+        before_request=idempotency.start_request,
+        after_request=idempotency.store_response,
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(
             title="iHaNoi API",
@@ -129,6 +165,7 @@ def create_app(
         debug=False,
         logging_config=None,
     )
+    _check_idempotent_routes(app)
     app.state.settings = settings
     app.state.pool = pool
     app.state.redis = redis

@@ -10,7 +10,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import asyncpg
 import click
@@ -20,6 +21,9 @@ from app import migrate as migrations
 from app.db import connect as db_connect
 from app.logs import configure_logging
 from app.settings import Settings, SettingsError, load_settings
+from modules import JobContext
+
+T = TypeVar("T")
 
 
 def _echo(message: str) -> None:
@@ -123,12 +127,59 @@ def _fail(exc: Exception) -> None:
     raise SystemExit(1)
 
 
-@click.group()
+class CommandContext(dict):
+    """What `ihanoi` gives every command (`ctx.obj`): the data folder, and `run` for module commands."""
+
+    def run(self, work: Callable[[JobContext], Awaitable[T]]) -> T:
+        """Run `await work(ctx)` with the services up, migrations applied, a pool and Redis, like a job."""
+        settings = _settings(data_dir=self["data_dir"])
+        configure_logging("WARNING")
+        with _services(settings) as settings:
+            asyncio.run(_migrate(settings, quiet=True))
+            return asyncio.run(_with_context(settings, work))
+
+
+async def _with_context(settings: Settings, work: Callable[[JobContext], Awaitable[T]]) -> T:
+    import logging
+
+    from app import redisdb
+    from app.db import create_pool
+
+    pool = await create_pool(settings.database_url, min_size=1, max_size=4, timeout=settings.db_timeout)
+    redis = redisdb.connect(settings.redis_url, prefix=settings.redis_prefix, cluster=settings.redis_cluster)
+    try:
+        return await work(JobContext(pool=pool, redis=redis, settings=settings, log=logging.getLogger("ihanoi.cli")))
+    finally:
+        await redis.close()
+        await pool.close()
+
+
+class IhanoiGroup(click.Group):
+    """The kernel's commands, then each module's group under its name (`ihanoi feedback ...`)."""
+
+    def _module_groups(self) -> dict[str, click.Command]:
+        from app.asgi import resolve_modules
+
+        try:
+            modules = resolve_modules(load_settings())
+        except (SettingsError, ValueError) as exc:  # the kernel's commands still work; say why
+            click.echo(f"warning: module commands unavailable: {exc}", err=True)
+            return {}
+        return {m.name: m.cli for m in modules if m.cli is not None}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *sorted(self._module_groups())]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return super().get_command(ctx, name) or self._module_groups().get(name)
+
+
+@click.group(cls=IhanoiGroup)
 @click.option("--data-dir", envvar="IHANOI_DATA_DIR", default=None, help="Folder of the embedded services.")
 @click.pass_context
 def main(ctx: click.Context, data_dir: str | None) -> None:
     """iHaNoi backend: the city super-app API."""
-    ctx.obj = {"data_dir": data_dir}
+    ctx.obj = CommandContext(data_dir=data_dir)
 
 
 @main.command()
@@ -263,6 +314,27 @@ def worker(ctx: click.Context) -> None:
 
         asyncio.run(run())
         _echo(f"worker stopped; runs: {job_runner.runs}")
+
+
+@main.command("settings")
+def settings_table() -> None:
+    """Print every environment variable (the kernel's and each module's) as the README's tables."""
+    _echo(configuration_markdown())
+
+
+def configuration_markdown() -> str:
+    """The README's configuration tables: the kernel's variables, then each catalog module's."""
+    from app.asgi import resolve_modules
+    from app.settings import ENV_VARS
+
+    def table(rows) -> list[str]:
+        return ["| Variable | Meaning |", "| --- | --- |", *(f"| `{var}` | {doc} |" for var, (_, doc) in rows)]
+
+    lines = ["Kernel:", "", *table(ENV_VARS.items())]
+    for module in resolve_modules(load_settings({})):
+        if module.settings is not None:
+            lines += ["", f"Module `{module.name}`:", "", *table(module.settings.env.items())]
+    return "\n".join(lines)
 
 
 # ---- identity commands ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -19,39 +19,45 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.logs import current_request_id
+from modules import ProblemType, Title
+from modules.registry import REGISTRY
 
 log = logging.getLogger("ihanoi.errors")
+
+Language = Literal["vi", "en"]
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:ihanoi:problem:"
 
-# slug -> (status, title vi, title en)
-PROBLEMS: dict[str, tuple[int, str, str]] = {
-    "bad-request": (400, "Yêu cầu không hợp lệ", "Bad request"),
-    "validation-error": (400, "Dữ liệu gửi lên không hợp lệ", "The request data is not valid"),
-    "unauthorized": (401, "Cần đăng nhập", "Authentication required"),
-    "login-refused": (401, "Đăng nhập không thành công", "Sign-in refused"),
-    "forbidden": (403, "Không có quyền thực hiện", "Not allowed"),
-    "step-up-required": (403, "Cần xác thực mức cao hơn", "A higher identity level is required"),
-    "not-found": (404, "Không tìm thấy", "Not found"),
-    "method-not-allowed": (405, "Phương thức không được hỗ trợ", "Method not allowed"),
-    "not-acceptable": (406, "Không hỗ trợ định dạng yêu cầu", "Not acceptable"),
-    "conflict": (409, "Xung đột dữ liệu", "Conflict"),
-    "invalid-transition": (409, "Không thể thực hiện ở trạng thái hiện tại", "Not possible in the current state"),
-    "possible-duplicates": (409, "Đã có phản ánh tương tự gần đây", "Similar reports were sent nearby"),
-    "request-in-progress": (409, "Yêu cầu cùng khóa đang được xử lý", "A request with this key is in progress"),
-    "gone": (410, "Không còn tồn tại", "Gone"),
-    "payload-too-large": (413, "Dữ liệu gửi lên quá lớn", "Payload too large"),
-    "unsupported-media-type": (415, "Định dạng dữ liệu không được hỗ trợ", "Unsupported media type"),
-    "unprocessable": (422, "Không thể xử lý yêu cầu", "Unprocessable request"),
-    "idempotency-key-reused": (422, "Khóa Idempotency-Key đã dùng cho yêu cầu khác",
-                               "This Idempotency-Key was used for another request"),
-    "too-many-requests": (429, "Quá nhiều yêu cầu", "Too many requests"),
-    "internal-error": (500, "Lỗi hệ thống", "Internal error"),
-    "service-unavailable": (503, "Dịch vụ tạm thời không sẵn sàng", "Service temporarily unavailable"),
-}
+# The kernel's own problem types; each module declares its own in its `Module(problems=...)`.
+KERNEL_PROBLEMS: tuple[ProblemType, ...] = tuple(
+    ProblemType(slug, status, Title(vi, en)) for slug, status, vi, en in (
+        ("bad-request", 400, "Yêu cầu không hợp lệ", "Bad request"),
+        ("validation-error", 400, "Dữ liệu gửi lên không hợp lệ", "The request data is not valid"),
+        ("unauthorized", 401, "Cần đăng nhập", "Authentication required"),
+        ("login-refused", 401, "Đăng nhập không thành công", "Sign-in refused"),
+        ("forbidden", 403, "Không có quyền thực hiện", "Not allowed"),
+        ("step-up-required", 403, "Cần xác thực mức cao hơn", "A higher identity level is required"),
+        ("not-found", 404, "Không tìm thấy", "Not found"),
+        ("method-not-allowed", 405, "Phương thức không được hỗ trợ", "Method not allowed"),
+        ("not-acceptable", 406, "Không hỗ trợ định dạng yêu cầu", "Not acceptable"),
+        ("conflict", 409, "Xung đột dữ liệu", "Conflict"),
+        ("invalid-transition", 409, "Không thể thực hiện ở trạng thái hiện tại", "Not possible in the current state"),
+        ("request-in-progress", 409, "Yêu cầu cùng khóa đang được xử lý", "A request with this key is in progress"),
+        ("gone", 410, "Không còn tồn tại", "Gone"),
+        ("payload-too-large", 413, "Dữ liệu gửi lên quá lớn", "Payload too large"),
+        ("unsupported-media-type", 415, "Định dạng dữ liệu không được hỗ trợ", "Unsupported media type"),
+        ("unprocessable", 422, "Không thể xử lý yêu cầu", "Unprocessable request"),
+        ("idempotency-key-reused", 422, "Khóa Idempotency-Key đã dùng cho yêu cầu khác",
+         "This Idempotency-Key was used for another request"),
+        ("too-many-requests", 429, "Quá nhiều yêu cầu", "Too many requests"),
+        ("internal-error", 500, "Lỗi hệ thống", "Internal error"),
+        ("service-unavailable", 503, "Dịch vụ tạm thời không sẵn sàng", "Service temporarily unavailable"),
+    )
+)
+REGISTRY.add_problems("kernel", KERNEL_PROBLEMS)
 
-_SLUG_BY_STATUS = {status: slug for slug, (status, _, _) in reversed(PROBLEMS.items())}
+_SLUG_BY_STATUS = {p.status: p.slug for p in reversed(KERNEL_PROBLEMS)}
 
 
 class FieldError(msgspec.Struct, omit_defaults=True):
@@ -89,6 +95,14 @@ class DomainError(Exception):
         self.errors = errors
         self.headers = headers or {}
         self.extra = extra or None
+
+
+class Answered(Exception):
+    """Not an error: the answer is already known (an idempotent replay); the handler sends it as is."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__("answered")
+        self.response = response
 
 
 class InvalidInput(DomainError):
@@ -147,7 +161,8 @@ class ServiceUnavailable(DomainError):
     slug = "service-unavailable"
 
 
-def _language(request: Request) -> str:
+def language_of(request: Request) -> Language:
+    """Vietnamese first: English only when the client's first choice is English."""
     accept = request.headers.get("accept-language", "")
     first = accept.split(",", 1)[0].strip().lower()
     return "en" if first.startswith("en") else "vi"
@@ -163,11 +178,14 @@ def problem_response(
     headers: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Response[bytes]:
-    code, title_vi, title_en = PROBLEMS.get(slug, PROBLEMS["bad-request"])
-    status = status or code
+    known = REGISTRY.problems.get(slug)
+    if known is None:  # a DomainError whose module forgot to declare its slug: still a clear answer
+        log.warning("undeclared problem type", extra={"slug": slug})
+        known = REGISTRY.problems["bad-request"]
+    status = status or known.status
     problem = Problem(
         type=TYPE_PREFIX + slug,
-        title=title_en if _language(request) == "en" else title_vi,
+        title=known.title.en if language_of(request) == "en" else known.title.vi,
         status=status,
         detail=detail,
         instance=request.url.path,
@@ -183,6 +201,7 @@ def problem_response(
     )
 
 
+_MISSING_PARAMETER = re.compile(r"Missing required (header|query|path|cookie) parameter '([^']+)'")
 _NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _MSGSPEC_PATH = re.compile(r"\s*-\s*at `\$(?:\.(?P<path>[^`]*))?`")
 
@@ -205,7 +224,13 @@ def _validation_errors(exc: ValidationException) -> list[FieldError]:
             # msgspec says where in the body: `$.place.lat`, or names the missing/unknown field
             given = key if key not in (None, "", "data") else None
             key = ".".join(p for p in (path or given, named.group(1) if named else None) if p) or "$"
-        errors.append(FieldError(field=str(key or "$"), message=message, source=item.get("source")))
+        source = item.get("source")
+        if source == "header" and key:  # named as the client sends it, not as the handler's parameter
+            key = "-".join(part.capitalize() for part in str(key).split("_"))
+        errors.append(FieldError(field=str(key or "$"), message=message, source=source))
+    if not errors and (missing := _MISSING_PARAMETER.search(str(exc.detail or ""))):
+        errors.append(FieldError(field=missing.group(2), message=f"missing required {missing.group(1)} parameter",
+                                 source=missing.group(1)))
     if not errors:
         detail = str(exc.detail or "")
         match = _MSGSPEC_PATH.search(detail)
@@ -216,6 +241,8 @@ def _validation_errors(exc: ValidationException) -> list[FieldError]:
 
 
 def handle_exception(request: Request, exc: Exception) -> Response[bytes]:
+    if isinstance(exc, Answered):
+        return exc.response
     if isinstance(exc, DomainError):
         return problem_response(
             request, exc.slug, detail=exc.detail, errors=exc.errors, headers=exc.headers, extra=exc.extra

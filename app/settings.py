@@ -1,14 +1,16 @@
 """Settings read once from the environment into a msgspec Struct.
 
-Every variable here is listed in the README's configuration table; `ENV_VARS` is the single source
-of that table (a test checks they agree).
+These are the kernel's variables; each module declares its own (`Module(settings=...)`, read with
+`settings.of(name)`). `ENV_VARS` and the modules' declarations are the single source of the README's
+configuration tables (`ihanoi settings --markdown` prints them; a test checks they agree).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -47,11 +49,6 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "IHANOI_RATE_REFRESH": ("rate_refresh", "refreshes per client address, `COUNT/SECONDS` (default 60/60)"),
     "IHANOI_RATE_CLIENT_TOKEN": ("rate_client_token", "client-token requests per client, `COUNT/SECONDS` (default 30/60)"),
     "IHANOI_UNITS_FILE": ("units_file", "CSV of organisational units replacing the shipped directory"),
-    "IHANOI_FCM_PROJECT": ("fcm_project", "Firebase project id the pushes are sent for"),
-    "IHANOI_FCM_ENDPOINT": ("fcm_endpoint", "FCM base URL; dev/test default: the local FCM stand-in at `/stand-in/fcm`; prod: Google"),
-    "IHANOI_FCM_CONCURRENCY": ("fcm_concurrency", "FCM requests in flight per worker (default 16; more helps over a slow network)"),
-    "IHANOI_PUSH_LEASE": ("push_lease_seconds", "seconds before a push claimed by a worker that died is sent again (default 60)"),
-    "GOOGLE_APPLICATION_CREDENTIALS": ("google_credentials", "prod: service-account file firebase-admin signs in with"),
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", "set with several workers so /metrics adds up all processes"),
 }
 
@@ -89,11 +86,25 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     rate_refresh: str = "60/60"
     rate_client_token: str = "30/60"
     units_file: str | None = None
-    fcm_project: str = "ihanoi-dev"
-    fcm_endpoint: str | None = None
-    google_credentials: str | None = None
-    push_lease_seconds: int = 60
-    fcm_concurrency: int = 16
+    # The environment as it was read, for the modules' own settings (`of`); not shown by repr.
+    environ: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__struct_fields__ if f != "environ")
+        return f"Settings({shown})"
+
+    def of(self, module: str) -> Any:
+        """The settings a module declared (`Module(settings=...)`), read from the same environment."""
+        from modules.registry import REGISTRY
+
+        spec = REGISTRY.settings.get(module)
+        if spec is None:
+            raise SettingsError(f"module {module} declares no settings")
+        raw = {name: self.environ[var] for var, (name, _) in spec.env.items() if self.environ.get(var)}
+        try:
+            return msgspec.convert(raw, spec.type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise SettingsError(f"invalid configuration {_variable(exc, spec.env)}: {exc}") from None
 
     @property
     def data_path(self) -> Path:
@@ -111,12 +122,6 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     def stand_in_enabled(self) -> bool:
         """The local VNeID stand-in exists only in dev and test."""
         return self.env in ("dev", "test")
-
-    def fcm_endpoint_url(self) -> str | None:
-        """Where pushes go: the configured endpoint, the local stand-in in dev/test, else Google."""
-        if self.fcm_endpoint:
-            return self.fcm_endpoint.rstrip("/")
-        return self.base_url() + "/stand-in/fcm" if self.stand_in_enabled else None
 
     def identity_issuer(self) -> str:
         return (self.oidc_issuer or self.base_url() + "/stand-in/vneid").rstrip("/")
@@ -143,8 +148,12 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: object) ->
             raw[field] = value
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        field = str(exc).rsplit("`$.", 1)[-1].rstrip("`")
-        var = next((v for v, (f, _) in ENV_VARS.items() if f == field), field)
-        raise SettingsError(f"invalid configuration {var}: {exc}") from None
+        raise SettingsError(f"invalid configuration {_variable(exc, ENV_VARS)}: {exc}") from None
+    return msgspec.structs.replace(settings, environ=environ)
+
+
+def _variable(exc: msgspec.ValidationError, env: Mapping[str, tuple[str, str]]) -> str:
+    field = str(exc).rsplit("`$.", 1)[-1].rstrip("`")
+    return next((v for v, (f, _) in env.items() if f == field), field)

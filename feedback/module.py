@@ -6,7 +6,7 @@ from pathlib import Path
 
 from app.identity.units import units_file_directory
 from feedback import api, demo, open311, service
-from modules import Job, JobContext, Module, Title
+from modules import Job, JobContext, Module, NotificationCategory, ProblemType, Title
 
 
 async def escalate(ctx: JobContext) -> None:
@@ -38,4 +38,7 @@ module = Module(
           Job(name="feedback.close-expired", run=close_expired, every_seconds=300),
           Job(name="feedback.purge-photos", run=purge, every_seconds=3600)],
     seed=demo.seed,
+    problems=[ProblemType("possible-duplicates", 409, Title("Đã có phản ánh tương tự gần đây",
+                                                            "Similar reports were sent nearby"))],
+    notification_categories=[NotificationCategory("feedback", Title("Phản ánh hiện trường", "Reports"))],
 )

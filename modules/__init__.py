@@ -1,19 +1,34 @@
 """The module contract: what a domain package gives the kernel, and nothing more.
 
-A domain exports `module = Module(...)`; `app/` only ever reads these fields. Routers are mounted
-under the API, migrations are applied in catalog order after the kernel's, jobs run in
-`ihanoi worker`, readiness checks join `/readyz`, and `seed` fills demo data for `ihanoi dev`.
+A domain exports `module = Module(...)` and is listed by one line in `modules/catalog.py`; `app/`
+only ever reads these fields. Everything a module brings is declared here, so adding one needs no
+edit anywhere else:
+
+- routers are mounted under the API (each route of a level-2 module refuses a level-1 resident with
+  `step-up-required` unless the route says `identity_level=1` in its opt);
+- migrations are applied in catalog order after the kernel's;
+- problems are the module's problem types (slug, HTTP status, vi/en titles) for `DomainError`s;
+- roles are the roles the module's staff or machine clients hold, and what their scope names;
+- notification categories are what a resident may mute, each with its message templates;
+- settings are the module's environment variables (a msgspec Struct and the variables' docs), read by
+  `settings.of(name)`; the README's configuration table lists them (a test checks);
+- cli is a click group mounted as `ihanoi <name> ...`;
+- live channels are the Redis pub/sub channels it streams on (`app.live`);
+- jobs run in `ihanoi worker`, readiness checks join `/readyz`, and `seed` fills demo data.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
+_SLUG = re.compile(r"^[a-z][a-z0-9-]{1,62}$")
+_ENV = re.compile(r"^[A-Z][A-Z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -24,8 +39,8 @@ class Title:
 
 @dataclass(frozen=True)
 class JobContext:
-    """What a background job gets: the pool, the Redis client, the settings, a logger, and an event
-    set when the worker is asked to stop (a long job checks it between batches and returns)."""
+    """What a background job or a module's command gets: the pool, the Redis client, the settings, a
+    logger, and an event set when the worker is asked to stop (a long job checks it between batches)."""
 
     pool: Any
     redis: Any
@@ -43,6 +58,116 @@ class Job:
     every_seconds: float
 
 
+@dataclass(frozen=True)
+class ProblemType:
+    """A problem type the module's errors answer with: `urn:ihanoi:problem:<slug>`."""
+
+    slug: str
+    status: int
+    title: Title
+
+    def __post_init__(self) -> None:
+        if not _SLUG.match(self.slug):
+            raise ValueError(f"problem slug {self.slug!r} must be lower-kebab")
+        if not 400 <= self.status <= 599:
+            raise ValueError(f"problem {self.slug}: status {self.status} is not an error status")
+
+
+# What a role's scope names: nothing (admin), one of the city's units (a ward, a department; the role
+# then covers the unit's children too), or one of the module's own records named by a slug (an operator,
+# a facility).
+ScopeKind = Literal["none", "unit", "record"]
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    title: Title
+    scope: ScopeKind
+    scope_doc: str = ""
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"role name {self.name!r} must be lower_snake")
+        if self.scope not in ("none", "unit", "record"):
+            raise ValueError(f"role {self.name}: scope must be none, unit or record")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A message in Vietnamese and English with named `{variables}`."""
+
+    key: str
+    title_vi: str
+    body_vi: str
+    title_en: str
+    body_en: str
+
+    def variables(self) -> set[str]:
+        names: set[str] = set()
+        for text in (self.title_vi, self.body_vi, self.title_en, self.body_en):
+            names |= {name for _, name, _, _ in string.Formatter().parse(text) if name}
+        return names
+
+    def render(self, data: Mapping[str, object]) -> dict[str, str]:
+        """Both languages; a missing variable is the caller's bug (ValueError naming it)."""
+        missing = self.variables() - set(data)
+        if missing:
+            raise ValueError(f"template {self.key} needs {', '.join(sorted(missing))}")
+        values = {k: str(v) for k, v in data.items()}
+        return {
+            "title_vi": self.title_vi.format(**values), "body_vi": self.body_vi.format(**values),
+            "title_en": self.title_en.format(**values), "body_en": self.body_en.format(**values),
+        }
+
+
+@dataclass(frozen=True)
+class NotificationCategory:
+    """A kind of message a resident may mute (push per category), with the templates sent under it."""
+
+    name: str
+    title: Title
+    templates: Sequence[Template] = ()
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ValueError(f"notification category {self.name!r} must be lower_snake")
+        for template in self.templates:
+            if not template.key.startswith(self.name + "."):
+                raise ValueError(f"template {template.key!r} must start with its category {self.name}.")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A module's environment variables: `type` is a frozen msgspec Struct whose fields all have defaults,
+    `env` maps each variable to (field, what it means) for the README's table."""
+
+    type: type
+    env: Mapping[str, tuple[str, str]]
+
+    def __post_init__(self) -> None:
+        import msgspec
+
+        fields = {f.name for f in msgspec.structs.fields(self.type)}
+        for var, (name, doc) in self.env.items():
+            if not _ENV.match(var):
+                raise ValueError(f"setting {var} must be an upper-case environment variable name")
+            if name not in fields:
+                raise ValueError(f"setting {var} names {name!r}, not a field of {self.type.__name__}")
+            if not doc:
+                raise ValueError(f"setting {var} needs its documentation")
+
+
+@dataclass(frozen=True)
+class LiveChannel:
+    """A stream the module publishes on (`app.live`); `keyed` channels have one instance per key
+    (one resident's inbox), others are shared by every listener (city broadcasts, a lot's free spaces)."""
+
+    name: str
+    doc: str
+    keyed: bool = False
+
+
 # A readiness check gets the app's state; it raises (or returns False) when the module cannot serve.
 ReadinessCheck = Callable[[Any], Awaitable[bool | None]]
 # A seed gets a connection and a progress callback; it returns what it created, e.g. {"reports": 120}.
@@ -56,6 +181,7 @@ class Module:
     icon: str
     routers: Sequence[Any] = ()
     migrations: Path | None = None
+    # The identity level a resident needs for this module's routes (VNeID level 2 for health records).
     min_identity_level: Literal[1, 2] = 1
     jobs: Sequence[Job] = ()
     readiness_checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
@@ -64,6 +190,12 @@ class Module:
     dev_routers: Sequence[Any] = ()
     # Called in the same transaction when a resident's session ends (logout, revocation).
     on_session_end: Callable[[Any, Any], Awaitable[None]] | None = None
+    problems: Sequence[ProblemType] = ()
+    roles: Sequence[Role] = ()
+    notification_categories: Sequence[NotificationCategory] = ()
+    settings: Settings | None = None
+    cli: Any = None  # a click.Group, mounted as `ihanoi <its name>`
+    live: Sequence[LiveChannel] = ()
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -75,3 +207,5 @@ class Module:
             raise ValueError(f"module {self.name} has no routers; register it once it has endpoints")
         if self.migrations is not None and not self.migrations.is_dir():
             raise ValueError(f"module {self.name}: migrations folder {self.migrations} does not exist")
+        if self.cli is not None and not hasattr(self.cli, "add_command"):
+            raise ValueError(f"module {self.name}: cli must be a click group")

@@ -40,3 +40,11 @@ def arrange(modules: Sequence[Module], order: Sequence[str]) -> list[Module]:
         raise CatalogError(f"IHANOI_MODULES names unknown modules: {', '.join(unknown)}; known: {', '.join(by_name)}")
     chosen = [by_name[name] for name in dict.fromkeys(order)]
     return chosen + [m for m in modules if m.name not in order]
+
+
+def install(modules: Sequence[Module]) -> None:
+    """Gather what the modules declared (problem types, roles, categories, settings, channels)."""
+    from modules.registry import REGISTRY
+
+    for module in modules:
+        REGISTRY.install(module)

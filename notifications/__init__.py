@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from notifications.module import module
+from notifications.service import notify
 
-__all__ = ["module"]
+__all__ = ["module", "notify"]

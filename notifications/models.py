@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Category = Literal["feedback", "transit", "health", "parking", "city", "account"]
-CATEGORIES: tuple[str, ...] = ("feedback", "transit", "health", "parking", "city", "account")
+# A notification category: one that a loaded module declared (`Module(notification_categories=...)`).
+Category = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,30}$")]
 Urgency = Literal["normal", "emergency"]
 
 

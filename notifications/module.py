@@ -6,8 +6,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from app.identity.units import units_file_directory
-from modules import Job, JobContext, Module, Title
-from notifications import api, fcm_stand_in, service
+from modules import Job, JobContext, LiveChannel, Module, Title
+from notifications import api, config, fcm_stand_in, service, templates
 
 
 @lru_cache(maxsize=4)
@@ -18,7 +18,8 @@ def _sender(project: str, endpoint: str | None, concurrency: int):
 
 
 def sender_for(settings):
-    return _sender(settings.fcm_project, settings.fcm_endpoint_url(), settings.fcm_concurrency)
+    own = config.push_settings(settings)
+    return _sender(own.fcm_project, config.fcm_endpoint_url(settings), own.fcm_concurrency)
 
 
 async def expand(ctx: JobContext) -> None:
@@ -34,7 +35,7 @@ async def fan_out(ctx: JobContext) -> None:
 
 async def send(ctx: JobContext) -> None:
     await service.send_due(ctx.pool, ctx.redis, sender_for(ctx.settings), stopping=ctx.stopping,
-                           lease_seconds=ctx.settings.push_lease_seconds)
+                           lease_seconds=config.push_settings(ctx.settings).push_lease_seconds)
 
 
 module = Module(
@@ -49,4 +50,8 @@ module = Module(
           Job(name="notifications.broadcast", run=fan_out, every_seconds=0.5),
           Job(name="notifications.send", run=send, every_seconds=0.25)],
     on_session_end=service.on_session_end,
+    notification_categories=templates.CATEGORIES,
+    settings=config.SETTINGS,
+    live=[LiveChannel("inbox", "new items of one resident's inbox", keyed=True),
+          LiveChannel("broadcasts", "city broadcasts as they start, filtered by each stream's home ward")],
 )

@@ -25,7 +25,6 @@ from app.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.identity.service import covers_unit
 from notifications import store, templates
 from notifications.models import (
-    CATEGORIES,
     Broadcast,
     BroadcastCreate,
     Device,
@@ -70,13 +69,13 @@ async def notify(
     The same `idempotency_key` for the same resident is stored once, so a retried caller cannot
     notify twice. Returns the ids of the inbox rows created now.
     """
-    if category not in CATEGORIES:
+    if category not in templates.category_names():
         raise InvalidInput.field("category", f"unknown category {category!r}")
     if urgency not in ("normal", "emergency"):
         raise InvalidInput.field("urgency", "normal or emergency")
     if deep_link is not None and not deep_link.startswith("ihanoi://"):
         raise InvalidInput.field("deep_link", "deep links start with ihanoi://")
-    rendered = templates.get(template).render(data)
+    rendered = templates.render(template, data)
     residents = [uuid.UUID(str(r)) for r in recipients]
     return await store.insert_notifications(
         conn, recipients=residents, category=category, urgency=urgency, template=template, rendered=rendered,
@@ -176,7 +175,7 @@ async def archive(conn: asyncpg.Connection, resident_id: uuid.UUID, notification
 
 async def get_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID) -> PreferencesView:
     push_rows, setting = await store.get_preferences(conn, resident_id)
-    push = {category: True for category in CATEGORIES}
+    push = {category: True for category in templates.category_names()}
     push.update({r["category"]: r["push"] for r in push_rows})
     quiet = None
     if setting and setting["quiet_start"] is not None:
@@ -190,6 +189,10 @@ async def put_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID, body
         raise InvalidInput.field("quiet_hours", "start and end must differ")
     if body.home_unit is not None and not known_unit(body.home_unit):
         raise InvalidInput.field("home_unit", f"unknown ward or commune {body.home_unit!r}")
+    for category in body.push:
+        if category not in templates.category_names():
+            known = ", ".join(templates.category_names())
+            raise InvalidInput.field(f"push.{category}", f"unknown category; known: {known}")
     quiet = body.quiet_hours
     async with conn.transaction():
         await store.put_preferences(conn, resident_id, dict(body.push), quiet.start if quiet else None,

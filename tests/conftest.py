@@ -30,13 +30,13 @@ import pytest_asyncio
 from app import db, migrate, redisdb
 from app.asgi import create_app, migration_sources
 from app.settings import load_settings
-from feedback import module as feedback_module
-from notifications import module as notifications_module
+from modules import catalog
 from tests.fixture_module import module as fixture_module
 from tests.fixture_module import second as second_module
 
 ROOT = Path(__file__).resolve().parent.parent
-TEST_MODULES = [notifications_module, feedback_module, fixture_module, second_module]
+# every module of the catalog, then the kernel's test modules: a new module is tested with no edit here
+TEST_MODULES = [*catalog.load(), fixture_module, second_module]
 EXTRA_MODULES = "tests.fixture_module:module,tests.fixture_module:second"
 # One master key for every process of this run: they share the database, so they must share its keys.
 MASTER_KEY = base64.b64encode(os.urandom(32)).decode()

@@ -14,6 +14,7 @@ from litestar.params import FromPath, JSONBody, URLEncodedBody
 from app.errors import InvalidInput
 from app.identity import guards, service
 from app.identity.models import (
+    Account,
     ClientToken,
     Grant,
     GrantList,
@@ -21,7 +22,6 @@ from app.identity.models import (
     LoginComplete,
     LoginStart,
     LoginStarted,
-    Me,
     Principal,
     RefreshRequest,
     ResidentLookup,
@@ -90,7 +90,7 @@ class MeController(Controller):
     guards = [guards.resident]
 
     @get("/", operation_id="GetMe", summary="The signed-in resident, personal ID masked")
-    async def get_me(self, state: State, conn: Conn, principal: NamedDependency[Principal]) -> Me:
+    async def get_me(self, state: State, conn: Conn, principal: NamedDependency[Principal]) -> Account:
         return await service.me(state.identity, conn, principal)
 
     @get("/sessions", operation_id="ListSessions", summary="The resident's signed-in devices")

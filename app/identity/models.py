@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-Role = Literal["staff", "unit_head", "transit_operator", "health_facility", "parking_operator", "admin"]
+# A role declared by the kernel or a module (checked against the declarations when granted).
+RoleName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,30}$")]
 Platform = Literal["android", "ios", "web", "other"]
 DeviceName = Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
 
@@ -36,6 +37,14 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 
     def has_role(self, role: str) -> bool:
         return bool(self.scopes_of(role))
+
+
+class Profile(msgspec.Struct, frozen=True):
+    """What other modules may know of a resident from VNeID: no name, no personal ID number."""
+
+    birth_date: dt.date | None
+    sex: Literal["male", "female"] | None
+    identity_level: int | None
 
 
 class LoginStart(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -80,7 +89,9 @@ class RoleView(msgspec.Struct):
     scope: str
 
 
-class Me(msgspec.Struct):
+class Account(msgspec.Struct):
+    """The signed-in resident's own account (GET /v1/me)."""
+
     id: str
     personal_id: str  # masked
     full_name: str | None
@@ -118,7 +129,7 @@ class ResidentRef(msgspec.Struct):
 
 class GrantRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     resident_id: str
-    role: Role
+    role: RoleName
     scope: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
 

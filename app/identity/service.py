@@ -21,13 +21,14 @@ from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotF
 from app.identity import store
 from app.identity.crypto import Vault, token_hash
 from app.identity.models import (
+    Account,
     ClientToken,
     Grant,
     GrantRequest,
     LoginStart,
     LoginStarted,
-    Me,
     Principal,
+    Profile,
     ResidentRef,
     RoleView,
     SessionView,
@@ -35,8 +36,10 @@ from app.identity.models import (
 )
 from app.identity.oidc import IdentityProvider, LoginRefused, pkce_pair
 from app.identity.personal_id import PersonalIdError, mask_personal_id, parse_personal_id
+from app.identity.roles import KERNEL_ROLES  # noqa: F401 - declares the city's roles
 from app.identity.tokens import RevokedSessions, TokenKeys, issue_access_token
 from app.identity.units import UnitDirectory
+from modules.registry import REGISTRY
 
 log = logging.getLogger("ihanoi.identity")
 
@@ -46,7 +49,6 @@ CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLIENT_ASSERTION_MAX_LIFETIME = 120
 CLIENT_ALGORITHMS = {"ES256": "EC", "EdDSA": "OKP", "RS256": "RSA"}
 CLIENT_ROLE = re.compile(r"^[a-z_]{3,32}(:[a-z0-9._-]{1,64})?$")
-SCOPED_ROLES = {"staff", "unit_head", "transit_operator", "health_facility", "parking_operator"}
 SCOPE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 
 
@@ -254,13 +256,13 @@ async def list_sessions(conn: asyncpg.Connection, principal: Principal) -> list[
     ]
 
 
-async def me(rt: IdentityRuntime, conn: asyncpg.Connection, principal: Principal) -> Me:
+async def me(rt: IdentityRuntime, conn: asyncpg.Connection, principal: Principal) -> Account:
     resident = await store.get_resident(conn, _resident_id(principal))
     if resident is None:
         raise NotFound("no such resident")
     number = rt.vault.decrypt(resident["personal_id_enc"], context=b"personal_id").decode()
     roles = [RoleView(role=r["role"], scope=r["scope"]) for r in await store.active_roles(conn, resident["id"])]
-    return Me(id=str(resident["id"]), personal_id=mask_personal_id(number), full_name=resident["full_name"],
+    return Account(id=str(resident["id"]), personal_id=mask_personal_id(number), full_name=resident["full_name"],
               birth_date=resident["birth_date"], sex=resident["sex"], identity_level=resident["identity_level"],
               auth_time=resident["auth_time"], roles=roles, session_id=principal.session_id)
 
@@ -294,13 +296,16 @@ async def lookup_resident(rt: IdentityRuntime, conn: asyncpg.Connection, persona
 
 
 def _check_scope(rt: IdentityRuntime, role: str, scope: str) -> None:
-    if role == "admin":
+    declared = REGISTRY.roles.get(role)
+    if declared is None:
+        raise InvalidInput.field("role", f"unknown role {role!r}; known: {', '.join(sorted(REGISTRY.roles))}")
+    if declared.scope == "none":
         if scope:
-            raise InvalidInput.field("scope", "the admin role has no scope")
+            raise InvalidInput.field("scope", f"the {role} role has no scope")
         return
     if not scope:
-        raise InvalidInput.field("scope", f"the {role} role needs a scope")
-    if role == "staff":
+        raise InvalidInput.field("scope", f"the {role} role needs a scope: {declared.scope_doc}")
+    if declared.scope == "unit":
         if rt.units.get(scope) is None:
             raise InvalidInput.field("scope", f"unknown organisational unit {scope!r}")
     elif not SCOPE.match(scope):
@@ -383,6 +388,14 @@ async def demo_resident(conn: asyncpg.Connection, *, key: str, full_name: str) -
                                            personal_id_enc=b"")
     await store.set_full_name(conn, row["id"], full_name)
     return row["id"]
+
+
+async def profile_of(conn: asyncpg.Connection, resident_id: uuid.UUID) -> Profile | None:
+    """Birth date and sex as VNeID verified them (age-based fares, priority groups); None if unknown."""
+    row = await store.resident_profile(conn, resident_id)
+    if row is None:
+        return None
+    return Profile(birth_date=row["birth_date"], sex=row["sex"], identity_level=row["identity_level"])
 
 
 async def names_of(conn: asyncpg.Connection, resident_ids: list[uuid.UUID]) -> dict[uuid.UUID, str | None]:

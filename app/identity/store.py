@@ -18,6 +18,10 @@ async def get_resident(conn: asyncpg.Connection, resident_id: uuid.UUID) -> asyn
     return await conn.fetchrow("SELECT * FROM resident WHERE id = $1", resident_id)
 
 
+async def resident_profile(conn: asyncpg.Connection, resident_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT birth_date, sex, identity_level FROM resident WHERE id = $1", resident_id)
+
+
 async def insert_bare_resident(conn: asyncpg.Connection, *, personal_id_hash: bytes,
                                personal_id_enc: bytes) -> asyncpg.Record:
     """A resident known only by number (a role granted before the first login)."""

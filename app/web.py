@@ -1,0 +1,95 @@
+"""The API toolkit: what every module's `api.py` uses, so no module writes its own plumbing.
+
+A handler names what it needs by parameter, and the kernel provides it:
+
+    from app import web
+
+    @post("/{report_id:int}/close", dependencies=web.IDEMPOTENT)
+    async def close(self, report_id: web.Id, tx: web.Tx, principal: web.Caller,
+                    language: web.Lang) -> Report: ...
+
+- `conn: web.Conn`: a pooled connection for reads; `tx: web.Tx`: a connection inside a transaction that
+  commits when the handler returns and rolls back if it raises.
+- `principal: web.Caller`: the signed-in caller (401 without one); `viewer: web.Viewer`: the caller or
+  None, for pages that work without signing in.
+- `language: web.Lang`: "vi" or "en" from Accept-Language (Vietnamese first).
+- Path ids: `web.Id` (a positive int64; route `{name:int}`) and `web.UUIDPath` (route `{name:str}`): a bad
+  value is a 400 naming the parameter, never a database error.
+- Idempotent writes: `dependencies=web.IDEMPOTENT` (key optional) or `web.IDEMPOTENT_REQUIRED`, see
+  `app/idempotency.py`.
+- Cursor paging: `encode_cursor(...)` / `decode_cursor(text, types)`; a bad cursor is a 400 on `cursor`.
+- Time: `CITY_TZ` (Asia/Ho_Chi_Minh) and `local()` for what residents read; stored times are UTC.
+- Every handler returns a msgspec Struct (or a `Response[Struct]`), so the OpenAPI document names a body
+  for every answer that has one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeAlias
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import msgspec
+from litestar import Request
+from litestar.di import NamedDependency, Provide
+from litestar.params import Parameter
+
+from app.errors import InvalidInput, Language, language_of
+from app.idempotency import IDEMPOTENT, IDEMPOTENT_REQUIRED
+from app.identity.models import Principal
+
+__all__ = [
+    "CITY_TZ", "IDEMPOTENT", "IDEMPOTENT_REQUIRED", "INT64_MAX", "Caller", "Conn", "Id", "Lang", "Limit",
+    "Tx", "UUIDPath", "Viewer", "decode_cursor", "dependencies", "encode_cursor", "local",
+]
+
+CITY_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+INT64_MAX = 2**63 - 1
+
+Conn: TypeAlias = NamedDependency[asyncpg.Connection]
+Tx: TypeAlias = NamedDependency[asyncpg.Connection]
+Caller: TypeAlias = NamedDependency[Principal]
+Viewer: TypeAlias = NamedDependency[Principal | None]
+Lang: TypeAlias = NamedDependency[Language]
+
+Id = Annotated[int, Parameter(ge=1, le=INT64_MAX, description="a positive 64-bit id")]
+UUIDPath = Annotated[uuid.UUID, Parameter(description="a UUID")]
+Limit = Annotated[int, Parameter(ge=1, le=100, description="page size")]
+
+
+def _viewer(request: Request) -> Principal | None:
+    return request.scope.get("user")
+
+
+def _language(request: Request) -> Language:
+    return language_of(request)
+
+
+def dependencies() -> dict[str, Provide]:
+    """What the kernel provides to every handler (besides `conn`, `tx` and `principal`)."""
+    return {"viewer": Provide(_viewer, sync_to_thread=False), "language": Provide(_language, sync_to_thread=False)}
+
+
+def local(moment: dt.datetime) -> dt.datetime:
+    """A stored UTC time as residents read it."""
+    return moment.astimezone(CITY_TZ)
+
+
+def encode_cursor(*values: Any) -> str:
+    """An opaque cursor for the next page: the sort key of the last row given."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
+
+
+def decode_cursor(text: str, types: Sequence[type]) -> tuple[Any, ...]:
+    """The values of `encode_cursor`, checked against `types`; anything else is a 400 on `cursor`."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        values = msgspec.json.decode(raw, type=tuple[tuple(types)] if types else tuple)  # type: ignore[misc]
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidInput.field("cursor", "not a cursor this list gave", source="query") from None
+    return values
