@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Router
 from litestar.config.response_cache import ResponseCacheConfig
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 
-from app import db, idempotency, redisdb, web
+from app import db, idempotency, inputs, redisdb, web
 from app.docs import OfflineDocsPlugin
 from app.errors import exception_handlers
 from app.identity import api as identity_api
@@ -52,6 +52,12 @@ def resolve_modules(settings: Settings, modules: Sequence[Module] | None = None)
         if module.settings is not None:
             settings.of(module.name)  # a bad value stops start-up, naming the variable
     return module_catalog.arrange(loaded, settings.modules)
+
+
+async def before_request(request: Request) -> None:
+    """Every route: refuse what no handler could store (app/inputs.py), then make room for an idempotent answer."""
+    await inputs.check_request(request)
+    await idempotency.start_request(request)
 
 
 def identity_level_guard(module: Module):
@@ -149,7 +155,7 @@ def create_app(
             **identity_api.dependencies,
             **web.dependencies(),
         },
-        before_request=idempotency.start_request,
+        before_request=before_request,
         after_request=idempotency.store_response,
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(

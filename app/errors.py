@@ -219,6 +219,8 @@ def _validation_errors(exc: ValidationException) -> list[FieldError]:
         if match:
             message = message[: match.start()].strip()
             path = match.group("path")
+        if "matching regex '^[^" in message and "x00-" in message:  # web.HumanText and web.Token
+            message = "control characters are not allowed here"
         named = _NAMED_FIELD.search(message)
         if item.get("source") == "body" or key == "data":
             # msgspec says where in the body: `$.place.lat`, or names the missing/unknown field
@@ -267,6 +269,11 @@ def handle_exception(request: Request, exc: Exception) -> Response[bytes]:
         return problem_response(request, "conflict", detail="the resource already exists")
     if isinstance(exc, (asyncpg.ForeignKeyViolationError, asyncpg.CheckViolationError)):
         return problem_response(request, "conflict", detail="the change conflicts with existing data")
+    if isinstance(exc, asyncpg.DataError):
+        # A value the database cannot hold that no type caught (a number out of range, a character it
+        # refuses): the client's input, so a 400 and a warning, never a 500 with a traceback.
+        log.warning("input refused by the database", extra={"error": type(exc).__name__})
+        return problem_response(request, "validation-error", detail="a value is out of range or not allowed")
     if isinstance(exc, (OSError, asyncpg.PostgresConnectionError, asyncpg.TooManyConnectionsError,
                         asyncpg.CannotConnectNowError, TimeoutError, redis.exceptions.ConnectionError,
                         redis.exceptions.TimeoutError)):

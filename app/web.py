@@ -13,6 +13,8 @@ A handler names what it needs by parameter, and the kernel provides it:
 - `principal: web.Caller`: the signed-in caller (401 without one); `viewer: web.Viewer`: the caller or
   None, for pages that work without signing in.
 - `language: web.Lang`: "vi" or "en" from Accept-Language (Vietnamese first).
+- Body text: `web.HumanText` for what people write, `web.Token` for machine strings (no control
+  characters; a NUL anywhere is refused for every route by `app/inputs.py`).
 - Path ids: `web.Id` (a positive int64; route `{name:int}`) and `web.UUIDPath` (route `{name:str}`): a bad
   value is a 400 naming the parameter, never a database error.
 - Idempotent writes: `dependencies=web.IDEMPOTENT` (key optional) or `web.IDEMPOTENT_REQUIRED`, see
@@ -44,8 +46,8 @@ from app.idempotency import IDEMPOTENT, IDEMPOTENT_REQUIRED
 from app.identity.models import Principal
 
 __all__ = [
-    "CITY_TZ", "IDEMPOTENT", "IDEMPOTENT_REQUIRED", "INT64_MAX", "Caller", "Conn", "Id", "Lang", "Limit",
-    "Tx", "UUIDPath", "Viewer", "decode_cursor", "dependencies", "encode_cursor", "local",
+    "CITY_TZ", "IDEMPOTENT", "IDEMPOTENT_REQUIRED", "INT64_MAX", "Caller", "Conn", "HumanText", "Id", "Lang",
+    "Limit", "Token", "Tx", "UUIDPath", "Viewer", "decode_cursor", "dependencies", "encode_cursor", "local",
 ]
 
 CITY_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -60,6 +62,11 @@ Lang: TypeAlias = NamedDependency[Language]
 Id = Annotated[int, Parameter(ge=1, le=INT64_MAX, description="a positive 64-bit id")]
 UUIDPath = Annotated[uuid.UUID, Parameter(description="a UUID")]
 Limit = Annotated[int, Parameter(ge=1, le=100, description="page size")]
+# Text a person wrote (a description, a note, an answer): no control characters but line breaks and tabs.
+HumanText = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$",
+                                        description="text without control characters (line breaks and tabs are fine)")]
+# A machine-made string (a token, a code): printable, no control characters at all.
+Token = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 def _viewer(request: Request) -> Principal | None:

@@ -11,12 +11,14 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from app.web import HumanText
+
 Urgency = Literal["normal", "complex", "urgent"]
 Status = Literal["submitted", "received", "in_progress", "answered", "closed", "rejected"]
 OPEN_STATUSES = ("submitted", "received", "in_progress")
 
 Text4000 = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
-Reason = Annotated[str, msgspec.Meta(min_length=5, max_length=2000)]
+Reason = Annotated[HumanText, msgspec.Meta(min_length=5, max_length=2000)]
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
 
@@ -63,11 +65,11 @@ Photos = Annotated[list[PhotoRef], msgspec.Meta(max_length=5)]
 
 class ReportCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     category: Annotated[str, msgspec.Meta(min_length=1, max_length=41)]
-    description: Annotated[str, msgspec.Meta(min_length=10, max_length=4000)]
+    description: Annotated[HumanText, msgspec.Meta(min_length=10, max_length=4000)]
     latitude: Latitude
     longitude: Longitude
     ward: Annotated[str, msgspec.Meta(min_length=2, max_length=64)]
-    address: Annotated[str, msgspec.Meta(max_length=300)] = ""
+    address: Annotated[HumanText, msgspec.Meta(max_length=300)] = ""
     photos: Photos = []
     hide_name: bool = False
     visibility: Literal["public", "private"] = "public"
@@ -189,16 +191,16 @@ class Assign(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class AnswerCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    text: Annotated[str, msgspec.Meta(max_length=4000)] = ""
+    text: Annotated[HumanText, msgspec.Meta(max_length=4000)] = ""
     template: str | None = None
-    values: dict[str, Annotated[str, msgspec.Meta(max_length=1000)]] = {}
+    values: dict[str, Annotated[HumanText, msgspec.Meta(max_length=1000)]] = {}
     photos: Photos = []
 
 
 class Reject(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=2000)] = ""
     template: str | None = None
-    values: dict[str, Annotated[str, msgspec.Meta(max_length=1000)]] = {}
+    values: dict[str, Annotated[HumanText, msgspec.Meta(max_length=1000)]] = {}
 
 
 class Transfer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -207,7 +209,7 @@ class Transfer(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class Note(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+    text: Annotated[HumanText, msgspec.Meta(min_length=1, max_length=4000)]
 
 
 class Merge(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -235,7 +237,7 @@ class Reopen(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class Rate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stars: Annotated[int, msgspec.Meta(ge=1, le=5)]
-    comment: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    comment: Annotated[HumanText, msgspec.Meta(max_length=1000)] | None = None
 
 
 class Following(msgspec.Struct):
