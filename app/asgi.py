@@ -16,7 +16,7 @@ from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 
-from app import db, idempotency, inputs, redisdb, web
+from app import db, idempotency, inputs, openapi, redisdb, web
 from app.docs import OfflineDocsPlugin
 from app.errors import exception_handlers
 from app.identity import api as identity_api
@@ -66,7 +66,7 @@ def identity_level_guard(module: Module):
     Anonymous callers pass: a route that needs a caller says so with its own guard.
     """
 
-    def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         principal = connection.scope.get("user")
         if principal is None or principal.kind != "resident":
             return
@@ -165,6 +165,7 @@ def create_app(
             "and notifications.",
             path="/schema",
             render_plugins=[OfflineDocsPlugin()],
+            components=openapi.components(),
         ),
         response_cache_config=ResponseCacheConfig(default_expiration=None),
         state=None,
@@ -172,6 +173,7 @@ def create_app(
         logging_config=None,
     )
     _check_idempotent_routes(app)
+    openapi.document(app)
     app.state.settings = settings
     app.state.pool = pool
     app.state.redis = redis

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import logging
 from typing import Literal
 
 import msgspec
-from litestar import Controller, MediaType, Response, get
+from litestar import Controller, MediaType, Request, Response, get
 from litestar.datastructures import CacheControlHeader, State
 from litestar.openapi.datastructures import ResponseSpec
 
 from app import migrate
+from app.errors import NotFound
 from app.observe import render_metrics, update_pool_gauges
 
 log = logging.getLogger("ihanoi.health")
@@ -71,6 +74,15 @@ async def _run_check(name: str, check, state: State, timeout: float) -> tuple[st
     return name, "ok" if result is not False else "failing"
 
 
+def _may_scrape(request: Request, settings) -> bool:
+    if settings.env in ("dev", "test"):
+        return True
+    if request.client is not None and ipaddress.ip_address(request.client.host).is_loopback:
+        return True
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    return bool(settings.metrics_token) and hmac.compare_digest(given.encode(), settings.metrics_token.encode())
+
+
 class KernelController(Controller):
     tags = ["Kernel"]
 
@@ -97,7 +109,9 @@ class KernelController(Controller):
         )
 
     @get("/metrics", operation_id="Metrics", summary="Prometheus metrics", include_in_schema=False)
-    async def metrics(self, state: State) -> Response[bytes]:
+    async def metrics(self, state: State, request: Request) -> Response[bytes]:
+        if not _may_scrape(request, state.settings):
+            raise NotFound("no such page")  # outside dev, /metrics is not advertised to the public
         update_pool_gauges(state.pool)
         body, content_type = render_metrics()
         # Litestar adds the charset itself

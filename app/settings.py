@@ -50,6 +50,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "IHANOI_RATE_CLIENT_TOKEN": ("rate_client_token", "client-token requests per client, `COUNT/SECONDS` (default 30/60)"),
     "IHANOI_UNITS_FILE": ("units_file", "CSV of organisational units replacing the shipped directory"),
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", "set with several workers so /metrics adds up all processes"),
+    "IHANOI_METRICS_TOKEN": ("metrics_token", "outside dev/test, /metrics answers only loopback callers or `Authorization: Bearer <this token>`"),
 }
 
 
@@ -73,6 +74,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     shutdown_timeout: float = 10.0
     public_url: str | None = None
     metrics_dir: str | None = None
+    metrics_token: str | None = None
     master_key: str | None = None
     oidc_issuer: str | None = None
     oidc_client_id: str = "ihanoi-backend"

@@ -59,7 +59,9 @@ Caller: TypeAlias = NamedDependency[Principal]
 Viewer: TypeAlias = NamedDependency[Principal | None]
 Lang: TypeAlias = NamedDependency[Language]
 
-Id = Annotated[int, Parameter(ge=1, le=INT64_MAX, description="a positive 64-bit id")]
+# int64 is declared as the format (a maximum of 2^63-1 would print as a float); app/inputs.py refuses
+# anything larger for every route before the handler runs.
+Id = Annotated[int, Parameter(ge=1, description="a positive 64-bit id", schema_extra={"format": "int64"})]
 UUIDPath = Annotated[uuid.UUID, Parameter(description="a UUID")]
 Limit = Annotated[int, Parameter(ge=1, le=100, description="page size")]
 # Text a person wrote (a description, a note, an answer): no control characters but line breaks and tabs.

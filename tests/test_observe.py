@@ -104,3 +104,45 @@ async def test_openapi_document_and_docs_page(client):
     assert "/schema/openapi.json" in page.text
     assert "http://" not in page.text.split("<script", 1)[0]  # no CDN: the page works offline
     assert "cdn" not in page.text.lower()
+
+
+async def test_metrics_are_not_public_outside_dev(conn, redis, settings):
+    import httpx
+    import msgspec
+
+    from app.asgi import create_app
+    from tests.conftest import TEST_MODULES, TransactionPool, running
+
+    prod = msgspec.structs.replace(settings, env="prod", metrics_token="scrape-secret-1234")
+    app = create_app(prod, modules=TEST_MODULES, pool=TransactionPool(conn), redis=redis)
+    async with running(app):
+        async def scrape(address: str, **headers: str) -> int:
+            transport = httpx.ASGITransport(app=app, client=(address, 40000))
+            async with httpx.AsyncClient(transport=transport, base_url="http://ihanoi.test") as client:
+                return (await client.get("/metrics", headers=headers)).status_code
+
+        assert await scrape("203.0.113.9") == 404
+        assert await scrape("203.0.113.9", Authorization="Bearer wrong-token") == 404
+        assert await scrape("203.0.113.9", Authorization="Bearer scrape-secret-1234") == 200
+        assert await scrape("127.0.0.1") == 200  # the pod's own sidecar
+
+
+async def test_operations_show_their_security_and_problem_answers(client):
+    document = (await client.get("/schema/openapi.json")).json()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    me = document["paths"]["/v1/me"]["get"]
+    assert me["security"] == [{"bearer": []}]
+    for status in ("400", "401", "403", "500", "503"):
+        assert me["responses"][status]["content"]["application/problem+json"]["schema"] == {
+            "$ref": "#/components/schemas/Problem"}
+    public = document["paths"]["/v1/units"]["get"]
+    assert "security" not in public and "401" not in public["responses"]
+    take = document["paths"]["/v1/fixture/items/{item_id}/take"]["post"]
+    header = [p for p in take["parameters"] if p["in"] == "header"]
+    assert [(p["name"], p["required"]) for p in header] == [("Idempotency-Key", False)]
+    restock = document["paths"]["/v1/fixture/items/{item_id}/restocked"]["post"]
+    assert [(p["name"], p["required"]) for p in restock["parameters"] if p["in"] == "header"] == [
+        ("Idempotency-Key", True)]
+    assert {"409", "422", "404"} <= set(take["responses"])
+    item_id = [p for p in take["parameters"] if p["name"] == "item_id"][0]
+    assert item_id["schema"]["type"] == "integer" and item_id["schema"]["format"] == "int64"

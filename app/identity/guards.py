@@ -30,7 +30,8 @@ class AuthMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         scope["user"] = None
         scope["auth"] = None
-        if scope["type"] in ("http", "websocket"):
+        # /metrics takes its own scrape token (app/kernel_api.py), not an identity token
+        if scope["type"] in ("http", "websocket") and scope.get("path") != "/metrics":
             for name, value in scope.get("headers", ()):
                 if name == b"authorization":
                     kind, _, token = value.decode("latin-1").partition(" ")
@@ -54,11 +55,22 @@ def principal_of(connection: ASGIConnection) -> Principal:
     return principal
 
 
-def authenticated(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+# Guards are coroutines: Litestar runs a plain function guard in a worker thread, a hop per request.
+# Each is marked `needs_caller`, so the OpenAPI document shows the bearer scheme on the routes it guards.
+
+
+def _needs_caller(guard: Guard) -> Guard:
+    guard.needs_caller = True  # type: ignore[attr-defined]
+    return guard
+
+
+@_needs_caller
+async def authenticated(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     principal_of(connection)
 
 
-def resident(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+@_needs_caller
+async def resident(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     if principal_of(connection).kind != "resident":
         raise Forbidden("this is for residents")
 
@@ -66,7 +78,7 @@ def resident(connection: ASGIConnection, _: BaseRouteHandler) -> None:
 def role(name: str, *, unit_param: str | None = None) -> Guard:
     """The caller holds `name`; with `unit_param`, for the unit in that path parameter (or a parent)."""
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         principal = principal_of(connection)
         if unit_param is None:
             if not principal.has_role(name):
@@ -76,16 +88,16 @@ def role(name: str, *, unit_param: str | None = None) -> Guard:
         if not service.covers_unit(connection.app.state.identity, principal, name, unit):
             raise Forbidden(f"this needs the {name} role for {unit}")
 
-    return guard
+    return _needs_caller(guard)
 
 
 def level(required: int = 2, *, max_auth_age: int | None = None) -> Guard:
     """Step-up: identity level `required`, signed in at most `max_auth_age` seconds ago."""
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         service.require_level(principal_of(connection), required, max_auth_age)
 
-    return guard
+    return _needs_caller(guard)
 
 
 def provide_principal(request: Request) -> Principal:

@@ -1,0 +1,73 @@
+"""An honest OpenAPI document, so generated clients work.
+
+Litestar documents what a handler returns; this adds what the kernel does around every handler:
+- the security scheme on each operation whose guards need a caller (bearer tokens for residents,
+  staff and machine clients), or that a module marks with `security=` itself (Open311's api key);
+- every error answer as `application/problem+json` with the problem schema: 400 for any input, 401 and
+  403 where a caller is needed, 404 where the path names something, 409 and 422 for writes, 500 and 503
+  everywhere. A route whose errors have another shape (Open311's error array) says `problem_responses=False`
+  in its opt and documents its own.
+"""
+
+from __future__ import annotations
+
+from litestar import Litestar
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import Empty
+
+from app.errors import PROBLEM_JSON, Problem
+
+BEARER = "bearer"
+SECURITY_SCHEMES = {
+    BEARER: SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
+                           description="an access token from /v1/auth (residents, staff) or /oauth/token (machines)"),
+}
+
+_DESCRIPTIONS = {
+    400: "The request is not valid: `errors[]` names each bad field",
+    401: "Sign in first, or the token is not valid",
+    403: "Not allowed for this caller (a role, a unit or a higher identity level is needed)",
+    404: "Not found, or not visible to this caller",
+    409: "Conflicts with the current state",
+    422: "Well-formed but not possible (e.g. an Idempotency-Key used for another request)",
+    429: "Too many requests: retry after the Retry-After header",
+    500: "Internal error (reported with the request id)",
+    503: "A dependency is unavailable: retry after the Retry-After header",
+}
+
+
+def components() -> Components:
+    return Components(security_schemes=dict(SECURITY_SCHEMES))
+
+
+def _problem(status: int) -> ResponseSpec:
+    return ResponseSpec(data_container=Problem, media_type=PROBLEM_JSON, description=_DESCRIPTIONS[status],
+                        generate_examples=False)
+
+
+def _needs_caller(guard) -> bool:
+    return bool(getattr(getattr(guard, "func", guard), "needs_caller", False))
+
+
+def document(app: Litestar) -> None:
+    """Fill in security and error answers on every registered route handler (before the document is built)."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if not getattr(handler, "include_in_schema", True) or not hasattr(handler, "http_methods"):
+                continue
+            needs_caller = any(_needs_caller(g) for g in handler.resolve_guards())
+            if needs_caller and not handler.security:
+                handler.security = [{BEARER: []}]
+                handler._resolved_security = Empty  # resolved again from the layers, now with ours
+            if handler.opt.get("problem_responses", True) is False:
+                continue
+            statuses = {400, 500, 503}
+            if needs_caller:
+                statuses |= {401, 403}
+            if "{" in route.path:
+                statuses.add(404)
+            if handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"}:
+                statuses |= {409, 422}
+            own = dict(handler.responses or {})
+            handler.responses = {**{s: _problem(s) for s in sorted(statuses)}, **own}
