@@ -18,7 +18,7 @@ against the very same SQL run directly through asyncpg in the same run.
    the busiest ward through the real login flow (`ihanoi token --role staff:<ward>`).
 3. For each scenario (map box, staff queue, text search) builds --warmup + --requests parameter sets, varied (street,
    district and city boxes; queue pages with and without filters, overdue, newest first, page 2; search terms typed
-   without diacritics, alone or with a box or a category). The SQL of each set is captured from feedback.service's
+   without diacritics, alone or with a box or a category). The SQL of each set is captured from feedback.views'
    own functions (public_reports, unit_queue: the ones the endpoints call) with a recording connection, so it is
    the statement the endpoint runs, with the same arguments. Before measuring, the ids the endpoint answers are
    checked against that SQL's rows for a few sets of each kind.
@@ -475,7 +475,7 @@ class Case:
     variant: str
     path: str  # with its query string
     staff: bool  # needs the staff token
-    call: tuple  # ("public" | "queue", kwargs) for feedback.service
+    call: tuple  # ("public" | "queue", kwargs) for feedback.views
     page: int = 1  # 2: the cursor of page 1 is added when the SQL is captured
     statements: list = field(default_factory=list)  # (method, sql, args) of every statement the service ran
 
@@ -513,17 +513,17 @@ class Recorder:
 
 
 async def capture(conn, kind: str, kwargs: dict, ctx, principal, unit: str) -> list[tuple[str, str, tuple]]:
-    """The statements feedback.service runs for these parameters (list_reports through Filters, and whatever else
-    it runs first), with their arguments."""
-    from feedback import service
+    """The statements feedback.views runs for these parameters (store.list_reports, and whatever else it runs
+    first), with their arguments."""
+    from feedback import views
 
     recorder = Recorder(conn)
     if kind == "public":
-        await service.public_reports(recorder, ctx, **kwargs)
+        await views.public_reports(recorder, ctx, **kwargs)
     else:
-        await service.unit_queue(recorder, ctx, principal, unit, assignee=None, **kwargs)
+        await views.unit_queue(recorder, ctx, principal, unit, assignee=None, **kwargs)
     if not any(method == "fetch" for method, _, _ in recorder.calls):
-        raise BenchError(f"service.{kind} ran no list query: {recorder.calls}")
+        raise BenchError(f"views.{kind} ran no list query: {recorder.calls}")
     return recorder.calls
 
 
@@ -622,9 +622,10 @@ async def prepare_sql(database_url: str, cases: list[Case], busy_ward: str) -> N
     from app import db
     from app.identity.models import Principal
     from app.identity.units import load_units
-    from feedback import service
+    from feedback import views
+    from feedback.context import Ctx
 
-    ctx = service.Ctx(units=load_units())
+    ctx = Ctx(units=load_units())
     principal = Principal(sub=str(uuid.uuid4()), kind="resident", roles=(f"staff:{busy_ward}",), level=LEVEL)
     conn = await db.connect(database_url)
     try:
@@ -637,7 +638,7 @@ async def prepare_sql(database_url: str, cases: list[Case], busy_ward: str) -> N
                 if len(rows) > LIMIT:
                     last = rows[LIMIT - 1]
                     newest = kind == "public" or kwargs.get("order") == "newest"
-                    cursor = service.encode_cursor(last["submitted_at"] if newest else last["answer_due_at"],
+                    cursor = views.encode_cursor(last["submitted_at"] if newest else last["answer_due_at"],
                                                    last["id"])
                     kwargs["cursor"] = cursor
                     case.path += "&" + urlencode({"cursor": cursor})
@@ -1073,7 +1074,7 @@ def run(args: argparse.Namespace) -> int:
         rng = random.Random(args.seed)
         per = args.warmup + args.requests
         all_cases = plan_cases(rng, per, busy_ward, busy_categories[:8])
-        print(f"capturing the SQL of {len(all_cases)} parameter sets from feedback.service ...", flush=True)
+        print(f"capturing the SQL of {len(all_cases)} parameter sets from feedback.views ...", flush=True)
         asyncio.run(prepare_sql(database_url, all_cases, busy_ward))
         checked = check_cases(port, database_url, all_cases, token(), busy_ward)
         print(f"checks passed: {checked} requests answered 200 with the ids of their SQL, in order", flush=True)

@@ -1,4 +1,5 @@
-"""Feedback endpoints: HTTP only; every rule is in service.py.
+"""Feedback endpoints: HTTP only; the rules are in service.py (steps), views.py (what each caller sees) and
+workflow.py (which step from which status, by whom).
 
 Residents send and follow reports, staff work their unit's queue, and anyone (signed in or not) sees
 the public map, list, timelines and per-unit figures. Writes a phone may retry take an
@@ -7,7 +8,6 @@ the public map, list, timelines and per-unit figures. Writes a phone may retry t
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -20,7 +20,8 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from app import idempotency
 from app.identity import guards
 from app.identity.models import Principal
-from feedback import service
+from feedback import service, views
+from feedback.context import Ctx
 from feedback.models import (
     AnswerCreate,
     AnswerTemplateList,
@@ -30,7 +31,6 @@ from feedback.models import (
     Following,
     Merge,
     Note,
-    Photo,
     Rate,
     Receive,
     Reject,
@@ -51,9 +51,9 @@ PHOTO_BODY_LIMIT = service.PHOTO_MAX_BYTES + 64 * 1024  # our own check answers 
 staff_level = guards.level(2)  # staff act on residents' reports: a level-2 sign-in
 
 
-def ctx(request: Request, state: State) -> service.Ctx:
+def ctx(request: Request, state: State) -> Ctx:
     language = "en" if request.headers.get("accept-language", "").lower().startswith("en") else "vi"
-    return service.Ctx(units=state.identity.units, language=language)
+    return Ctx(units=state.identity.units, language=language)
 
 
 def caller(request: Request) -> Principal | None:
@@ -77,11 +77,11 @@ class CategoriesController(Controller):
 
     @get("/", operation_id="ListFeedbackCategories", summary="Categories, their unit and deadlines")
     async def list(self, request: Request, state: State, conn: Conn) -> CategoryList:
-        return CategoryList(categories=await service.list_categories(conn, ctx(request, state)))
+        return CategoryList(categories=await views.list_categories(conn, ctx(request, state)))
 
     @get("/{code:str}", operation_id="GetFeedbackCategory")
     async def get_one(self, code: FromPath[str], request: Request, state: State, conn: Conn) -> Category:
-        return await service.get_category(conn, ctx(request, state), code)
+        return await views.get_category(conn, ctx(request, state), code)
 
 
 class PhotosController(Controller):
@@ -106,7 +106,7 @@ class PhotosController(Controller):
     @staticmethod
     async def _send(photo_id: str, request: Request, state: State, conn: asyncpg.Connection, *,
                     thumbnail: bool) -> Response:
-        content, media_type, digest = await service.photo_content(conn, ctx(request, state), caller(request),
+        content, media_type, digest = await views.photo_content(conn, ctx(request, state), caller(request),
                                                                   photo_id, thumbnail=thumbnail)
         etag = f'"{digest[:32]}{"t" if thumbnail else ""}"'
         headers = {"ETag": etag, "Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
@@ -129,12 +129,12 @@ class ReportsController(Controller):
 
     @get("/{report_id:int}", operation_id="GetReport")
     async def get_one(self, report_id: FromPath[int], request: Request, state: State, conn: Conn) -> Report:
-        return await service.get_report(conn, ctx(request, state), caller(request), report_id)
+        return await views.get_report(conn, ctx(request, state), caller(request), report_id)
 
     @get("/{report_id:int}/timeline", operation_id="GetReportTimeline",
          summary="Every step and who took it (internal notes and assignments for staff only)")
     async def get_timeline(self, report_id: FromPath[int], request: Request, state: State, conn: Conn) -> Timeline:
-        return await service.timeline(conn, ctx(request, state), caller(request), report_id)
+        return await views.timeline(conn, ctx(request, state), caller(request), report_id)
 
     # ---- residents
 
@@ -230,14 +230,14 @@ class MyReportsController(Controller):
     async def mine(self, request: Request, state: State, conn: Conn, principal: Me,
                    status: FromQuery[str | None] = None, cursor: FromQuery[str | None] = None,
                    limit: Limit = 20) -> ReportPage:
-        return await service.my_reports(conn, ctx(request, state), principal, following=False, status=status,
+        return await views.my_reports(conn, ctx(request, state), principal, following=False, status=status,
                                         cursor=cursor, limit=limit)
 
     @get("/following", operation_id="ReportsIFollow")
     async def following(self, request: Request, state: State, conn: Conn, principal: Me,
                         status: FromQuery[str | None] = None, cursor: FromQuery[str | None] = None,
                         limit: Limit = 20) -> ReportPage:
-        return await service.my_reports(conn, ctx(request, state), principal, following=True, status=status,
+        return await views.my_reports(conn, ctx(request, state), principal, following=True, status=status,
                                         cursor=cursor, limit=limit)
 
 
@@ -254,14 +254,14 @@ class UnitQueueController(Controller):
                     q: FromQuery[str | None] = None, assignee: FromQuery[str | None] = None,
                     order: FromQuery[Literal["deadline", "newest"]] = "deadline",
                     cursor: FromQuery[str | None] = None, limit: Limit = 50) -> ReportPage:
-        return await service.unit_queue(conn, ctx(request, state), principal, unit, status=status, category=category,
+        return await views.unit_queue(conn, ctx(request, state), principal, unit, status=status, category=category,
                                         overdue=overdue, ward=ward, q=q, assignee=assignee, order=order,
                                         cursor=cursor, limit=limit)
 
     @get("/templates", operation_id="AnswerTemplates")
     async def templates(self, unit: FromPath[str], request: Request, state: State, conn: Conn,
                         principal: Me) -> AnswerTemplateList:
-        return AnswerTemplateList(templates=await service.list_templates(conn, ctx(request, state), principal, unit))
+        return AnswerTemplateList(templates=await views.list_templates(conn, ctx(request, state), principal, unit))
 
 
 class PublicController(Controller):
@@ -275,7 +275,7 @@ class PublicController(Controller):
                       category: FromQuery[str | None] = None, status: FromQuery[str | None] = None,
                       ward: FromQuery[str | None] = None, q: FromQuery[str | None] = None,
                       cursor: FromQuery[str | None] = None, limit: Limit = 50) -> ReportPage:
-        return await service.public_reports(conn, ctx(request, state), bbox=bbox, category=category, status=status,
+        return await views.public_reports(conn, ctx(request, state), bbox=bbox, category=category, status=status,
                                             ward=ward, q=q, cursor=cursor, limit=limit)
 
     @get("/stats", operation_id="FeedbackUnitStats",
@@ -283,10 +283,8 @@ class PublicController(Controller):
     async def stats(self, request: Request, state: State, conn: Conn,
                     days: Annotated[int, QueryParameter(ge=1, le=366)] = 90,
                     unit: FromQuery[str | None] = None) -> UnitStatsList:
-        return await service.stats(conn, ctx(request, state), days=days, unit=unit, redis=state.redis)
+        return await views.stats(conn, ctx(request, state), days=days, unit=unit, redis=state.redis)
 
 
 ROUTERS = [CategoriesController, PhotosController, ReportsController, MyReportsController, UnitQueueController,
            PublicController]
-
-__all__ = ["ROUTERS", "Photo", "uuid"]

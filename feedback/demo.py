@@ -12,6 +12,7 @@ import asyncpg
 
 from app.identity import service as identity
 from feedback import service, store
+from feedback.context import nfc, utcnow
 
 # (ward, latitude, longitude): approximate centres of central wards
 PLACES = [
@@ -37,7 +38,7 @@ COUNT = 48
 
 
 async def seed(conn: asyncpg.Connection, progress: Callable[[str], None]) -> Mapping[str, int]:
-    now = service.utcnow()
+    now = utcnow()
     reporters = [await identity.demo_resident(conn, key=f"feedback-{i}", full_name=name)
                  for i, name in enumerate(REPORTERS)]
     created = 0
@@ -55,7 +56,7 @@ async def seed(conn: asyncpg.Connection, progress: Callable[[str], None]) -> Map
             conn, reporter_id=reporters[i % len(reporters)], idempotency_key=f"demo-{i}",
             reporter_name=REPORTERS[i % len(REPORTERS)], hide_name=i % 5 == 0, visibility="public", source="demo",
             category_code=category_code, urgency=category["urgency"], description=f"{text} (số {i + 1})",
-            latitude=lat, longitude=lng, address=f"Số {i * 3 + 1}, {service.nfc(ward.replace('-', ' ').title())}",
+            latitude=lat, longitude=lng, address=f"Số {i * 3 + 1}, {nfc(ward.replace('-', ' ').title())}",
             ward_code=ward, unit_code=service.route(category, ward), submitted_at=submitted, routed_at=submitted,
             receive_due_at=receive_due, answer_due_at=answer_due, updated_at=submitted)
         if report_id is None:

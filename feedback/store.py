@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-OPEN = ("submitted", "received", "in_progress")
 # Rows of a list tested one by one for a text search before the GIN index is used for the rest (list_reports):
 # the most a search reads either way is about this window plus the matches of a search with fewer than a page in
 # it, i.e. about SEARCH_WINDOW + limit * rows / SEARCH_WINDOW; 15,000 keeps both near 15,000 up to about 5 million
@@ -93,6 +93,12 @@ async def purge_unattached_photos(conn: asyncpg.Connection, older_than: dt.timed
 
 # ---- reports -----------------------------------------------------------------------------------------------
 
+def _overdue(as_of: str) -> str:
+    """The overdue flag of a report row `r` at the moment held by parameter `as_of` ('$2')."""
+    return (f"(r.status IN ('submitted', 'received', 'in_progress') AND (r.answer_due_at < {as_of} "
+            f"OR (r.status = 'submitted' AND r.receive_due_at < {as_of})))")
+
+
 REPORT_COLUMNS = """
     r.id, r.reporter_id, r.reporter_name, r.hide_name, r.visibility, r.source, r.category_code, r.urgency,
     r.description, r.latitude, r.longitude, r.address, r.ward_code, r.unit_code, r.status, r.assignee_id,
@@ -116,11 +122,13 @@ async def report_by_key(conn: asyncpg.Connection, reporter_id: uuid.UUID, key: s
                                reporter_id, key)
 
 
-async def get_report(conn: asyncpg.Connection, report_id: int, *, for_update: bool = False) -> asyncpg.Record | None:
+async def get_report(conn: asyncpg.Connection, report_id: int, now: dt.datetime, *,
+                     for_update: bool = False) -> asyncpg.Record | None:
     lock = " FOR UPDATE OF r" if for_update else ""
     return await conn.fetchrow(
-        f"SELECT {REPORT_COLUMNS} FROM report r JOIN feedback_category c ON c.code = r.category_code "
-        f"WHERE r.id = $1{lock}", report_id)
+        f"SELECT {REPORT_COLUMNS}, {_overdue('$2')} AS overdue "
+        "FROM report r JOIN feedback_category c ON c.code = r.category_code "
+        f"WHERE r.id = $1{lock}", report_id, now)
 
 
 _UPDATABLE = {
@@ -157,23 +165,16 @@ async def events(conn: asyncpg.Connection, report_id: int, *, public_only: bool)
 
 
 async def nearby_open(conn: asyncpg.Connection, *, category: str, latitude: float, longitude: float,
-                      radius_m: float, since: dt.datetime, limit: int) -> list[asyncpg.Record]:
+                      radius_m: float, since: dt.datetime, limit: int, now: dt.datetime) -> list[asyncpg.Record]:
     """Open public reports of a category within radius_m metres sent since `since`, nearest first."""
     return await conn.fetch(
-        f"""SELECT {SUMMARY_COLUMNS} FROM report r JOIN feedback_category c ON c.code = r.category_code
+        f"""SELECT {SUMMARY_COLUMNS}, {_overdue('$7')} AS overdue
+              FROM report r JOIN feedback_category c ON c.code = r.category_code
              WHERE r.status IN ('submitted', 'received', 'in_progress')
                AND r.location <@ circle(feedback_metres($2, $3), $4)
                AND r.category_code = $1 AND r.submitted_at >= $5 AND r.visibility = 'public'
              ORDER BY r.location <-> feedback_metres($2, $3) LIMIT $6""",
-        category, latitude, longitude, radius_m, since, limit)
-
-
-async def box_holds_at_least(conn: asyncpg.Connection, corners: tuple[float, float, float, float], count: int) -> bool:
-    """Whether a map box holds `count` public reports or more; reads at most that many index entries."""
-    return await conn.fetchval(
-        """SELECT count(*) >= $5 FROM (SELECT 1 FROM report r WHERE r.visibility = 'public'
-              AND r.location <@ box(feedback_metres($1, $2), feedback_metres($3, $4)) LIMIT $5) s""",
-        *corners, count)
+        category, latitude, longitude, radius_m, since, limit, now)
 
 
 # ---- followers ---------------------------------------------------------------------------------------------
@@ -249,29 +250,78 @@ class Filters:
         return " AND ".join(self.clauses) if self.clauses else "true"
 
 
-def apply_common(filters: Filters, *, category: str | None, status: list[str] | None, ward: str | None,
-                 text: str | None, overdue: bool | None, now: dt.datetime) -> None:
-    if category:
-        filters.add("r.category_code = ?", category)
-    if status:
-        filters.add("r.status = ANY(?::text[])", status)
-    if ward:
-        filters.add("r.ward_code = ?", ward)
-    if text:
+@dataclass(frozen=True)
+class ReportQuery:
+    """Which reports a list holds; a field left at its default does not filter."""
+
+    public: bool = False  # public reports only
+    box: tuple[float, float, float, float] | None = None  # min_lat, min_lng, max_lat, max_lng
+    box_as_ranges: bool = False  # the box as latitude and longitude ranges, not through its spatial index
+    unit: str | None = None
+    assignee: uuid.UUID | None = None
+    unassigned: bool = False
+    reporter: uuid.UUID | None = None
+    followed_by: uuid.UUID | None = None  # public reports this resident follows
+    category: str | None = None
+    statuses: list[str] | None = None
+    open: bool = False  # open reports only (when no statuses are given)
+    ward: str | None = None
+    text: str | None = None
+    overdue: bool | None = None
+
+
+def _filters(query: ReportQuery, now: dt.datetime) -> Filters:
+    filters = Filters()
+    if query.public:
+        filters.add("r.visibility = 'public'")
+    if query.box is not None:
+        min_lat, min_lng, max_lat, max_lng = query.box
+        if query.box_as_ranges:
+            filters.add("r.latitude BETWEEN ? AND ? AND r.longitude BETWEEN ? AND ?", min_lat, max_lat, min_lng,
+                        max_lng)
+        else:
+            filters.add("r.location <@ box(feedback_metres(?, ?), feedback_metres(?, ?))", *query.box)
+    if query.unit is not None:
+        filters.add("r.unit_code = ?", query.unit)
+    if query.assignee is not None:
+        filters.add("r.assignee_id = ?", query.assignee)
+    elif query.unassigned:
+        filters.add("r.assignee_id IS NULL")
+    if query.followed_by is not None:
+        filters.add("r.id IN (SELECT report_id FROM report_follower WHERE resident_id = ?) "
+                    "AND r.visibility = 'public'", query.followed_by)
+    elif query.reporter is not None:
+        filters.add("r.reporter_id = ?", query.reporter)
+    if query.category:
+        filters.add("r.category_code = ?", query.category)
+    if query.statuses:
+        filters.add("r.status = ANY(?::text[])", query.statuses)
+    elif query.open:
+        filters.add("r.status IN ('submitted', 'received', 'in_progress')")
+    if query.ward:
+        filters.add("r.ward_code = ?", query.ward)
+    if query.text:
         # websearch_to_tsquery accepts anything a person types; both sides are folded the same way
-        filters.add("r.search @@ websearch_to_tsquery('simple', feedback_fold(?))", text)
+        filters.add("r.search @@ websearch_to_tsquery('simple', feedback_fold(?))", query.text)
         filters.search = len(filters.clauses) - 1
-    if overdue is True:
-        filters.add("r.status IN ('submitted', 'received', 'in_progress') AND (r.answer_due_at < ? "
-                    "OR (r.status = 'submitted' AND r.receive_due_at < ?))", now, now)
-    elif overdue is False:
-        filters.add("NOT (r.status IN ('submitted', 'received', 'in_progress') AND (r.answer_due_at < ? "
-                    "OR (r.status = 'submitted' AND r.receive_due_at < ?)))", now, now)
+    if query.overdue is not None:
+        filters.add(("" if query.overdue else "NOT ") + _overdue("?"), now, now)
+    return filters
 
 
-async def list_reports(conn: asyncpg.Connection, filters: Filters, *, order: str, after: tuple[Any, int] | None,
-                       limit: int) -> list[asyncpg.Record]:
-    """One page, newest first (`order` = 'newest') or by answer deadline ('deadline'), keyset-paginated."""
+async def box_holds_at_least(conn: asyncpg.Connection, corners: tuple[float, float, float, float], count: int) -> bool:
+    """Whether a map box holds `count` public reports or more; reads at most that many index entries."""
+    return await conn.fetchval(
+        """SELECT count(*) >= $5 FROM (SELECT 1 FROM report r WHERE r.visibility = 'public'
+              AND r.location <@ box(feedback_metres($1, $2), feedback_metres($3, $4)) LIMIT $5) s""",
+        *corners, count)
+
+
+async def list_reports(conn: asyncpg.Connection, query: ReportQuery, *, order: str, after: tuple[Any, int] | None,
+                       limit: int, now: dt.datetime) -> list[asyncpg.Record]:
+    """One page, newest first (`order` = 'newest') or by answer deadline ('deadline'), keyset-paginated; `now`
+    is the moment a report's overdue flag (and the overdue filter) is judged at."""
+    filters = _filters(query, now)
     if order == "newest":
         key, beyond, order_by = "r.submitted_at, r.id", "<", "r.submitted_at DESC, r.id DESC"
     else:
@@ -280,12 +330,15 @@ async def list_reports(conn: asyncpg.Connection, filters: Filters, *, order: str
         filters.add(f"({key}) {beyond} (?, ?)", *after)
     filters.args.append(limit)
     n = f"${len(filters.args)}"
+    filters.args.append(now)
+    as_of = f"${len(filters.args)}"
 
     def page(ids: str) -> str:
         # The page's ids first, from the report table alone: where an index holds every column the filters and
         # the order read (the map box's GiST index), they come from the index without visiting the table. Then
         # the rows of those ids only, with their category and thumbnail.
-        return f"""SELECT {SUMMARY_COLUMNS} FROM report r JOIN feedback_category c ON c.code = r.category_code
+        return f"""SELECT {SUMMARY_COLUMNS}, {_overdue(as_of)} AS overdue
+                     FROM report r JOIN feedback_category c ON c.code = r.category_code
                     WHERE r.id IN ({ids}) ORDER BY {order_by} LIMIT {n}"""
 
     if filters.search is None:
@@ -320,19 +373,22 @@ async def list_reports(conn: asyncpg.Connection, filters: Filters, *, order: str
 
 
 async def overdue_unescalated(conn: asyncpg.Connection, now: dt.datetime, limit: int) -> list[asyncpg.Record]:
-    """Open reports past a deadline not yet escalated for it, locked for this worker (others skip them)."""
+    """Overdue reports not yet escalated for the deadline they passed, locked for this worker (others skip them).
+
+    Escalation level 1 is the receipt deadline's, 2 the answer's: a report overdue on its receipt deadline is due
+    once (level 0), one overdue on its answer deadline once more (below level 2)."""
     return await conn.fetch(
-        """SELECT r.id, r.unit_code, r.status, r.escalation_level, r.receive_due_at, r.answer_due_at,
-                  c.name_vi AS category_vi, c.name_en AS category_en
-             FROM report r JOIN feedback_category c ON c.code = r.category_code
-            WHERE status IN ('submitted', 'received', 'in_progress') AND escalation_level < 2
-              AND ((escalation_level = 0 AND status = 'submitted' AND receive_due_at < $1) OR answer_due_at < $1)
-            ORDER BY answer_due_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED""", now, limit)
+        f"""SELECT r.id, r.unit_code, r.status, r.escalation_level, r.receive_due_at, r.answer_due_at,
+                   c.name_vi AS category_vi, c.name_en AS category_en
+              FROM report r JOIN feedback_category c ON c.code = r.category_code
+             WHERE {_overdue('$1')} AND r.escalation_level < 2
+               AND (r.escalation_level = 0 OR r.answer_due_at < $1)
+             ORDER BY r.answer_due_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED""", now, limit)
 
 
 async def answered_before(conn: asyncpg.Connection, before: dt.datetime, limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT id, unit_code, reporter_id FROM report WHERE status = 'answered' AND answered_at < $1 "
+        "SELECT id, status, unit_code, reporter_id FROM report WHERE status = 'answered' AND answered_at < $1 "
         "ORDER BY answered_at LIMIT $2 "
         "FOR UPDATE SKIP LOCKED", before, limit)
 

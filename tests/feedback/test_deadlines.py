@@ -6,18 +6,18 @@ import datetime as dt
 import uuid
 
 from app.identity.models import Principal
-from feedback import service
+from feedback import context, service
 from feedback.models import ReportCreate
 from tests.feedback.support import LAT, LNG, RESIDENT_A, WARD, bearer, grant
 
-FRIDAY_BEFORE_TET = dt.datetime(2026, 2, 13, 16, 0, tzinfo=service.LOCAL_TZ)  # Tết holiday: Mon 16 - Fri 20 Feb
+FRIDAY_BEFORE_TET = dt.datetime(2026, 2, 13, 16, 0, tzinfo=context.LOCAL_TZ)  # Tết holiday: Mon 16 - Fri 20 Feb
 
 
 async def test_a_report_sent_before_tet_is_due_after_the_holiday_and_the_weekend(client, conn):
     resident_id = await grant(client, conn, RESIDENT_A, "staff", "phuong-ba-dinh")  # any role: just to exist
     headers = await bearer(client, RESIDENT_A)
     principal = Principal(sub=str(resident_id), kind="resident", level=2)
-    ctx = service.Ctx(units=client.app.state.identity.units)
+    ctx = context.Ctx(units=client.app.state.identity.units)
     ids = {}
     for category in ("ve-sinh-moi-truong", "cay-xanh"):  # normal (8 h / 40 h) and urgent (4 h / 4 h)
         body = ReportCreate(category=category, description="Phản ánh gửi chiều thứ Sáu trước Tết",

@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest_asyncio
 
-from feedback import open311, service
+from feedback import context
+from feedback.open311 import service as open311
 from tests.feedback.support import (
     CLERK,
     LAT,
@@ -313,7 +314,7 @@ async def test_requests_filters_and_the_status_mapping(client, conn, people):
 
 async def test_the_date_window(client, people):
     rid = (await submit(client, people["a"]))["id"]
-    now = service.local(service.utcnow())
+    now = context.local(context.utcnow())
 
     async def query(params: str):
         return await client.get(f"{BASE}/requests.json?{params}")

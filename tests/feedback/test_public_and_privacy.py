@@ -7,7 +7,7 @@ import io
 
 from PIL import Image
 
-from feedback import service
+from feedback import views
 from tests.feedback.support import (
     LAT,
     LAT_50M,
@@ -137,7 +137,7 @@ async def test_search_without_diacritics_and_the_public_map(client, people, monk
     assert await ids(bbox=box) == [pothole["id"]]
     assert await ids(bbox=box, category="ve-sinh-moi-truong") == []
     # a box dense with reports is listed newest first with the box as a plain filter: the same answers
-    monkeypatch.setattr(service, "DENSE_BOX", 1)
+    monkeypatch.setattr(views, "DENSE_BOX", 1)
     assert await ids(bbox=box) == [pothole["id"]]
     assert await ids(bbox=box, q="duong hong") == [pothole["id"]]
     assert await ids(bbox=box, q="rac thai") == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from feedback import service
+from feedback import jobs, service
 from tests.feedback.support import (
     CITY_STAFF,
     CLERK,
@@ -178,9 +178,9 @@ async def test_answers_nobody_reopened_close_after_seven_days(client, conn, peop
     await act(client, people["clerk"], rid, "receive")
     await act(client, people["clerk"], rid, "answer", {"text": "Đã khắc phục xong, cảm ơn."})
     units = client.app.state.identity.units
-    assert await service.close_expired_answers(conn, units) == 0
+    assert await jobs.close_expired_answers(conn, units) == 0
     await conn.execute("UPDATE report SET answered_at = answered_at - interval '7 days 1 minute' WHERE id = $1", rid)
-    assert await service.close_expired_answers(conn, units) == 1
+    assert await jobs.close_expired_answers(conn, units) == 1
     report = (await client.get(f"/v1/feedback/reports/{rid}", headers=people["a"])).json()
     assert report["status"] == "closed" and report["close_reason"] == "expired"
 
@@ -204,17 +204,17 @@ async def test_escalation_reaches_the_head_and_the_parent_unit_once_per_deadline
     head, city = await bearer(client, HEAD), await bearer(client, CITY_STAFF)
     rid = (await submit(client, people["a"]))["id"]
     units = client.app.state.identity.units
-    assert await service.escalate_overdue(conn, units) == 0
+    assert await jobs.escalate_overdue(conn, units) == 0
     await conn.execute("UPDATE report SET receive_due_at = now() - interval '1 minute' WHERE id = $1", rid)
-    assert await service.escalate_overdue(conn, units) == 1
-    assert await service.escalate_overdue(conn, units) == 0  # once per deadline
+    assert await jobs.escalate_overdue(conn, units) == 1
+    assert await jobs.escalate_overdue(conn, units) == 0  # once per deadline
     assert any(t.startswith(f"Phản ánh #{rid} quá hạn tiếp nhận") for t in await inbox_titles(client, head))
     assert any(t.startswith(f"Phản ánh #{rid} quá hạn tiếp nhận") for t in await inbox_titles(client, city))
     assert not any("quá hạn" in t for t in await inbox_titles(client, people["clerk"]))
 
     await act(client, people["clerk"], rid, "receive")
     await conn.execute("UPDATE report SET answer_due_at = now() - interval '1 minute' WHERE id = $1", rid)
-    assert await service.escalate_overdue(conn, units) == 1
+    assert await jobs.escalate_overdue(conn, units) == 1
     assert any(t.startswith(f"Phản ánh #{rid} quá hạn trả lời") for t in await inbox_titles(client, head))
     staff_view = (await client.get(f"/v1/feedback/reports/{rid}/timeline", headers=people["clerk"])).json()["events"]
     assert [e["data"]["deadline"] for e in staff_view if e["kind"] == "escalated"] == ["receipt", "answer"]

@@ -1,0 +1,222 @@
+"""Open311 GeoReport v2 over HTTP at /open311/v2: each resource as `.json`, `.xml` or without a suffix (JSON),
+errors as Open311's array in the format asked for, and the admin endpoints that issue api keys. The
+translation is service.py's."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import asyncpg
+import msgspec
+from litestar import Controller, Request, Response, delete, get, post, route
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from app import idempotency
+from app.errors import InvalidInput, NotFound, handle_exception
+from app.identity import guards
+from app.identity.models import Principal
+from feedback import api
+from feedback.context import utcnow
+from feedback.open311 import service
+from feedback.open311.models import ClientCreate, ClientKey, ClientRevoked
+from feedback.open311.service import MAX_DAYS, MAX_ROWS, PREFIX, WARD
+
+Conn = NamedDependency[asyncpg.Connection]
+Me = NamedDependency[Principal]
+
+# Litestar adds "; charset=utf-8" to text/* types itself.
+MEDIA_TYPES = {"json": "application/json; charset=utf-8", "xml": "text/xml"}
+# our field names in service errors -> the Open311 parameter the client sent
+OPEN311_FIELDS = {"category": "service_code", "latitude": "lat", "longitude": "long", "ward": f"attribute[{WARD}]",
+                  "address": "address_string"}
+
+
+# ---- formats -------------------------------------------------------------------------------------------------
+
+
+def split_format(name: str) -> tuple[str, str]:
+    """'requests.xml' -> ('requests', 'xml'); no suffix is JSON; another suffix is a 400."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        return name, "json"
+    if ext.lower() not in MEDIA_TYPES:
+        raise InvalidInput.field("format", f"unknown format .{ext}: use .json or .xml", source="path")
+    return stem, ext.lower()
+
+
+def format_of(path: str) -> str:
+    return "xml" if path.rsplit("/", 1)[-1].lower().endswith(".xml") else "json"
+
+
+# list element -> the tag of each item, as the spec's XML names them
+_ITEM_TAGS = {"services": "service", "service_requests": "request", "endpoints": "endpoint", "formats": "format",
+              "attributes": "attribute", "values": "value", "errors": "error"}
+# characters XML 1.0 cannot carry at all, even escaped
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _element(tag: str, value: Any) -> ET.Element:
+    element = ET.Element(tag)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            element.append(_element(key, item))
+    elif isinstance(value, list):
+        for item in value:
+            element.append(_element(_ITEM_TAGS[tag], item))
+    elif isinstance(value, bool):
+        element.text = "true" if value else "false"
+    elif value is not None:
+        element.text = _NOT_XML.sub("", str(value))
+    return element
+
+
+def render(fmt: str, root: str, value: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+           ) -> Response:
+    """JSON is the Spark-convention mapping of the XML: the root's list or object itself."""
+    if fmt == "xml":
+        content = ('<?xml version="1.0" encoding="utf-8"?>\n'
+                   + ET.tostring(_element(root, value), encoding="unicode")).encode()
+    else:
+        content = msgspec.json.encode(value)
+    return Response(content=content, status_code=status, media_type=MEDIA_TYPES[fmt], headers=dict(headers or {}))
+
+
+def open311_error(request: Request, exc: Exception) -> Response:
+    """Any error on these routes as Open311's error array, in the format the path asked for."""
+    problem_response = handle_exception(request, exc)
+    problem = msgspec.json.decode(problem_response.content)
+    status = problem["status"]
+    if problem.get("errors"):
+        descriptions = [f"{OPEN311_FIELDS.get(e['field'], e['field'])}: {e['message']}" for e in problem["errors"]]
+    else:
+        descriptions = [problem.get("detail") or problem["title"]]
+    if status == 401:
+        http = 403
+    elif status in (403, 404, 429) or status >= 500:
+        http = status
+    else:
+        http = 400
+    headers = {k: v for k, v in problem_response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
+    return render(format_of(request.url.path), "errors", [{"code": status, "description": d} for d in descriptions],
+                  status=http, headers=headers)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The posted fields: form-urlencoded as the spec says (whatever the Content-Type), or multipart."""
+    content_type, _ = request.content_type
+    if content_type == "multipart/form-data":
+        form = await request.form()
+        return {k: v for k, v in form.multi_items() if isinstance(v, str)}
+    try:
+        text = (await request.body()).decode()
+    except UnicodeDecodeError:
+        raise InvalidInput.field("$", "the form must be UTF-8 (application/x-www-form-urlencoded)") from None
+    return dict(parse_qsl(text, keep_blank_values=True))
+
+
+# ---- HTTP ------------------------------------------------------------------------------------------------------
+
+
+def _paths(resource: str) -> list[str]:
+    return [f"/{resource}", f"/{resource}.json", f"/{resource}.xml"]
+
+
+def _operation(base: str) -> Callable[..., str]:
+    """One operation id per path of a handler: Open311Services, Open311ServicesJson, Open311ServicesXml."""
+
+    def create(_handler: Any, _method: Any, components: list[Any]) -> str:
+        last = components[-1] if components else ""
+        return base + (last.rpartition(".")[2].capitalize() if isinstance(last, str) and "." in last else "")
+
+    return create
+
+
+REQUESTS_QUERY = (
+    "Query: service_request_id (comma list; overrides the rest), service_code (comma list), start_date and "
+    f"end_date (W3C date-times, at most {MAX_DAYS} days apart; default the last {MAX_DAYS} days), status (open, "
+    f"closed or both), page and page_size (at most {MAX_ROWS}, the default)."
+)
+
+
+class Open311Controller(Controller):
+    path = PREFIX
+    tags = ["Open311 GeoReport v2"]
+    exception_handlers = {Exception: open311_error}
+
+    @get(_paths("discovery"), operation_id=_operation("Open311Discovery"), summary="Open311 service discovery")
+    async def get_discovery(self, request: Request, state: State) -> Response:
+        found = service.discovery(api.ctx(request, state), state.settings)
+        return render(format_of(request.url.path), "discovery", found)
+
+    @get(_paths("services"), operation_id=_operation("Open311Services"),
+         summary="One service per active feedback category")
+    async def list_services(self, request: Request, state: State, conn: Conn) -> Response:
+        return render(format_of(request.url.path), "services", await service.services(conn, api.ctx(request, state)))
+
+    @get("/services/{name:str}", operation_id="Open311ServiceDefinition",
+         summary="A service's definition: the required ward attribute and its values ({code}.json or .xml)")
+    async def get_service_definition(self, name: FromPath[str], request: Request, state: State,
+                                     conn: Conn) -> Response:
+        code, fmt = split_format(name)
+        return render(fmt, "service_definition", await service.service_definition(conn, api.ctx(request, state), code))
+
+    @get(_paths("requests"), operation_id=_operation("Open311Requests"),
+         summary="Public requests, newest first", description=REQUESTS_QUERY)
+    async def list_requests(self, request: Request, state: State, conn: Conn) -> Response:
+        query = service.parse_query(request.query_params, utcnow())
+        found = await service.find_requests(conn, api.ctx(request, state), query, base_url=state.settings.base_url())
+        return render(format_of(request.url.path), "service_requests", found)
+
+    @get("/requests/{name:str}", operation_id="Open311Request", summary="One public request ({id}.json or .xml)")
+    async def get_one_request(self, name: FromPath[str], request: Request, state: State, conn: Conn) -> Response:
+        request_id, fmt = split_format(name)
+        found = await service.get_request(conn, api.ctx(request, state), request_id, base_url=state.settings.base_url())
+        return render(fmt, "service_requests", found)
+
+    @post(_paths("requests"), operation_id=_operation("Open311CreateRequest"), status_code=200,
+          summary="Send a report for a resident: the client's api_key and the resident's bearer token",
+          description="Form fields: api_key, service_code, lat, long, attribute[ward], description, "
+                      "address_string. media_url, names, email and phone are ignored.")
+    async def create_request(self, request: Request, state: State, tx: Conn) -> Response:
+        fields = await _form(request)
+        client = await service.client_for_key(tx, fields.get("api_key") or request.query_params.get("api_key"))
+        answer = await service.submit_request(tx, api.ctx(request, state), api.caller(request), client, fields,
+                                      idempotency.key_of(request, required=False))
+        return render(format_of(request.url.path), "service_requests", answer)
+
+    @get("/tokens/{name:str}", include_in_schema=False)
+    async def get_token(self, name: FromPath[str]) -> Response:
+        split_format(name)
+        raise NotFound("no such token: every service is realtime, POST requests answers the service_request_id")
+
+    @route("/{name:str}", http_method=["GET", "POST"], include_in_schema=False)
+    async def unknown(self, name: FromPath[str]) -> Response:
+        stem, _ = split_format(name)
+        raise NotFound(f"no Open311 resource {stem!r}: discovery, services, requests")
+
+
+class Open311ClientsController(Controller):
+    path = "/v1/feedback/open311-clients"
+    tags = ["Feedback: admin"]
+    guards = [guards.resident, guards.role("admin"), guards.level(2)]
+
+    @post("/", operation_id="CreateOpen311Client", status_code=201,
+          summary="Register an Open311 client application; its api_key is shown only in this answer")
+    async def create(self, data: JSONBody[ClientCreate], tx: Conn, principal: Me) -> ClientKey:
+        return await service.create_client(tx, data.name, created_by=uuid.UUID(principal.sub))
+
+    @delete("/{name:str}", operation_id="RevokeOpen311Client", status_code=200,
+            summary="Revoke every active api_key of an Open311 client")
+    async def revoke(self, name: FromPath[str], tx: Conn, principal: Me) -> ClientRevoked:
+        revoked = await service.revoke_client(tx, name, revoked_by=uuid.UUID(principal.sub))
+        return ClientRevoked(name=name, revoked=revoked)
+
+
+ROUTERS = [Open311Controller, Open311ClientsController]

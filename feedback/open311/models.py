@@ -1,0 +1,38 @@
+"""Bodies of the Open311 client administration endpoints, and a parsed GET requests query."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import msgspec
+
+CLIENT_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{1,62}$"
+MAX_ROWS = 1000  # the most a GET requests answers at once (the spec's default cap)
+
+
+class ClientCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    # a slug: reports it sends carry source "open311:<name>"
+    name: Annotated[str, msgspec.Meta(pattern=CLIENT_NAME_PATTERN)]
+
+
+class ClientKey(msgspec.Struct):
+    name: str
+    api_key: str  # shown once; only its SHA-256 is kept
+
+
+class ClientRevoked(msgspec.Struct):
+    name: str
+    revoked: int  # how many active keys were revoked
+
+
+class Query(msgspec.Struct, frozen=True, kw_only=True):
+    """GET requests: public reports by id, or by category, time window and Open311 status."""
+
+    ids: list[int] | None = None  # overrides every other filter
+    codes: list[str] | None = None
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    open: bool | None = None  # Open311's status: open (True), closed (False), either (None)
+    page: int = 1
+    page_size: int = MAX_ROWS
