@@ -15,9 +15,7 @@ from app.web import HumanText
 
 Urgency = Literal["normal", "complex", "urgent"]
 Status = Literal["submitted", "received", "in_progress", "answered", "closed", "rejected"]
-OPEN_STATUSES = ("submitted", "received", "in_progress")
 
-Text4000 = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
 Reason = Annotated[HumanText, msgspec.Meta(min_length=5, max_length=2000)]
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
@@ -152,10 +150,6 @@ class ReportSummary(msgspec.Struct):
 class ReportPage(msgspec.Struct):
     items: list[ReportSummary]
     next_cursor: str | None
-
-
-class DuplicateCandidates(msgspec.Struct):
-    candidates: list[ReportSummary]
 
 
 class Event(msgspec.Struct, omit_defaults=True):
