@@ -1,4 +1,8 @@
-"""Every feedback query: plain SQL through asyncpg."""
+"""Every feedback query: plain SQL through asyncpg.
+
+"Open" and "overdue" are the SQL functions feedback_report_is_open and feedback_report_is_overdue
+(migrations/003_open_and_overdue.sql); no query here spells them out.
+"""
 
 from __future__ import annotations
 
@@ -95,8 +99,7 @@ async def purge_unattached_photos(conn: asyncpg.Connection, older_than: dt.timed
 
 def _overdue(as_of: str) -> str:
     """The overdue flag of a report row `r` at the moment held by parameter `as_of` ('$2')."""
-    return (f"(r.status IN ('submitted', 'received', 'in_progress') AND (r.answer_due_at < {as_of} "
-            f"OR (r.status = 'submitted' AND r.receive_due_at < {as_of})))")
+    return f"feedback_report_is_overdue(r.status, r.receive_due_at, r.answer_due_at, {as_of})"
 
 
 REPORT_COLUMNS = """
@@ -170,7 +173,7 @@ async def nearby_open(conn: asyncpg.Connection, *, category: str, latitude: floa
     return await conn.fetch(
         f"""SELECT {SUMMARY_COLUMNS}, {_overdue('$7')} AS overdue
               FROM report r JOIN feedback_category c ON c.code = r.category_code
-             WHERE r.status IN ('submitted', 'received', 'in_progress')
+             WHERE feedback_report_is_open(r.status)
                AND r.location <@ circle(feedback_metres($2, $3), $4)
                AND r.category_code = $1 AND r.submitted_at >= $5 AND r.visibility = 'public'
              ORDER BY r.location <-> feedback_metres($2, $3) LIMIT $6""",
@@ -297,7 +300,7 @@ def _filters(query: ReportQuery, now: dt.datetime) -> Filters:
     if query.statuses:
         filters.add("r.status = ANY(?::text[])", query.statuses)
     elif query.open:
-        filters.add("r.status IN ('submitted', 'received', 'in_progress')")
+        filters.add("feedback_report_is_open(r.status)")
     if query.ward:
         filters.add("r.ward_code = ?", query.ward)
     if query.text:
@@ -305,7 +308,7 @@ def _filters(query: ReportQuery, now: dt.datetime) -> Filters:
         filters.add("r.search @@ websearch_to_tsquery('simple', feedback_fold(?))", query.text)
         filters.search = len(filters.clauses) - 1
     if query.overdue is not None:
-        filters.add(("" if query.overdue else "NOT ") + _overdue("?"), now, now)
+        filters.add(("" if query.overdue else "NOT ") + _overdue("?"), now)
     return filters
 
 
@@ -403,9 +406,9 @@ async def unit_stats(conn: asyncpg.Connection, *, since: dt.datetime, now: dt.da
                   count(*) AS received,
                   count(*) FILTER (WHERE answered_at IS NOT NULL) AS answered,
                   count(*) FILTER (WHERE answered_on_time) AS answered_on_time,
-                  count(*) FILTER (WHERE status IN ('submitted', 'received', 'in_progress')) AS open,
-                  count(*) FILTER (WHERE status IN ('submitted', 'received', 'in_progress')
-                                   AND answer_due_at < $2) AS overdue,
+                  count(*) FILTER (WHERE feedback_report_is_open(status)) AS open,
+                  count(*) FILTER (WHERE feedback_report_is_overdue(status, receive_due_at, answer_due_at, $2))
+                      AS overdue,
                   count(rating) AS ratings,
                   avg(rating)::float8 AS average_rating
              FROM report

@@ -3,8 +3,8 @@ list, a unit's queue, my reports) and the per-unit figures.
 
 Who sees what: a private report exists only for its reporter and the staff of its unit (or a unit above it),
 for everyone else it is 'not found'; the reporter's name is shown to them only when hidden; private photos,
-internal notes, assignments and escalations are for staff. Overdue is the database's judgement, at the
-moment of the request.
+internal notes, assignments and escalations are for staff. Overdue is the database's judgement
+(feedback_report_is_overdue), at the moment of the request.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ step is allowed. Who: STAFF is staff or the head of the report's unit or of a un
 resident who sent the report, SYSTEM the worker. A step that leaves the status as it is (assign, note,
 escalate) is listed from every status it is allowed in. Rules that are not about the status (an answer is
 reopened within 7 days, rated once) stay with the step in service.py.
+
+Which statuses count as open, and when a report is overdue, is defined once in SQL
+(migrations/003_open_and_overdue.sql): the lists and figures ask the database, not this table.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ async def client_name(conn: asyncpg.Connection, key_sha256: str) -> str | None:
 
 
 _REQUEST_COLUMNS = """
-    r.id, r.status, r.status IN ('submitted', 'received', 'in_progress') AS open, r.category_code,
+    r.id, r.status, feedback_report_is_open(r.status) AS open, r.category_code,
     c.name_vi AS category_vi, c.name_en AS category_en, r.description, r.unit_code, r.address, r.latitude,
     r.longitude, r.submitted_at, r.updated_at, r.answer_due_at, r.answered_at, r.closed_at, r.answer_text,
     r.duplicate_of,
@@ -54,7 +54,7 @@ async def public_requests(conn: asyncpg.Connection, query: Query) -> list[asyncp
         if query.codes:
             filters.add("r.category_code = ANY(?::text[])", query.codes)
         if query.open is not None:
-            filters.add(("" if query.open else "NOT ") + "r.status IN ('submitted', 'received', 'in_progress')")
+            filters.add("feedback_report_is_open(r.status)" if query.open else "NOT feedback_report_is_open(r.status)")
     args = [*filters.args, query.page_size, (query.page - 1) * query.page_size]
     return await conn.fetch(
         f"""SELECT {_REQUEST_COLUMNS} FROM report r JOIN feedback_category c ON c.code = r.category_code
