@@ -119,8 +119,13 @@ async def submit(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, body:
     reporter = resident_id(principal)
     if reporter is None:
         raise Forbidden("reports are sent by residents, signed in with VNeID")
+    # The report keeps its own key for ever (UNIQUE (reporter_id, idempotency_key)), besides the kernel's
+    # Idempotency-Key record (app/idempotency.py), which replays the exact answer but is purged after 24 h: a
+    # phone that queued a report offline may send it again days later and must not make a second one; Open311
+    # POSTs, whose answers (XML or JSON in Open311's shape) the kernel does not replay, rely on this key alone;
+    # and the demo seed is idempotent through it. A retry finds the first report and answers it.
     existing = await store.report_by_key(conn, reporter, idempotency_key)
-    if existing is not None:  # a retried submission (e.g. an Open311 client's) answers the first report
+    if existing is not None:
         return await views.get_report(conn, ctx, principal, existing)
     category = await store.category(conn, body.category)
     if category is None or not category["active"]:
