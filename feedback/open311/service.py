@@ -19,7 +19,6 @@ from app.errors import FieldError, Forbidden, InvalidInput, NotAuthenticated, No
 from app.identity.models import Principal
 from app.settings import Settings
 from feedback import service as feedback
-from feedback import store as feedback_store
 from feedback import views
 from feedback.context import LOCAL_TZ, Ctx, local
 from feedback.models import Category, ReportCreate
@@ -189,7 +188,7 @@ def parse_query(params: Any, now: dt.datetime) -> Query:
         raise InvalidInput.field("end_date", "must not be before start_date", source="query")
     elif end - start > window:
         raise InvalidInput.field("end_date", f"at most {MAX_DAYS} days after start_date", source="query")
-    wanted = set()
+    wanted: set[bool] = set()
     for value in _values(params, "status"):
         if value.lower() not in ("open", "closed"):
             raise InvalidInput.field("status", "open or closed (comma-separated for both)", source="query")
@@ -305,9 +304,10 @@ async def submit_request(conn: asyncpg.Connection, ctx: Ctx, principal: Principa
             "Hanoi are sent by residents signed in with VNeID, never anonymously",
             headers={"WWW-Authenticate": 'Bearer realm="ihanoi"'})
     body = report_body(fields)
-    category = await feedback_store.category(conn, body.category)
-    if category is None or not category["active"]:
-        raise NotFound(f"service_code {body.category!r} not found; see GET {PREFIX}/services.json")
+    try:
+        await views.get_category(conn, ctx, body.category)
+    except NotFound:
+        raise NotFound(f"service_code {body.category!r} not found; see GET {PREFIX}/services.json") from None
     # Open311 has no retry key; a client that sends our Idempotency-Key header gets the first report back
     key = f"open311:{client}:{idempotency_key}" if idempotency_key else str(uuid.uuid4())
     report = await feedback.submit(conn, ctx, principal, body, idempotency_key=key, source=f"open311:{client}")
