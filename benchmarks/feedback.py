@@ -619,10 +619,9 @@ def plan_cases(rng: random.Random, count: int, busy_ward: str, queue_categories:
 
 async def prepare_sql(database_url: str, cases: list[Case], busy_ward: str) -> None:
     """Capture each case's SQL; for page 2, run page 1 and take the cursor the endpoint would give."""
-    from app import db
+    from app import db, web
     from app.identity.models import Principal
     from app.identity.units import load_units
-    from feedback import views
     from feedback.context import Ctx
 
     ctx = Ctx(units=load_units())
@@ -638,7 +637,7 @@ async def prepare_sql(database_url: str, cases: list[Case], busy_ward: str) -> N
                 if len(rows) > LIMIT:
                     last = rows[LIMIT - 1]
                     newest = kind == "public" or kwargs.get("order") == "newest"
-                    cursor = views.encode_cursor(last["submitted_at"] if newest else last["answer_due_at"],
+                    cursor = web.encode_cursor(last["submitted_at"] if newest else last["answer_due_at"],
                                                    last["id"])
                     kwargs["cursor"] = cursor
                     case.path += "&" + urlencode({"cursor": cursor})

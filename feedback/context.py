@@ -1,5 +1,5 @@
 """What every feedback call needs besides the connection: the caller's language and the unit directory (Ctx),
-who the caller is to a report, and the city's clock."""
+who the caller is to a report, and the clock (the city's time zone is the kernel's: app.web.local)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import datetime as dt
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 from app.errors import InvalidInput
 from app.identity.models import Principal
 from app.identity.units import UnitDirectory
 from feedback.models import Named
-
-LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 @dataclass(frozen=True)
@@ -36,10 +33,6 @@ class Ctx:
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def local(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(LOCAL_TZ)
 
 
 def nfc(text: str) -> str:

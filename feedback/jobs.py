@@ -12,8 +12,9 @@ import asyncpg
 
 from app.identity import service as identity
 from app.identity.units import UnitDirectory, units_file_directory
+from app.web import local
 from feedback import store, workflow
-from feedback.context import Ctx, local, utcnow
+from feedback.context import Ctx, utcnow
 from feedback.service import add_event
 from feedback.workflow import REOPEN_DAYS, SYSTEM
 from modules import Job, JobContext

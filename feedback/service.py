@@ -23,10 +23,11 @@ import asyncpg
 from app.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from app.identity import service as identity
 from app.identity.models import Principal
+from app.web import local
 from feedback import photos as photo_files
 from feedback import store, views, workflow
 from feedback.calendar import WorkingCalendar
-from feedback.context import Ctx, is_staff_for, local, nfc, parse_uuid, resident_id, utcnow
+from feedback.context import Ctx, is_staff_for, nfc, parse_uuid, resident_id, utcnow
 from feedback.models import (
     AnswerCreate,
     Following,

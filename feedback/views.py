@@ -9,19 +9,19 @@ internal notes, assignments and escalations are for staff. Overdue is the databa
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import string
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 import msgspec
 
 from app.errors import Forbidden, InvalidInput, NotFound
 from app.identity.models import Principal
+from app.web import decode_cursor, encode_cursor, local
 from feedback import store
-from feedback.context import Ctx, is_staff_for, local, nfc, parse_uuid, resident_id, utcnow
+from feedback.context import Ctx, is_staff_for, nfc, parse_uuid, resident_id, utcnow
 from feedback.models import (
     Answer,
     AnswerTemplate,
@@ -92,14 +92,10 @@ def photo(row: asyncpg.Record) -> Photo:
                  byte_size=row["byte_size"], public=row["public"])
 
 
-async def photo_content(conn: asyncpg.Connection, ctx: Ctx, principal: Principal | None, photo_id: str, *,
+async def photo_content(conn: asyncpg.Connection, ctx: Ctx, principal: Principal | None, photo_id: uuid.UUID, *,
                         thumbnail: bool) -> tuple[bytes, str, str]:
     """The photo's bytes, type and hash, if the caller may see it (else 404: its existence is private too)."""
-    try:
-        parsed = uuid.UUID(photo_id)
-    except ValueError:
-        raise NotFound("no such photo") from None
-    row = await store.photo_content(conn, parsed, thumbnail=thumbnail)
+    row = await store.photo_content(conn, photo_id, thumbnail=thumbnail)
     if row is None:
         raise NotFound("no such photo")
     me = resident_id(principal)
@@ -210,22 +206,8 @@ async def timeline(conn: asyncpg.Connection, ctx: Ctx, principal: Principal | No
 # ---- lists -------------------------------------------------------------------------------------------------
 
 
-def encode_cursor(moment: dt.datetime, report_id: int) -> str:
-    return base64.urlsafe_b64encode(f"{moment.isoformat()}|{report_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> tuple[dt.datetime, int] | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        moment, _, report_id = raw.partition("|")
-        parsed = dt.datetime.fromisoformat(moment)
-        if parsed.tzinfo is None:
-            raise ValueError
-        return parsed, int(report_id)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput.field("cursor", "not a cursor this API gave", source="query") from None
+# a list's cursor: the sort key of the last row shown (the time it sorts by, with its zone, and its id)
+_CURSOR = (Annotated[dt.datetime, msgspec.Meta(tz=True)], int)
 
 
 def parse_bbox(value: str) -> tuple[float, float, float, float]:
@@ -262,7 +244,7 @@ def _statuses(status: str | None) -> list[str] | None:
 
 async def _page(conn: asyncpg.Connection, ctx: Ctx, query: store.ReportQuery, *, order: str, cursor: str | None,
                 limit: int) -> ReportPage:
-    after = decode_cursor(cursor)
+    after = decode_cursor(cursor, _CURSOR) if cursor else None
     rows = await store.list_reports(conn, query, order=order, after=after, limit=limit + 1, now=utcnow())
     more = len(rows) > limit
     rows = rows[:limit]

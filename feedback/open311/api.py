@@ -11,25 +11,29 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-import asyncpg
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, route
 from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
-from app import idempotency
+from app import idempotency, web
 from app.errors import InvalidInput, NotFound, handle_exception
 from app.identity import guards
-from app.identity.models import Principal
-from feedback import api
+from feedback.api import DEPENDENCIES, Context
 from feedback.context import utcnow
 from feedback.open311 import service
-from feedback.open311.models import ClientCreate, ClientKey, ClientRevoked
+from feedback.open311.models import (
+    ClientCreate,
+    ClientKey,
+    ClientRevoked,
+    Discovery,
+    Open311Error,
+    RequestCreated,
+    Service,
+    ServiceDefinition,
+    ServiceRequest,
+)
 from feedback.open311.service import MAX_DAYS, MAX_ROWS, PREFIX, WARD
-
-Conn = NamedDependency[asyncpg.Connection]
-Me = NamedDependency[Principal]
 
 # Litestar adds "; charset=utf-8" to text/* types itself.
 MEDIA_TYPES = {"json": "application/json; charset=utf-8", "xml": "text/xml"}
@@ -78,11 +82,12 @@ def _element(tag: str, value: Any) -> ET.Element:
 
 
 def render(fmt: str, root: str, value: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
-           ) -> Response:
-    """JSON is the Spark-convention mapping of the XML: the root's list or object itself."""
+           ) -> Response[Any]:
+    """JSON is the Spark-convention mapping of the XML: the root's list or object itself. The handlers declare
+    the JSON's type (Response[Struct]), which is what the OpenAPI document shows."""
     if fmt == "xml":
         content = ('<?xml version="1.0" encoding="utf-8"?>\n'
-                   + ET.tostring(_element(root, value), encoding="unicode")).encode()
+                   + ET.tostring(_element(root, msgspec.to_builtins(value)), encoding="unicode")).encode()
     else:
         content = msgspec.json.encode(value)
     return Response(content=content, status_code=status, media_type=MEDIA_TYPES[fmt], headers=dict(headers or {}))
@@ -104,8 +109,8 @@ def open311_error(request: Request, exc: Exception) -> Response:
     else:
         http = 400
     headers = {k: v for k, v in problem_response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
-    return render(format_of(request.url.path), "errors", [{"code": status, "description": d} for d in descriptions],
-                  status=http, headers=headers)
+    found = [Open311Error(code=status, description=d) for d in descriptions]
+    return render(format_of(request.url.path), "errors", found, status=http, headers=headers)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -149,46 +154,50 @@ class Open311Controller(Controller):
     path = PREFIX
     tags = ["Open311 GeoReport v2"]
     exception_handlers = {Exception: open311_error}
+    dependencies = DEPENDENCIES
 
     @get(_paths("discovery"), operation_id=_operation("Open311Discovery"), summary="Open311 service discovery")
-    async def get_discovery(self, request: Request, state: State) -> Response:
-        found = service.discovery(api.ctx(request, state), state.settings)
-        return render(format_of(request.url.path), "discovery", found)
+    async def get_discovery(self, request: Request, state: State, ctx: Context) -> Response[Discovery]:
+        return render(format_of(request.url.path), "discovery", service.discovery(ctx, state.settings))
 
     @get(_paths("services"), operation_id=_operation("Open311Services"),
          summary="One service per active feedback category")
-    async def list_services(self, request: Request, state: State, conn: Conn) -> Response:
-        return render(format_of(request.url.path), "services", await service.services(conn, api.ctx(request, state)))
+    async def list_services(self, request: Request, conn: web.Conn, ctx: Context) -> Response[list[Service]]:
+        return render(format_of(request.url.path), "services", await service.services(conn, ctx))
 
     @get("/services/{name:str}", operation_id="Open311ServiceDefinition",
          summary="A service's definition: the required ward attribute and its values ({code}.json or .xml)")
-    async def get_service_definition(self, name: FromPath[str], request: Request, state: State,
-                                     conn: Conn) -> Response:
+    async def get_service_definition(self, name: FromPath[str], conn: web.Conn,
+                                     ctx: Context) -> Response[ServiceDefinition]:
         code, fmt = split_format(name)
-        return render(fmt, "service_definition", await service.service_definition(conn, api.ctx(request, state), code))
+        return render(fmt, "service_definition", await service.service_definition(conn, ctx, code))
 
     @get(_paths("requests"), operation_id=_operation("Open311Requests"),
          summary="Public requests, newest first", description=REQUESTS_QUERY)
-    async def list_requests(self, request: Request, state: State, conn: Conn) -> Response:
+    async def list_requests(self, request: Request, state: State, conn: web.Conn,
+                            ctx: Context) -> Response[list[ServiceRequest]]:
         query = service.parse_query(request.query_params, utcnow())
-        found = await service.find_requests(conn, api.ctx(request, state), query, base_url=state.settings.base_url())
+        found = await service.find_requests(conn, ctx, query, base_url=state.settings.base_url())
         return render(format_of(request.url.path), "service_requests", found)
 
     @get("/requests/{name:str}", operation_id="Open311Request", summary="One public request ({id}.json or .xml)")
-    async def get_one_request(self, name: FromPath[str], request: Request, state: State, conn: Conn) -> Response:
+    async def get_one_request(self, name: FromPath[str], state: State, conn: web.Conn,
+                              ctx: Context) -> Response[list[ServiceRequest]]:
         request_id, fmt = split_format(name)
-        found = await service.get_request(conn, api.ctx(request, state), request_id, base_url=state.settings.base_url())
+        found = await service.get_request(conn, ctx, request_id, base_url=state.settings.base_url())
         return render(fmt, "service_requests", found)
 
     @post(_paths("requests"), operation_id=_operation("Open311CreateRequest"), status_code=200,
           summary="Send a report for a resident: the client's api_key and the resident's bearer token",
           description="Form fields: api_key, service_code, lat, long, attribute[ward], description, "
                       "address_string. media_url, names, email and phone are ignored.")
-    async def create_request(self, request: Request, state: State, tx: Conn) -> Response:
+    async def create_request(self, request: Request, tx: web.Tx, viewer: web.Viewer,
+                             ctx: Context) -> Response[list[RequestCreated]]:
         fields = await _form(request)
         client = await service.client_for_key(tx, fields.get("api_key") or request.query_params.get("api_key"))
-        answer = await service.submit_request(tx, api.ctx(request, state), api.caller(request), client, fields,
-                                      idempotency.key_of(request, required=False))
+        # Open311 answers (XML or JSON) are not the kernel's to replay: the report's own key makes a retry with the
+        # same Idempotency-Key answer the first report (service.submit).
+        answer = await service.submit_request(tx, ctx, viewer, client, fields, idempotency.key_of(request))
         return render(format_of(request.url.path), "service_requests", answer)
 
     @get("/tokens/{name:str}", include_in_schema=False)
@@ -209,12 +218,12 @@ class Open311ClientsController(Controller):
 
     @post("/", operation_id="CreateOpen311Client", status_code=201,
           summary="Register an Open311 client application; its api_key is shown only in this answer")
-    async def create(self, data: JSONBody[ClientCreate], tx: Conn, principal: Me) -> ClientKey:
+    async def create(self, data: JSONBody[ClientCreate], tx: web.Tx, principal: web.Caller) -> ClientKey:
         return await service.create_client(tx, data.name, created_by=uuid.UUID(principal.sub))
 
     @delete("/{name:str}", operation_id="RevokeOpen311Client", status_code=200,
             summary="Revoke every active api_key of an Open311 client")
-    async def revoke(self, name: FromPath[str], tx: Conn, principal: Me) -> ClientRevoked:
+    async def revoke(self, name: FromPath[str], tx: web.Tx, principal: web.Caller) -> ClientRevoked:
         revoked = await service.revoke_client(tx, name, revoked_by=uuid.UUID(principal.sub))
         return ClientRevoked(name=name, revoked=revoked)
 

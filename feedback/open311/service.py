@@ -18,12 +18,26 @@ import asyncpg
 from app.errors import FieldError, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from app.identity.models import Principal
 from app.settings import Settings
+from app.web import CITY_TZ, local
 from feedback import service as feedback
 from feedback import views
-from feedback.context import LOCAL_TZ, Ctx, local
+from feedback.context import Ctx
 from feedback.models import Category, ReportCreate
 from feedback.open311 import store
-from feedback.open311.models import CLIENT_NAME_PATTERN, MAX_ROWS, ClientKey, Query
+from feedback.open311.models import (
+    CLIENT_NAME_PATTERN,
+    MAX_ROWS,
+    Attribute,
+    AttributeValue,
+    ClientKey,
+    Discovery,
+    Endpoint,
+    Query,
+    RequestCreated,
+    Service,
+    ServiceDefinition,
+    ServiceRequest,
+)
 from feedback.workflow import STATUS_LABELS
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
@@ -77,28 +91,23 @@ async def client_for_key(conn: asyncpg.Connection, api_key: str | None) -> str:
 # ---- discovery and services -----------------------------------------------------------------------------------
 
 
-def discovery(ctx: Ctx, settings: Settings) -> dict[str, Any]:
+def discovery(ctx: Ctx, settings: Settings) -> Discovery:
     base = settings.base_url()
-    return {
-        "changeset": CHANGESET,
-        "contact": ctx.pick((f"iHaNoi, Thành phố Hà Nội: {base}; tổng đài 1022 (nhánh 8)",
-                             f"iHaNoi, City of Hanoi: {base}; hotline 1022 (branch 8)")),
-        "key_service": ctx.pick((
+    return Discovery(
+        changeset=CHANGESET,
+        contact=ctx.pick((f"iHaNoi, Thành phố Hà Nội: {base}; tổng đài 1022 (nhánh 8)",
+                          f"iHaNoi, City of Hanoi: {base}; hotline 1022 (branch 8)")),
+        key_service=ctx.pick((
             "api_key do quản trị viên iHaNoi của Thành phố cấp cho từng ứng dụng. Mỗi phản ánh gửi lên còn cần "
             "access token của chính người dân (Authorization: Bearer ...), đăng nhập bằng VNeID.",
             "The city's iHaNoi administrators issue one api_key per application. Each request sent also needs "
             "the resident's own access token (Authorization: Bearer ...), signed in with VNeID.")),
-        "endpoints": [{
-            "specification": SPECIFICATION,
-            "url": base + PREFIX,
-            "changeset": CHANGESET,
-            "type": "production" if settings.env == "prod" else "test",
-            "formats": list(FORMATS),
-        }],
-    }
+        endpoints=[Endpoint(specification=SPECIFICATION, url=base + PREFIX, changeset=CHANGESET,
+                            type="production" if settings.env == "prod" else "test", formats=list(FORMATS))],
+    )
 
 
-def _service(category: Category, ctx: Ctx) -> dict[str, Any]:
+def _service(category: Category, ctx: Ctx) -> Service:
     times = ctx.pick((
         f"Tiếp nhận trong {category.receive_hours} giờ làm việc, trả lời trong {category.answer_hours} giờ làm việc.",
         f"Received within {category.receive_hours} working hours, answered within {category.answer_hours} "
@@ -107,31 +116,31 @@ def _service(category: Category, ctx: Ctx) -> dict[str, Any]:
         group = ctx.pick(("Phường, xã nơi xảy ra sự việc", "The ward or commune of the place"))
     else:
         group = ctx.unit(category.default_unit).name
-    return {"service_code": category.code, "service_name": category.name,
-            "description": f"{category.description} {times}" if category.description else times,
-            "metadata": True, "type": "realtime", "keywords": category.keywords, "group": group}
+    return Service(service_code=category.code, service_name=category.name,
+                   description=f"{category.description} {times}" if category.description else times,
+                   metadata=True, type="realtime", keywords=category.keywords, group=group)
 
 
-async def services(conn: asyncpg.Connection, ctx: Ctx) -> list[dict[str, Any]]:
+async def services(conn: asyncpg.Connection, ctx: Ctx) -> list[Service]:
     return [_service(c, ctx) for c in await views.list_categories(conn, ctx)]
 
 
-async def service_definition(conn: asyncpg.Connection, ctx: Ctx, code: str) -> dict[str, Any]:
+async def service_definition(conn: asyncpg.Connection, ctx: Ctx, code: str) -> ServiceDefinition:
     try:
         category = await views.get_category(conn, ctx, code)
     except NotFound:
         raise NotFound(f"service_code {code!r} not found; see GET {PREFIX}/services.json") from None
     english = ctx.language == "en"
-    wards = [{"key": u.code, "name": u.name_en if english else u.name_vi}
+    wards = [AttributeValue(key=u.code, name=u.name_en if english else u.name_vi)
              for u in ctx.units if u.kind in ("ward", "commune")]
-    return {"service_code": category.code, "attributes": [{
-        "variable": True, "code": WARD, "datatype": "singlevaluelist", "required": True,
-        "datatype_description": ctx.pick(("Mã phường, xã: một trong các key dưới đây",
-                                          "A ward or commune code: one of the keys below")),
-        "order": 1,
-        "description": ctx.pick(("Phường, xã nơi xảy ra sự việc", "The ward or commune where the problem is")),
-        "values": wards,
-    }]}
+    return ServiceDefinition(service_code=category.code, attributes=[Attribute(
+        variable=True, code=WARD, datatype="singlevaluelist", required=True,
+        datatype_description=ctx.pick(("Mã phường, xã: một trong các key dưới đây",
+                                       "A ward or commune code: one of the keys below")),
+        order=1,
+        description=ctx.pick(("Phường, xã nơi xảy ra sự việc", "The ward or commune where the problem is")),
+        values=wards,
+    )])
 
 
 # ---- requests --------------------------------------------------------------------------------------------------
@@ -164,7 +173,7 @@ def _moment(params: Any, key: str) -> dt.datetime | None:
         raise InvalidInput.field(key, "a W3C date and time such as 2025-07-01T00:00:00+07:00", source="query") \
             from None
     # the spec asks for a zone; a time without one is read as Hanoi time
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=LOCAL_TZ)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=CITY_TZ)
 
 
 def parse_query(params: Any, now: dt.datetime) -> Query:
@@ -208,7 +217,7 @@ def _notes(row: asyncpg.Record, ctx: Ctx) -> str:
     return ctx.pick(STATUS_LABELS[status])
 
 
-def _request(row: asyncpg.Record, ctx: Ctx, base_url: str) -> dict[str, Any]:
+def _request(row: asyncpg.Record, ctx: Ctx, base_url: str) -> ServiceRequest:
     if row["status"] == "answered":
         updated = row["answered_at"] or row["updated_at"]
     elif not row["open"]:
@@ -216,35 +225,35 @@ def _request(row: asyncpg.Record, ctx: Ctx, base_url: str) -> dict[str, Any]:
     else:
         updated = row["updated_at"]
     photo = row["photo_id"]
-    return {
-        "service_request_id": row["id"],
-        "status": "open" if row["open"] else "closed",
-        "status_notes": _notes(row, ctx),
-        "service_name": row["category_en" if ctx.language == "en" else "category_vi"],
-        "service_code": row["category_code"],
-        "description": row["description"],
-        "agency_responsible": ctx.unit(row["unit_code"]).name,
-        "service_notice": None,
-        "requested_datetime": w3c(row["submitted_at"]),
-        "updated_datetime": w3c(updated),
-        "expected_datetime": w3c(row["answer_due_at"]),
-        "address": row["address"] or None,
-        "address_id": None,
-        "zipcode": None,
-        "lat": row["latitude"],
-        "long": row["longitude"],
-        "media_url": f"{base_url}{views.API_PHOTOS}/{photo}" if photo else None,
-    }
+    return ServiceRequest(
+        service_request_id=row["id"],
+        status="open" if row["open"] else "closed",
+        status_notes=_notes(row, ctx),
+        service_name=row["category_en" if ctx.language == "en" else "category_vi"],
+        service_code=row["category_code"],
+        description=row["description"],
+        agency_responsible=ctx.unit(row["unit_code"]).name,
+        service_notice=None,
+        requested_datetime=w3c(row["submitted_at"]),
+        updated_datetime=w3c(updated),
+        expected_datetime=w3c(row["answer_due_at"]),
+        address=row["address"] or None,
+        address_id=None,
+        zipcode=None,
+        lat=row["latitude"],
+        long=row["longitude"],
+        media_url=f"{base_url}{views.API_PHOTOS}/{photo}" if photo else None,
+    )
 
 
 async def find_requests(conn: asyncpg.Connection, ctx: Ctx, query: Query, *,
-                        base_url: str) -> list[dict[str, Any]]:
+                        base_url: str) -> list[ServiceRequest]:
     """Public reports only, newest first; nothing about who reported, no private photo."""
     return [_request(row, ctx, base_url) for row in await store.public_requests(conn, query)]
 
 
 async def get_request(conn: asyncpg.Connection, ctx: Ctx, request_id: str, *,
-                      base_url: str) -> list[dict[str, Any]]:
+                      base_url: str) -> list[ServiceRequest]:
     found = []
     if REQUEST_ID.match(request_id):
         found = await find_requests(conn, ctx, Query(ids=[int(request_id)]), base_url=base_url)
@@ -296,7 +305,7 @@ def report_body(fields: Mapping[str, str]) -> ReportCreate:
 
 
 async def submit_request(conn: asyncpg.Connection, ctx: Ctx, principal: Principal | None, client: str,
-                         fields: Mapping[str, str], idempotency_key: str | None = None) -> list[dict[str, Any]]:
+                         fields: Mapping[str, str], idempotency_key: str | None = None) -> list[RequestCreated]:
     """POST requests for a registered client (see client_for_key) and the resident it acts for."""
     if principal is None:
         raise NotAuthenticated(
@@ -325,6 +334,6 @@ async def submit_request(conn: asyncpg.Connection, ctx: Ctx, principal: Principa
             "qua ứng dụng iHaNoi.",
             " media_url is not fetched (this system reaches no outside network); photos can be sent only "
             "through the iHaNoi app."))
-    return [{"service_request_id": report.id, "service_notice": notice, "account_id": None}]
+    return [RequestCreated(service_request_id=report.id, service_notice=notice, account_id=None)]
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+from app import web
 from app.identity.models import Principal
 from feedback import context, service
 from feedback.models import ReportCreate
 from tests.feedback.support import LAT, LNG, RESIDENT_A, WARD, bearer, grant
 
-FRIDAY_BEFORE_TET = dt.datetime(2026, 2, 13, 16, 0, tzinfo=context.LOCAL_TZ)  # Tết holiday: Mon 16 - Fri 20 Feb
+FRIDAY_BEFORE_TET = dt.datetime(2026, 2, 13, 16, 0, tzinfo=web.CITY_TZ)  # Tết holiday: Mon 16 - Fri 20 Feb
 
 
 async def test_a_report_sent_before_tet_is_due_after_the_holiday_and_the_weekend(client, conn):

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest_asyncio
 
+from app import web
 from feedback import context
 from feedback.open311 import service as open311
 from tests.feedback.support import (
@@ -314,7 +315,7 @@ async def test_requests_filters_and_the_status_mapping(client, conn, people):
 
 async def test_the_date_window(client, people):
     rid = (await submit(client, people["a"]))["id"]
-    now = context.local(context.utcnow())
+    now = web.local(context.utcnow())
 
     async def query(params: str):
         return await client.get(f"{BASE}/requests.json?{params}")
