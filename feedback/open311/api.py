@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post, route
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from app import idempotency, web
@@ -143,6 +144,22 @@ def _operation(base: str) -> Callable[..., str]:
     return create
 
 
+def _errors(*statuses: int) -> dict[int, ResponseSpec]:
+    """Open311's error array, as the document shows it (the kernel's problem answers do not apply here)."""
+    return {status: ResponseSpec(data_container=list[Open311Error], generate_examples=False,
+                                 description=_ERROR_DESCRIPTIONS[status]) for status in statuses}
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Open311 errors: a bad parameter or field",
+    403: "Open311 errors: the api_key or the resident's access token is missing or not valid (code 401)",
+    404: "Open311 errors: no such service or request",
+    500: "Open311 errors: internal error",
+    503: "Open311 errors: a dependency is unavailable; retry later",
+}
+READ_ERRORS = _errors(400, 404, 500, 503)
+
+
 REQUESTS_QUERY = (
     "Query: service_request_id (comma list; overrides the rest), service_code (comma list), start_date and "
     f"end_date (W3C date-times, at most {MAX_DAYS} days apart; default the last {MAX_DAYS} days), status (open, "
@@ -155,32 +172,36 @@ class Open311Controller(Controller):
     tags = ["Open311 GeoReport v2"]
     exception_handlers = {Exception: open311_error}
     dependencies = DEPENDENCIES
+    opt = {"problem_responses": False}  # errors are Open311's array (open311_error), documented per route
 
-    @get(_paths("discovery"), operation_id=_operation("Open311Discovery"), summary="Open311 service discovery")
+    @get(_paths("discovery"), operation_id=_operation("Open311Discovery"), summary="Open311 service discovery",
+         responses=_errors(400, 500, 503))
     async def get_discovery(self, request: Request, state: State, ctx: Context) -> Response[Discovery]:
         return render(format_of(request.url.path), "discovery", service.discovery(ctx, state.settings))
 
     @get(_paths("services"), operation_id=_operation("Open311Services"),
-         summary="One service per active feedback category")
+         summary="One service per active feedback category", responses=_errors(400, 500, 503))
     async def list_services(self, request: Request, conn: web.Conn, ctx: Context) -> Response[list[Service]]:
         return render(format_of(request.url.path), "services", await service.services(conn, ctx))
 
     @get("/services/{name:str}", operation_id="Open311ServiceDefinition",
-         summary="A service's definition: the required ward attribute and its values ({code}.json or .xml)")
+         summary="A service's definition: the required ward attribute and its values ({code}.json or .xml)",
+         responses=READ_ERRORS)
     async def get_service_definition(self, name: FromPath[str], conn: web.Conn,
                                      ctx: Context) -> Response[ServiceDefinition]:
         code, fmt = split_format(name)
         return render(fmt, "service_definition", await service.service_definition(conn, ctx, code))
 
     @get(_paths("requests"), operation_id=_operation("Open311Requests"),
-         summary="Public requests, newest first", description=REQUESTS_QUERY)
+         summary="Public requests, newest first", description=REQUESTS_QUERY, responses=READ_ERRORS)
     async def list_requests(self, request: Request, state: State, conn: web.Conn,
                             ctx: Context) -> Response[list[ServiceRequest]]:
         query = service.parse_query(request.query_params, utcnow())
         found = await service.find_requests(conn, ctx, query, base_url=state.settings.base_url())
         return render(format_of(request.url.path), "service_requests", found)
 
-    @get("/requests/{name:str}", operation_id="Open311Request", summary="One public request ({id}.json or .xml)")
+    @get("/requests/{name:str}", operation_id="Open311Request", summary="One public request ({id}.json or .xml)",
+         responses=READ_ERRORS)
     async def get_one_request(self, name: FromPath[str], state: State, conn: web.Conn,
                               ctx: Context) -> Response[list[ServiceRequest]]:
         request_id, fmt = split_format(name)
@@ -190,7 +211,8 @@ class Open311Controller(Controller):
     @post(_paths("requests"), operation_id=_operation("Open311CreateRequest"), status_code=200,
           summary="Send a report for a resident: the client's api_key and the resident's bearer token",
           description="Form fields: api_key, service_code, lat, long, attribute[ward], description, "
-                      "address_string. media_url, names, email and phone are ignored.")
+                      "address_string. media_url, names, email and phone are ignored.",
+          security=[{"bearer": []}], responses=_errors(400, 403, 404, 500, 503))
     async def create_request(self, request: Request, tx: web.Tx, viewer: web.Viewer,
                              ctx: Context) -> Response[list[RequestCreated]]:
         fields = await _form(request)
