@@ -426,8 +426,32 @@ class InvalidClient(NotAuthenticated):
     slug = "unauthorized"
 
 
-async def client_token(rt: IdentityRuntime, conn: asyncpg.Connection, redis, form: dict[str, str]) -> ClientToken:
-    """OAuth client credentials with private_key_jwt (RFC 7523): a short token with the client's roles."""
+async def client_token(rt: IdentityRuntime, conn: asyncpg.Connection, redis, form: dict[str, str], *,
+                       client_ip: str) -> ClientToken:
+    """OAuth client credentials with private_key_jwt (RFC 7523): a short token with the client's roles.
+
+    Failures are counted by the caller's address (before any work, a spent budget is refused at
+    once) and verified successes by client: a claim nobody has verified, such as the `iss` of a
+    forged assertion, never spends a real client's budget.
+    """
+    rate = rt.settings.rate_client_token
+    await ratelimit.check(redis, "client-token-failed", client_ip, rate, what="failed client-token requests")
+    try:
+        client, claims = await _verified_client(rt, conn, redis, form)
+    except (InvalidClient, InvalidInput):
+        await ratelimit.hit(redis, "client-token-failed", client_ip, rate, what="failed client-token requests")
+        raise
+    client_id = client["id"]
+    await ratelimit.hit(redis, "client-token", client_id, rate)
+    ttl = rt.settings.client_token_ttl
+    token, _, _ = issue_access_token(rt.keys, issuer=rt.token_issuer, sub=f"client:{client_id}", ttl=ttl,
+                                     client_id=client_id, roles=list(client["roles"]), scope=client["scope"])
+    return ClientToken(access_token=token, token_type="Bearer", expires_in=ttl, scope=client["scope"])
+
+
+async def _verified_client(rt: IdentityRuntime, conn: asyncpg.Connection, redis,
+                           form: dict[str, str]) -> tuple[asyncpg.Record, dict[str, Any]]:
+    """The client whose key signed the assertion, and the assertion's claims; its `jti` is spent."""
     def refuse(reason: str) -> InvalidClient:
         return InvalidClient(reason, error="invalid_client")
 
@@ -443,7 +467,6 @@ async def client_token(rt: IdentityRuntime, conn: asyncpg.Connection, redis, for
     except jwt.PyJWTError:
         raise refuse("the client assertion is malformed") from None
     client_id = str(unverified.get("iss", ""))
-    await ratelimit.hit(redis, "client-token", client_id or "unknown", rt.settings.rate_client_token)
     client = await store.get_client(conn, client_id) if client_id else None
     if client is None:
         raise refuse("unknown client")
@@ -467,8 +490,5 @@ async def client_token(rt: IdentityRuntime, conn: asyncpg.Connection, redis, for
         raise refuse("the client assertion is not valid yet")
     remaining = max(int(claims["exp"] - time.time()) + 60, 60)
     if not await redis.client.set(redis.key("client-jti", client_id, claims["jti"]), "1", nx=True, ex=remaining):
-        raise refuse("this client assertion was already used")
-    ttl = rt.settings.client_token_ttl
-    token, _, _ = issue_access_token(rt.keys, issuer=rt.token_issuer, sub=f"client:{client_id}", ttl=ttl,
-                                     client_id=client_id, roles=list(client["roles"]), scope=client["scope"])
-    return ClientToken(access_token=token, token_type="Bearer", expires_in=ttl, scope=client["scope"])
+        raise refuse("this client assertion was already used")  # a replay is a failure, not the client's success
+    return client, claims
