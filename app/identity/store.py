@@ -116,6 +116,16 @@ async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID, reason
     return row is not None
 
 
+async def sessions_revoked_within(conn: asyncpg.Connection, seconds: float) -> list[tuple[uuid.UUID, float]]:
+    """(id, revocation time in epoch seconds) of the sessions revoked in the last `seconds`."""
+    rows = await conn.fetch(
+        "SELECT id, extract(epoch FROM revoked_at)::float8 AS at FROM session "
+        "WHERE revoked_at > now() - make_interval(secs => $1)",
+        seconds,
+    )
+    return [(r["id"], r["at"]) for r in rows]
+
+
 async def live_sessions(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id, device_name, platform, identity_level, created_at, last_used_at FROM session "

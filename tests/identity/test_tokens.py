@@ -172,3 +172,17 @@ async def test_an_old_sign_in_asks_for_step_up_on_sensitive_actions(client):
     response = await client.get("/v1/fixture/sensitive", headers={"Authorization": f"Bearer {stale}"})
     assert response.status_code == 403 and response.json()["type"].endswith("step-up-required")
     assert "within the last 300 seconds" in response.json()["detail"]
+
+
+async def test_a_revocation_only_in_the_database_is_caught_up_within_seconds(client, conn):
+    # another process revoked the session but could not tell Redis: the database is the truth
+    pair = await signed_in(client)
+    assert (await client.get("/v1/me", headers=bearer(pair))).status_code == 200
+    await conn.execute("UPDATE session SET revoked_at = now(), revoked_reason = 'logout' WHERE id = $1::uuid",
+                       pair["session_id"])
+    revoked = client.app.state.identity.revoked
+    started = time.monotonic()
+    while (await client.get("/v1/me", headers=bearer(pair))).status_code == 200:
+        assert time.monotonic() - started < revoked.CATCH_UP_EVERY + 1, "the revocation was never caught up"
+        await asyncio.sleep(0.05)
+    assert not await client.app.state.redis.client.zscore(revoked.key, pair["session_id"])
