@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import jwt
 import pytest
@@ -69,6 +70,38 @@ async def test_the_rate_limit_holds_across_processes(start_server, shared_prefix
         last = await http.post(b + "/v1/auth/vneid/start", json=body)
     assert codes == [200, 200, 200, 200, 429, 429]
     assert int(last.headers["retry-after"]) >= 1
+
+
+async def test_parallel_refreshes_within_the_grace_keep_the_session(start_server, database_url, shared_prefix):
+    # real connections, each request its own transaction: what a phone sending four refreshes at once does
+    port = free_port()
+    base, _ = start_server(port=port, IHANOI_PUBLIC_URL=f"http://127.0.0.1:{port}", IHANOI_REDIS_PREFIX=shared_prefix)
+    limits = httpx.Limits(max_connections=8)
+    async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as http:
+        signed = await sign_in(http, CHI)
+        assert signed.status_code == 200, signed.text
+        first = signed.json()
+        answers = await asyncio.gather(*(http.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+                                         for _ in range(4)))
+        assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+        pairs = [a.json() for a in answers]
+        # one successor for all four: whichever answer the phone keeps is the live token
+        assert len({p["refresh_token"] for p in pairs}) == 1 and pairs[0]["refresh_token"] != first["refresh_token"]
+        for pair in pairs:
+            me = await http.get("/v1/me", headers={"Authorization": f"Bearer {pair['access_token']}"})
+            assert me.status_code == 200, me.text
+        conn = await asyncpg.connect(database_url)
+        try:
+            row = await conn.fetchrow("SELECT revoked_at, (SELECT count(*) FROM refresh_token t "
+                                      "WHERE t.session_id = s.id) AS tokens FROM session s WHERE id = $1::uuid",
+                                      first["session_id"])
+        finally:
+            await conn.close()
+        assert row["revoked_at"] is None and row["tokens"] == 2
+        onward = await http.post("/v1/auth/refresh", json={"refresh_token": pairs[-1]["refresh_token"]})
+        assert onward.status_code == 200, onward.text
+        me = await http.get("/v1/me", headers={"Authorization": f"Bearer {onward.json()['access_token']}"})
+        assert me.status_code == 200
 
 
 def log_entries(path: Path) -> list[dict]:
