@@ -47,7 +47,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "IHANOI_CLIENT_TOKEN_TTL": ("client_token_ttl", "seconds a machine client's access token lives (default 300)"),
     "IHANOI_RATE_LOGIN": ("rate_login", "login attempts per client address, `COUNT/SECONDS` (default 30/60)"),
     "IHANOI_RATE_REFRESH": ("rate_refresh", "refreshes per client address, `COUNT/SECONDS` (default 60/60)"),
-    "IHANOI_RATE_CLIENT_TOKEN": ("rate_client_token", "client-token requests per client, `COUNT/SECONDS` (default 30/60)"),
+    "IHANOI_RATE_CLIENT_TOKEN": ("rate_client_token", "verified client-token requests per client, failed ones per address, `COUNT/SECONDS` (default 30/60)"),
     "IHANOI_UNITS_FILE": ("units_file", "CSV of organisational units replacing the shipped directory"),
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", "set with several workers so /metrics adds up all processes"),
     "IHANOI_METRICS_TOKEN": ("metrics_token", "outside dev/test, /metrics answers only loopback callers or `Authorization: Bearer <this token>`"),

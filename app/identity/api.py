@@ -142,10 +142,10 @@ async def jwks(state: State) -> Response[dict[str, Any]]:
 @post("/oauth/token", operation_id="ClientToken", tags=["Identity"], status_code=200,
       summary="OAuth client credentials with private_key_jwt, for validators, gates and facility systems")
 async def oauth_token(
-    state: State, conn: Conn, data: URLEncodedBody[dict[str, Any]]
+    state: State, conn: Conn, data: URLEncodedBody[dict[str, Any]], request: Request
 ) -> ClientToken:
     form = {k: (v if isinstance(v, str) else v[0]) for k, v in data.items()}
-    return await service.client_token(state.identity, conn, state.redis, form)
+    return await service.client_token(state.identity, conn, state.redis, form, client_ip=client_ip(request))
 
 
 @get("/v1/units", operation_id="ListUnits", tags=["Identity"],

@@ -45,9 +45,13 @@ async def identity_runtime(state, settings, *, transport: httpx.AsyncBaseTranspo
         await keys.load(state.pool)
     except asyncpg.UndefinedTableError:
         log.warning("identity tables missing: run `ihanoi migrate`; tokens cannot be issued until then")
-    revoked = RevokedSessions(state.redis, keep_for=max(settings.access_token_ttl, settings.client_token_ttl) + 60)
-    with contextlib.suppress(Exception):
-        await revoked.sync()
+    revoked = RevokedSessions(state.redis, state.pool,
+                              keep_for=max(settings.access_token_ttl, settings.client_token_ttl) + 60)
+    try:
+        await revoked.catch_up()
+    except Exception as exc:  # the first periodic catch-up tries again
+        log.warning("revocation catch-up failed at start", extra={"error": type(exc).__name__})
+    await revoked.sync()
     async with httpx.AsyncClient(transport=transport, follow_redirects=False) as http:
         provider = OIDCProvider(issuer=settings.identity_issuer(), client_id=settings.oidc_client_id,
                                 client_secret=settings.oidc_client_secret, http=http)
@@ -57,10 +61,16 @@ async def identity_runtime(state, settings, *, transport: httpx.AsyncBaseTranspo
             settings_client_secret=settings.oidc_client_secret,
         )
         state.identity = runtime
+        async def from_database() -> None:
+            # one connection every few seconds for both
+            async with state.pool.acquire() as conn:
+                await revoked.catch_up(conn)
+                await keys.load_from(conn)
+
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(_every(revoked.POLL_EVERY, stop, revoked.sync, "revocation sync")),
-            asyncio.create_task(_every(RELOAD_EVERY, stop, lambda: keys.load(state.pool), "signing keys reload")),
+            asyncio.create_task(_every(RELOAD_EVERY, stop, from_database, "revocations and signing keys reload")),
         ]
         try:
             yield runtime

@@ -169,13 +169,20 @@ async def complete_login(rt: IdentityRuntime, conn: asyncpg.Connection, redis, *
     return pair
 
 
-async def _issue_pair(rt: IdentityRuntime, conn: asyncpg.Connection, *, resident_id: uuid.UUID,
-                      session_id: uuid.UUID, level: int, auth_time: dt.datetime) -> TokenPair:
+async def _access_token(rt: IdentityRuntime, conn: asyncpg.Connection, *, resident_id: uuid.UUID,
+                        session_id: uuid.UUID, level: int, auth_time: dt.datetime) -> str:
     roles = [r["role"] + (":" + r["scope"] if r["scope"] else "") for r in await store.active_roles(conn, resident_id)]
     access, _, _ = issue_access_token(
         rt.keys, issuer=rt.token_issuer, sub=str(resident_id), ttl=rt.settings.access_token_ttl,
         sid=str(session_id), roles=roles, level=level, auth_time=int(auth_time.timestamp()),
     )
+    return access
+
+
+async def _issue_pair(rt: IdentityRuntime, conn: asyncpg.Connection, *, resident_id: uuid.UUID,
+                      session_id: uuid.UUID, level: int, auth_time: dt.datetime) -> TokenPair:
+    access = await _access_token(rt, conn, resident_id=resident_id, session_id=session_id, level=level,
+                                 auth_time=auth_time)
     refresh = secrets.token_urlsafe(32)
     await store.insert_refresh_token(conn, token_hash=token_hash(refresh), session_id=session_id,
                                      ttl_seconds=rt.settings.refresh_token_ttl)
@@ -184,34 +191,73 @@ async def _issue_pair(rt: IdentityRuntime, conn: asyncpg.Connection, *, resident
                      session_id=str(session_id))
 
 
+# A family rotated more often than this within one grace is not a phone retrying.
+MAX_RETRY_CHAIN = 32
+
+
+def _successor_context(spent_hash: bytes) -> bytes:
+    return b"refresh_successor:" + spent_hash
+
+
+async def _live_successor(rt: IdentityRuntime, conn: asyncpg.Connection,
+                          spent: asyncpg.Record) -> tuple[str, asyncpg.Record] | None:
+    """The family's live refresh token reached from a spent one, with its row; None if there is none."""
+    row = spent
+    for _ in range(MAX_RETRY_CHAIN):
+        if row["replaced_by"] is None or row["successor_enc"] is None:
+            return None
+        successor = await store.get_refresh_token(conn, row["replaced_by"])
+        if successor is None or successor["expired"]:
+            return None
+        if successor["spent_at"] is None:
+            token = rt.vault.decrypt(row["successor_enc"], context=_successor_context(row["token_hash"]))
+            return token.decode(), successor
+        row = successor
+    return None
+
+
 async def refresh(rt: IdentityRuntime, conn: asyncpg.Connection, redis, *, refresh_token: str,
                   client_ip: str) -> TokenPair:
-    """Rotate: the presented token is spent and a new pair issued. A spent token presented again is a
-    replay (or a stolen copy): the whole session is revoked, unless it is a retry within the grace."""
+    """Rotate: the presented token is spent and a new pair issued.
+
+    Within the grace after a token was spent it may come again (a phone's parallel refreshes, a
+    retry whose answer was lost): each such use gets the family's live refresh token, the same one
+    every time, with a fresh access token. A spent token after the grace is a replay (or a stolen
+    copy): the whole session is revoked. Every use of a family waits for the session's row lock,
+    so parallel refreshes are decided one after another.
+    """
     await ratelimit.hit(redis, "refresh", client_ip, rt.settings.rate_refresh)
     presented = token_hash(refresh_token)
-    revoke_family = False
+    theft = False
     async with conn.transaction():
-        row = await store.lock_refresh_token(conn, presented)
+        locked = await store.lock_session_of_refresh_token(conn, presented)
+        row = await store.get_refresh_token(conn, presented) if locked else None
         if row is None or row["expired"] or row["revoked_at"] is not None:
             raise NotAuthenticated("the refresh token is not valid; sign in again")
-        if row["spent_at"] is not None:
-            successor = await store.lock_refresh_token(conn, row["replaced_by"]) if row["replaced_by"] else None
-            spent_ago = row["spent_seconds_ago"]
-            within_grace = spent_ago is not None and spent_ago <= rt.settings.refresh_grace
-            if within_grace and successor is not None and successor["spent_at"] is None:
-                # a retried request whose answer was lost: rotate on from the successor
-                presented, row = successor["token_hash"], successor
-            else:
+        who = {"resident_id": row["resident_id"], "session_id": row["session_id"], "level": row["identity_level"],
+               "auth_time": row["auth_time"]}
+        if row["spent_at"] is None:
+            pair = await _issue_pair(rt, conn, **who)
+            await store.spend_refresh_token(
+                conn, presented, token_hash(pair.refresh_token),
+                rt.vault.encrypt(pair.refresh_token.encode(), context=_successor_context(presented)),
+                session_id=row["session_id"], grace_seconds=rt.settings.refresh_grace,
+            )
+        else:
+            within_grace = row["spent_seconds_ago"] <= rt.settings.refresh_grace
+            live = await _live_successor(rt, conn, row) if within_grace else None
+            if live is None:
                 await store.revoke_session(conn, row["session_id"], "refresh token reused")
                 await _session_ended(rt, conn, row["session_id"])
-                revoke_family = True
-        if not revoke_family:
-            pair = await _issue_pair(rt, conn, resident_id=row["resident_id"], session_id=row["session_id"],
-                                     level=row["identity_level"], auth_time=row["auth_time"])
-            await store.spend_refresh_token(conn, presented, token_hash(pair.refresh_token))
+                theft = True
+            else:
+                token, successor = live
+                pair = TokenPair(access_token=await _access_token(rt, conn, **who), token_type="Bearer",
+                                 expires_in=rt.settings.access_token_ttl, refresh_token=token,
+                                 refresh_expires_in=successor["expires_in"], session_id=str(row["session_id"]))
+        if not theft:
             await store.touch_session(conn, row["session_id"])
-    if revoke_family:
+    if theft:
         await rt.revoked.revoke(str(row["session_id"]))
         log.warning("refresh token reused: session revoked", extra={"session": str(row["session_id"])})
         raise NotAuthenticated("this refresh token was already used; the session has been ended for safety")
@@ -426,8 +472,32 @@ class InvalidClient(NotAuthenticated):
     slug = "unauthorized"
 
 
-async def client_token(rt: IdentityRuntime, conn: asyncpg.Connection, redis, form: dict[str, str]) -> ClientToken:
-    """OAuth client credentials with private_key_jwt (RFC 7523): a short token with the client's roles."""
+async def client_token(rt: IdentityRuntime, conn: asyncpg.Connection, redis, form: dict[str, str], *,
+                       client_ip: str) -> ClientToken:
+    """OAuth client credentials with private_key_jwt (RFC 7523): a short token with the client's roles.
+
+    Failures are counted by the caller's address (before any work, a spent budget is refused at
+    once) and verified successes by client: a claim nobody has verified, such as the `iss` of a
+    forged assertion, never spends a real client's budget.
+    """
+    rate = rt.settings.rate_client_token
+    await ratelimit.check(redis, "client-token-failed", client_ip, rate, what="failed client-token requests")
+    try:
+        client, claims = await _verified_client(rt, conn, redis, form)
+    except (InvalidClient, InvalidInput):
+        await ratelimit.hit(redis, "client-token-failed", client_ip, rate, what="failed client-token requests")
+        raise
+    client_id = client["id"]
+    await ratelimit.hit(redis, "client-token", client_id, rate)
+    ttl = rt.settings.client_token_ttl
+    token, _, _ = issue_access_token(rt.keys, issuer=rt.token_issuer, sub=f"client:{client_id}", ttl=ttl,
+                                     client_id=client_id, roles=list(client["roles"]), scope=client["scope"])
+    return ClientToken(access_token=token, token_type="Bearer", expires_in=ttl, scope=client["scope"])
+
+
+async def _verified_client(rt: IdentityRuntime, conn: asyncpg.Connection, redis,
+                           form: dict[str, str]) -> tuple[asyncpg.Record, dict[str, Any]]:
+    """The client whose key signed the assertion, and the assertion's claims; its `jti` is spent."""
     def refuse(reason: str) -> InvalidClient:
         return InvalidClient(reason, error="invalid_client")
 
@@ -443,7 +513,6 @@ async def client_token(rt: IdentityRuntime, conn: asyncpg.Connection, redis, for
     except jwt.PyJWTError:
         raise refuse("the client assertion is malformed") from None
     client_id = str(unverified.get("iss", ""))
-    await ratelimit.hit(redis, "client-token", client_id or "unknown", rt.settings.rate_client_token)
     client = await store.get_client(conn, client_id) if client_id else None
     if client is None:
         raise refuse("unknown client")
@@ -467,8 +536,5 @@ async def client_token(rt: IdentityRuntime, conn: asyncpg.Connection, redis, for
         raise refuse("the client assertion is not valid yet")
     remaining = max(int(claims["exp"] - time.time()) + 60, 60)
     if not await redis.client.set(redis.key("client-jti", client_id, claims["jti"]), "1", nx=True, ex=remaining):
-        raise refuse("this client assertion was already used")
-    ttl = rt.settings.client_token_ttl
-    token, _, _ = issue_access_token(rt.keys, issuer=rt.token_issuer, sub=f"client:{client_id}", ttl=ttl,
-                                     client_id=client_id, roles=list(client["roles"]), scope=client["scope"])
-    return ClientToken(access_token=token, token_type="Bearer", expires_in=ttl, scope=client["scope"])
+        raise refuse("this client assertion was already used")  # a replay is a failure, not the client's success
+    return client, claims

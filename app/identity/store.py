@@ -78,26 +78,47 @@ async def insert_refresh_token(conn: asyncpg.Connection, *, token_hash: bytes, s
     )
 
 
-async def lock_refresh_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
-    """The token with its session, locked: two concurrent uses of one token are decided one at a time."""
+async def lock_session_of_refresh_token(conn: asyncpg.Connection, token_hash: bytes) -> uuid.UUID | None:
+    """Lock the session the token belongs to: every use of a token family waits here, one at a time.
+
+    Read the tokens in a later statement: under READ COMMITTED it sees what the lock holder committed.
+    """
+    return await conn.fetchval(
+        "SELECT s.id FROM session s JOIN refresh_token t ON t.session_id = s.id WHERE t.token_hash = $1 "
+        "FOR UPDATE OF s",
+        token_hash,
+    )
+
+
+async def get_refresh_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
+    """The token with its session (call with the session locked)."""
     return await conn.fetchrow(
         """
-        SELECT t.token_hash, t.session_id, t.spent_at, t.replaced_by, t.expires_at < clock_timestamp() AS expired,
+        SELECT t.token_hash, t.session_id, t.spent_at, t.replaced_by, t.successor_enc,
+               t.expires_at < clock_timestamp() AS expired,
+               greatest(0, extract(epoch FROM t.expires_at - clock_timestamp()))::int AS expires_in,
                -- wall-clock time, not the transaction's start: the grace is measured in real seconds
                extract(epoch FROM clock_timestamp() - t.spent_at) AS spent_seconds_ago,
                s.resident_id, s.revoked_at, s.identity_level, s.auth_time
         FROM refresh_token t JOIN session s ON s.id = t.session_id
         WHERE t.token_hash = $1
-        FOR UPDATE OF t, s
         """,
         token_hash,
     )
 
 
-async def spend_refresh_token(conn: asyncpg.Connection, token_hash: bytes, replaced_by: bytes) -> None:
+async def spend_refresh_token(conn: asyncpg.Connection, token_hash: bytes, replaced_by: bytes,
+                              successor_enc: bytes, *, session_id: uuid.UUID, grace_seconds: int) -> None:
     await conn.execute(
-        "UPDATE refresh_token SET spent_at = clock_timestamp(), replaced_by = $2 WHERE token_hash = $1",
-        token_hash, replaced_by,
+        "UPDATE refresh_token SET spent_at = clock_timestamp(), replaced_by = $2, successor_enc = $3 "
+        "WHERE token_hash = $1",
+        token_hash, replaced_by, successor_enc,
+    )
+    # successors whose grace has passed are never handed out again: do not keep them
+    await conn.execute(
+        "UPDATE refresh_token SET successor_enc = NULL WHERE session_id = $1 AND successor_enc IS NOT NULL "
+        "AND spent_at < clock_timestamp() - make_interval(secs => $2)",
+        session_id, grace_seconds,
     )
 
 
@@ -114,6 +135,16 @@ async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID, reason
         session_id, reason, resident_id,
     )
     return row is not None
+
+
+async def sessions_revoked_within(conn: asyncpg.Connection, seconds: float) -> list[tuple[uuid.UUID, float]]:
+    """(id, revocation time in epoch seconds) of the sessions revoked in the last `seconds`."""
+    rows = await conn.fetch(
+        "SELECT id, extract(epoch FROM revoked_at)::float8 AS at FROM session "
+        "WHERE revoked_at > now() - make_interval(secs => $1)",
+        seconds,
+    )
+    return [(r["id"], r["at"]) for r in rows]
 
 
 async def live_sessions(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list[asyncpg.Record]:

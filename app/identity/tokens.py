@@ -5,9 +5,12 @@ them in memory, reloads them every few seconds and at once (rate-limited) on a `
 know, so `ihanoi keys rotate` on one machine reaches all. The newest unretired key signs; every
 unretired key verifies and is published at /.well-known/jwks.json so validators can check offline.
 
-Revoked sessions are kept in one Redis sorted set (member: session id, score: revocation time). Each
-process polls it four times a second into a local set, so a revoked session is refused everywhere
-within a second without a Redis round trip on every request.
+A revoked session is refused by a set kept in each process, so no request pays a round trip. The
+database (`session.revoked_at`) is the truth; Redis is the fast path: one sorted set (member:
+session id, score: revocation time) each process polls four times a second, so a revocation reaches
+every process within a second. Each process also catches up from the database at start, as soon
+as Redis answers again after a failure, and every few seconds, so a revocation whose Redis notice
+was lost (Redis down at logout) is refused everywhere all the same.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import redis.exceptions
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from app.errors import NotAuthenticated
+from app.identity import store
 from app.identity.crypto import Vault
 from app.identity.models import Principal
 
@@ -103,10 +108,13 @@ class TokenKeys:
 
     async def load(self, pool) -> None:
         async with pool.acquire() as conn:
-            rows = await conn.fetch(
-                "SELECT kid, private_enc, public_jwk FROM signing_key "
-                "WHERE retire_after IS NULL OR retire_after > now() ORDER BY created_at"
-            )
+            await self.load_from(conn)
+
+    async def load_from(self, conn) -> None:
+        rows = await conn.fetch(
+            "SELECT kid, private_enc, public_jwk FROM signing_key "
+            "WHERE retire_after IS NULL OR retire_after > now() ORDER BY created_at"
+        )
         keys: dict[str, SigningKey] = {}
         for row in rows:
             known = self.keys.get(row["kid"])
@@ -157,36 +165,87 @@ def issue_access_token(keys: TokenKeys, *, issuer: str, sub: str, ttl: int, **cl
 
 
 class RevokedSessions:
-    """Revoked session ids, shared through Redis and mirrored in every process."""
+    """Revoked session ids, mirrored in every process from Redis (fast) and PostgreSQL (the truth)."""
 
     POLL_EVERY = 0.25
+    CATCH_UP_EVERY = RELOAD_EVERY  # with the signing keys, on one connection
+    # Each catch-up reads back this far before the previous one: a logout committed late is not missed.
+    CATCH_UP_OVERLAP = 60.0
 
-    def __init__(self, redis, *, keep_for: int) -> None:
+    def __init__(self, redis, pool, *, keep_for: int) -> None:
         self.redis = redis
+        self.pool = pool
         self.keep_for = keep_for  # the longest access-token lifetime: after it the token is dead anyway
         self.local: dict[str, float] = {}
         self.seen_until = 0.0
         self.synced_at = 0.0
+        self.caught_up_at: float | None = None  # monotonic time of the last catch-up from the database
+        self.redis_down = False
 
     @property
     def key(self) -> str:
         return self.redis.key("revoked-sessions")
 
     async def revoke(self, session_id: str) -> None:
+        """Call after the revocation is committed: refused here at once, and told to the others through
+        Redis when it answers; when it does not, the others catch up from the database."""
         now = time.time()
-        await self.redis.client.zadd(self.key, {session_id: now})
         self.local[session_id] = now
+        try:
+            await self.redis.client.zadd(self.key, {session_id: now})
+        except (redis.exceptions.RedisError, OSError) as exc:
+            log.warning("revocation not published to redis: other processes catch up from the database",
+                        extra={"session": session_id, "error": type(exc).__name__})
 
     async def sync(self) -> None:
+        """Poll Redis; when it answers again after a failure, catch up from the database first."""
+        try:
+            if self.redis_down:
+                await self.redis.client.ping()
+            else:
+                await self._sync_redis()
+                return
+        except (redis.exceptions.RedisError, OSError) as exc:
+            if not self.redis_down:
+                log.warning("redis unreachable: revocations now come from the database every few seconds",
+                            extra={"error": type(exc).__name__})
+            self.redis_down = True
+            return
+        # What was revoked while Redis was away (or was lost with it) is in the database.
+        await self.catch_up()
+        self.redis_down = False
+        log.info("redis answers again: revocations caught up from the database")
+        await self._sync_redis()
+
+    async def _sync_redis(self) -> None:
         now = time.time()
         await self.redis.client.zremrangebyscore(self.key, "-inf", now - self.keep_for)
         rows = await self.redis.client.zrangebyscore(self.key, self.seen_until - 2, "+inf", withscores=True)
         for member, score in rows:
             self.local[member.decode() if isinstance(member, bytes) else member] = score
             self.seen_until = max(self.seen_until, score)
+        self._forget_old(now)
+        self.synced_at = time.monotonic()
+
+    async def catch_up(self, conn=None) -> None:
+        """Read the sessions revoked since the last catch-up (all those still mattering the first time)."""
+        started = time.monotonic()
+        lookback = float(self.keep_for)
+        if self.caught_up_at is not None:
+            lookback = min(lookback, started - self.caught_up_at + self.CATCH_UP_OVERLAP)
+        if conn is None:
+            async with self.pool.acquire() as conn:
+                rows = await store.sessions_revoked_within(conn, lookback)
+        else:
+            rows = await store.sessions_revoked_within(conn, lookback)
+        for session_id, revoked_at in rows:
+            self.local.setdefault(str(session_id), revoked_at)
+        self._forget_old(time.time())
+        self.caught_up_at = started
+
+    def _forget_old(self, now: float) -> None:
         for sid in [s for s, at in self.local.items() if at < now - self.keep_for]:
             del self.local[sid]
-        self.synced_at = time.monotonic()
 
     def is_revoked(self, session_id: str | None) -> bool:
         return session_id is not None and session_id in self.local

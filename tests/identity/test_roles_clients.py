@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
+import httpx
 import jwt
 import msgspec
 import pytest
@@ -208,3 +209,40 @@ async def test_client_token_rate_limit(make_client, settings, conn):
         codes = [(await client.post("/oauth/token", data=form(assertion(key, client_id)))).status_code
                  for _ in range(3)]
         assert codes == [200, 200, 429]
+
+
+def from_address(client, host: str) -> httpx.AsyncClient:
+    """Another caller of the same app, from its own address."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=client.app, client=(host, 40000)),
+                             base_url="http://ihanoi.test")
+
+
+async def test_forged_assertions_lock_out_the_forger_not_the_client(make_client, settings, conn):
+    limited = msgspec.structs.replace(settings, rate_client_token="5/60")
+    async with make_client(limited) as client, from_address(client, "203.0.113.66") as stranger:
+        key = ec.generate_private_key(ec.SECP256R1())
+        client_id = await register(conn, key)
+        stranger_key = ec.generate_private_key(ec.SECP256R1())
+        forged = [await stranger.post("/oauth/token", data=form(assertion(stranger_key, client_id)))
+                  for _ in range(8)]
+        assert [r.status_code for r in forged] == [401] * 5 + [429] * 3
+        assert int(forged[-1].headers["retry-after"]) >= 1
+        assert "failed client-token requests" in forged[-1].json()["detail"]
+        # the client named in the forgeries, from its own address, keeps its whole budget
+        codes = [(await client.post("/oauth/token", data=form(assertion(key, client_id)))).status_code
+                 for _ in range(6)]
+        assert codes == [200] * 5 + [429]
+        # and the forger stays refused even with a genuine-looking request of its own
+        assert (await stranger.post("/oauth/token", data=form(assertion(key, client_id)))).status_code == 429
+
+
+async def test_malformed_client_requests_count_against_the_address(make_client, settings, conn):
+    limited = msgspec.structs.replace(settings, rate_client_token="4/60")
+    async with make_client(limited) as client, from_address(client, "198.51.100.9") as prober:
+        key = ec.generate_private_key(ec.SECP256R1())
+        client_id = await register(conn, key)
+        bad = [form("not-a-jwt"), form("a.b.c"), {"grant_type": "client_credentials"},
+               {"grant_type": "password"}, form("x.y.z")]
+        codes = [(await prober.post("/oauth/token", data=body)).status_code for body in bad]
+        assert codes == [401, 401, 401, 400, 429]
+        assert (await client.post("/oauth/token", data=form(assertion(key, client_id)))).status_code == 200

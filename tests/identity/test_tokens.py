@@ -53,10 +53,33 @@ async def test_a_retried_refresh_within_the_grace_is_not_a_theft(client):
     answer = await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
     retry = await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert answer.status_code == 200 and retry.status_code == 200
+    # the retry gets the same successor, so whichever answer the phone kept is the live token
+    assert retry.json()["refresh_token"] == answer.json()["refresh_token"] != first["refresh_token"]
+    assert retry.json()["access_token"] != answer.json()["access_token"]
+    for pair in (answer.json(), retry.json()):
+        assert (await client.get("/v1/me", headers=bearer(pair))).status_code == 200
     latest = retry.json()
-    assert (await client.get("/v1/me", headers=bearer(latest))).status_code == 200
-    # the answer the client never saw was rotated past: using it now is reuse
     assert (await client.post("/v1/auth/refresh", json={"refresh_token": latest["refresh_token"]})).status_code == 200
+
+
+async def test_a_late_retry_within_the_grace_gets_the_live_end_of_the_chain(client, conn):
+    first = await signed_in(client)
+    second = (await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})).json()
+    third = (await client.post("/v1/auth/refresh", json={"refresh_token": second["refresh_token"]})).json()
+    # a request with the first token that arrives late (the phone already moved on twice)
+    late = await client.post("/v1/auth/refresh", json={"refresh_token": first["refresh_token"]})
+    assert late.status_code == 200, late.text
+    assert late.json()["refresh_token"] == third["refresh_token"]
+    assert 0 < late.json()["refresh_expires_in"] <= 30 * 24 * 3600
+    assert (await client.get("/v1/me", headers=bearer(late.json()))).status_code == 200
+    assert await conn.fetchval("SELECT revoked_at IS NULL FROM session WHERE id = $1::uuid", first["session_id"])
+    # once the grace is over, the encrypted successors are not kept
+    await conn.execute("UPDATE refresh_token SET spent_at = spent_at - interval '1 minute' "
+                       "WHERE session_id = $1::uuid AND spent_at IS NOT NULL", first["session_id"])
+    assert (await client.post("/v1/auth/refresh", json={"refresh_token": third["refresh_token"]})).status_code == 200
+    kept = await conn.fetchval("SELECT count(*) FROM refresh_token WHERE session_id = $1::uuid "
+                               "AND successor_enc IS NOT NULL", first["session_id"])
+    assert kept == 1  # only the rotation just made
 
 
 async def test_unknown_refresh_token_is_refused(client):
@@ -172,3 +195,17 @@ async def test_an_old_sign_in_asks_for_step_up_on_sensitive_actions(client):
     response = await client.get("/v1/fixture/sensitive", headers={"Authorization": f"Bearer {stale}"})
     assert response.status_code == 403 and response.json()["type"].endswith("step-up-required")
     assert "within the last 300 seconds" in response.json()["detail"]
+
+
+async def test_a_revocation_only_in_the_database_is_caught_up_within_seconds(client, conn):
+    # another process revoked the session but could not tell Redis: the database is the truth
+    pair = await signed_in(client)
+    assert (await client.get("/v1/me", headers=bearer(pair))).status_code == 200
+    await conn.execute("UPDATE session SET revoked_at = now(), revoked_reason = 'logout' WHERE id = $1::uuid",
+                       pair["session_id"])
+    revoked = client.app.state.identity.revoked
+    started = time.monotonic()
+    while (await client.get("/v1/me", headers=bearer(pair))).status_code == 200:
+        assert time.monotonic() - started < revoked.CATCH_UP_EVERY + 1, "the revocation was never caught up"
+        await asyncio.sleep(0.05)
+    assert not await client.app.state.redis.client.zscore(revoked.key, pair["session_id"])
