@@ -1,4 +1,4 @@
-"""Notifications endpoints: HTTP only; every rule is in service.py."""
+"""Notifications endpoints: HTTP only; the rules are in service.py (inbox, devices, preferences) and broadcasts.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from app.errors import InvalidInput
 from app.identity import guards
 from app.identity.models import Principal
-from notifications import service
+from notifications import broadcasts, live, service
 from notifications.models import (
     Broadcast,
     BroadcastCreate,
@@ -32,7 +32,7 @@ from notifications.models import (
 )
 
 Conn = NamedDependency[asyncpg.Connection]
-Me = NamedDependency[Principal]
+Caller = NamedDependency[Principal]  # the signed-in caller (not identity's `Me` body)
 KEEPALIVE_SECONDS = 15
 
 
@@ -51,15 +51,15 @@ class NotificationsController(Controller):
 
     @put("/devices", operation_id="RegisterDevice", status_code=200,
          summary="Register or refresh this phone's FCM token (idempotent by token)")
-    async def register_device(self, data: JSONBody[DeviceRegistration], conn: Conn, principal: Me) -> Device:
+    async def register_device(self, data: JSONBody[DeviceRegistration], conn: Conn, principal: Caller) -> Device:
         return await service.register_device(conn, _resident(principal), principal.session_id, data)
 
     @get("/devices", operation_id="ListDevices", summary="The resident's phones that receive pushes")
-    async def list_devices(self, conn: Conn, principal: Me) -> list[Device]:
+    async def list_devices(self, conn: Conn, principal: Caller) -> list[Device]:
         return await service.list_devices(conn, _resident(principal))
 
     @delete("/devices/{device_id:str}", operation_id="UnregisterDevice", status_code=204)
-    async def unregister_device(self, device_id: FromPath[str], conn: Conn, principal: Me) -> None:
+    async def unregister_device(self, device_id: FromPath[str], conn: Conn, principal: Caller) -> None:
         try:
             parsed = uuid.UUID(device_id)
         except ValueError:
@@ -68,7 +68,7 @@ class NotificationsController(Controller):
 
     @get("/", operation_id="ListInbox", summary="The inbox, newest first, cursor-paginated")
     async def inbox(
-        self, request: Request, conn: Conn, principal: Me,
+        self, request: Request, conn: Conn, principal: Caller,
         cursor: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=100)] = 20,
     ) -> InboxPage:
@@ -76,30 +76,30 @@ class NotificationsController(Controller):
                                    language=_language(request))
 
     @get("/unread-count", operation_id="UnreadCount")
-    async def unread(self, conn: Conn, principal: Me) -> UnreadCount:
+    async def unread(self, conn: Conn, principal: Caller) -> UnreadCount:
         return UnreadCount(unread=await service.unread_count(conn, _resident(principal)))
 
     @post("/{notification_id:int}/read", operation_id="MarkRead", status_code=204)
-    async def mark_read(self, notification_id: FromPath[int], conn: Conn, principal: Me) -> None:
+    async def mark_read(self, notification_id: FromPath[int], conn: Conn, principal: Caller) -> None:
         await service.mark_read(conn, _resident(principal), notification_id)
 
     @post("/read-all", operation_id="MarkAllRead", status_code=200)
-    async def mark_all_read(self, conn: Conn, principal: Me) -> UnreadCount:
+    async def mark_all_read(self, conn: Conn, principal: Caller) -> UnreadCount:
         await service.mark_all_read(conn, _resident(principal))
         return UnreadCount(unread=0)
 
     @post("/{notification_id:int}/archive", operation_id="Archive", status_code=204)
-    async def archive(self, notification_id: FromPath[int], conn: Conn, principal: Me) -> None:
+    async def archive(self, notification_id: FromPath[int], conn: Conn, principal: Caller) -> None:
         await service.archive(conn, _resident(principal), notification_id)
 
     @get("/preferences", operation_id="GetPreferences")
-    async def get_preferences(self, conn: Conn, principal: Me) -> PreferencesView:
+    async def get_preferences(self, conn: Conn, principal: Caller) -> PreferencesView:
         return await service.get_preferences(conn, _resident(principal))
 
     @put("/preferences", operation_id="PutPreferences",
          summary="Push per category, quiet hours (Asia/Ho_Chi_Minh) and the home ward")
     async def put_preferences(self, data: JSONBody[Preferences], state: State, conn: Conn,
-                              principal: Me) -> PreferencesView:
+                              principal: Caller) -> PreferencesView:
         units = state.identity.units
         return await service.put_preferences(
             conn, _resident(principal), data,
@@ -107,10 +107,10 @@ class NotificationsController(Controller):
         )
 
     @get("/stream", operation_id="InboxStream", summary="New inbox items as server-sent events")
-    async def stream(self, request: Request, state: State, principal: Me) -> ServerSentEvent:
+    async def stream(self, request: Request, state: State, principal: Caller) -> ServerSentEvent:
         language = _language(request)
-        channel = service.inbox_channel(state.redis, principal.sub)
-        broadcasts = service.broadcasts_channel(state.redis)
+        channel = live.inbox_channel(state.redis, principal.sub)
+        city_channel = live.broadcasts_channel(state.redis)
         async with state.pool.acquire() as conn:  # read once: the stream must not hold a connection
             home = await service.home_unit(conn, _resident(principal))
         units = state.identity.units
@@ -118,7 +118,7 @@ class NotificationsController(Controller):
         async def events() -> AsyncIterator[ServerSentEventMessage]:
             pubsub = state.redis.client.pubsub()
             # city broadcasts come as one event on a shared channel, not one per resident
-            await pubsub.subscribe(channel, broadcasts)
+            await pubsub.subscribe(channel, city_channel)
             try:
                 yield ServerSentEventMessage(event="ready", data="{}")
                 while True:
@@ -129,7 +129,7 @@ class NotificationsController(Controller):
                     item = json.loads(message["data"])
                     item["title"], item["body"] = item["title"][language], item["body"][language]
                     if "broadcast_id" in item:
-                        if service.broadcast_reaches(units, item["target_unit"], home):
+                        if broadcasts.broadcast_reaches(units, item["target_unit"], home):
                             yield ServerSentEventMessage(event="broadcast", data=json.dumps(item, ensure_ascii=False),
                                                          id=f"b{item['broadcast_id']}")
                         continue
@@ -151,28 +151,28 @@ class BroadcastsController(Controller):
 
     @post("/", operation_id="CreateBroadcast", summary="Announce to a ward, a unit's area or (admins) the city")
     async def create(self, data: JSONBody[BroadcastCreate], request: Request, state: State, conn: Conn,
-                     principal: Me) -> Response[Broadcast]:
+                     principal: Caller) -> Response[Broadcast]:
         key = request.headers.get("idempotency-key", "")
         if not 8 <= len(key) <= 128:
             raise InvalidInput.field("Idempotency-Key", "send an Idempotency-Key header of 8-128 characters",
                                      source="header")
-        broadcast, created = await service.create_broadcast(conn, state.identity, principal, data, key)
+        broadcast, created = await broadcasts.create_broadcast(conn, state.identity, principal, data, key)
         return Response(broadcast, status_code=201 if created else 200)
 
     @get("/", operation_id="ListBroadcasts", summary="Broadcasts I wrote")
-    async def mine(self, conn: Conn, principal: Me) -> BroadcastList:
-        return BroadcastList(broadcasts=await service.list_broadcasts(conn, principal))
+    async def mine(self, conn: Conn, principal: Caller) -> BroadcastList:
+        return BroadcastList(broadcasts=await broadcasts.list_broadcasts(conn, principal))
 
     @get("/{broadcast_id:int}", operation_id="GetBroadcast", summary="Status, progress and delivery counts")
-    async def get_one(self, broadcast_id: FromPath[int], state: State, conn: Conn, principal: Me) -> Broadcast:
-        return await service.get_broadcast(conn, state.identity, principal, broadcast_id)
+    async def get_one(self, broadcast_id: FromPath[int], state: State, conn: Conn, principal: Caller) -> Broadcast:
+        return await broadcasts.get_broadcast(conn, state.identity, principal, broadcast_id)
 
     @post("/{broadcast_id:int}/approve", operation_id="ApproveBroadcast", status_code=200,
           summary="A second admin approves a city-wide broadcast")
-    async def approve(self, broadcast_id: FromPath[int], state: State, conn: Conn, principal: Me) -> Broadcast:
-        return await service.approve_broadcast(conn, state.identity, principal, broadcast_id)
+    async def approve(self, broadcast_id: FromPath[int], state: State, conn: Conn, principal: Caller) -> Broadcast:
+        return await broadcasts.approve_broadcast(conn, state.identity, principal, broadcast_id)
 
     @post("/{broadcast_id:int}/cancel", operation_id="CancelBroadcast", status_code=200,
           summary="Stop a scheduled or running broadcast")
-    async def cancel(self, broadcast_id: FromPath[int], state: State, conn: Conn, principal: Me) -> Broadcast:
-        return await service.cancel_broadcast(conn, state.identity, principal, broadcast_id)
+    async def cancel(self, broadcast_id: FromPath[int], state: State, conn: Conn, principal: Caller) -> Broadcast:
+        return await broadcasts.cancel_broadcast(conn, state.identity, principal, broadcast_id)

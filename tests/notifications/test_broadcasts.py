@@ -10,7 +10,7 @@ import pytest_asyncio
 from app.identity import service as identity
 from app.identity.devlogin import sign_in
 from app.identity.models import GrantRequest
-from notifications import service, store
+from notifications import broadcasts, delivery, store
 from notifications.sender import FirebaseSender
 from tests.conftest import TransactionPool
 
@@ -63,8 +63,8 @@ def key() -> dict[str, str]:
 
 async def run_worker(conn, redis, fcm_url, client):
     pool = TransactionPool(conn)
-    await service.fan_out(pool, client.app.state.identity.units)
-    return await service.send_due(pool, redis, FirebaseSender(project_id="ihanoi-test", endpoint=fcm_url))
+    await broadcasts.fan_out(pool, client.app.state.identity.units)
+    return await delivery.send_due(pool, redis, FirebaseSender(project_id="ihanoi-test", endpoint=fcm_url))
 
 
 async def test_ward_staff_broadcast_reaches_the_ward_only(client, conn, redis, fcm_url, stand_in):
@@ -132,7 +132,7 @@ async def test_cancel_stops_what_is_not_sent(client, conn, redis, fcm_url, stand
     clerk = await bearer(client, CLERK)
     await residents_in(conn, WARD, 12)
     created = (await client.post("/v1/broadcasts", json=body(), headers=clerk | key())).json()
-    await service.fan_out(TransactionPool(conn), client.app.state.identity.units)  # fanned out, nothing sent
+    await broadcasts.fan_out(TransactionPool(conn), client.app.state.identity.units)  # fanned out, nothing sent
     cancelled = await client.post(f"/v1/broadcasts/{created['id']}/cancel", headers=clerk)
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled" and cancelled.json()["deliveries"] == {"skipped": 12}
@@ -175,7 +175,7 @@ async def test_progress_counts_are_maintained_through_every_state(client, conn, 
         shown = (await client.get(f"/v1/broadcasts/{created['id']}", headers=clerk)).json()["deliveries"]
         assert shown == await store.broadcast_delivery_counts_exact(conn, created["id"]) == expected
 
-    await service.fan_out(pool, client.app.state.identity.units)
+    await broadcasts.fan_out(pool, client.app.state.identity.units)
     await check({"pending": 22})
     # the phones with faults and the dead ones are left for the real sender below, not claimed by hand here
     special = ("UPDATE notification_delivery SET available_at = {} WHERE device_id IN (SELECT id FROM "
@@ -200,7 +200,7 @@ async def test_progress_counts_are_maintained_through_every_state(client, conn, 
 
     await conn.execute(special.format("now()"), tokens[:2])
     sender = FirebaseSender(project_id="ihanoi-test", endpoint=fcm_url)
-    await service.send_due(pool, redis, sender)
+    await delivery.send_due(pool, redis, sender)
     # UNAVAILABLE and QUOTA_EXCEEDED wait (pending); the dead tokens failed
     await check({"sent": 18, "failed": 2, "pending": 2})
     await redis.client.delete(redis.key("fcm", "paused-until"))
@@ -209,7 +209,7 @@ async def test_progress_counts_are_maintained_through_every_state(client, conn, 
     await conn.execute("UPDATE notification_delivery SET available_at = now() + interval '1 hour' "
                        "WHERE status = 'pending' AND device_id = "
                        "(SELECT id FROM notification_device WHERE fcm_token = $1)", tokens[0])
-    await service.send_due(pool, redis, sender)
+    await delivery.send_due(pool, redis, sender)
     cancelled = await client.post(f"/v1/broadcasts/{created['id']}/cancel", headers=clerk)
     assert cancelled.status_code == 200
     assert cancelled.json()["deliveries"] == {"sent": 20 - 1, "failed": 2, "skipped": 1}

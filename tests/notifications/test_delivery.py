@@ -10,7 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from notifications import service
+from notifications import delivery, service
 from notifications.sender import FirebaseSender
 from tests.conftest import TransactionPool
 
@@ -66,9 +66,9 @@ async def announce(conn, residents, key="news", urgency="normal", category="city
 async def deliver(conn, redis, sender) -> int:
     pool = TransactionPool(conn)
     async with pool.acquire() as c:
-        while await service.expand_outbox(c, redis):
+        while await delivery.expand_outbox(c, redis):
             pass
-    return await service.send_due(pool, redis, sender)
+    return await delivery.send_due(pool, redis, sender)
 
 
 async def stats(stand_in) -> dict:
@@ -128,11 +128,11 @@ async def test_internal_errors_give_up_after_the_last_attempt(conn, redis, sende
     (resident,), (token,) = await make_residents(conn, 1)
     await stand_in.post("/_control/faults", json={"token": token, "answer": "INTERNAL"})
     await announce(conn, [resident])
-    for _ in range(service.MAX_ATTEMPTS):
+    for _ in range(delivery.MAX_ATTEMPTS):
         await conn.execute("UPDATE notification_delivery SET available_at = now() WHERE status = 'pending'")
         await deliver(conn, redis, sender)
     row = await conn.fetchrow("SELECT status, attempts, error_code FROM notification_delivery")
-    assert (row["status"], row["attempts"], row["error_code"]) == ("failed", service.MAX_ATTEMPTS, "INTERNAL")
+    assert (row["status"], row["attempts"], row["error_code"]) == ("failed", delivery.MAX_ATTEMPTS, "INTERNAL")
 
 
 async def test_quota_exceeded_pauses_every_sender_for_at_least_a_minute(conn, redis, sender, stand_in):
