@@ -16,9 +16,7 @@ import uuid
 import asyncpg
 
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound
-from app.identity.models import Principal
-from app.identity.service import IdentityRuntime, covers_unit
-from app.identity.units import UnitDirectory
+from app.identity import IdentityRuntime, Principal, UnitDirectory, covers_unit
 from app.redisdb import Redis
 from notifications import live, store
 from notifications.models import Broadcast, BroadcastCreate

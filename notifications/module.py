@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from app.identity.units import units_file_directory
+from app.identity import units_file_directory
 from app.settings import Settings
 from modules import Job, JobContext, LiveChannel, Module, Title
 from notifications import api, broadcasts, config, delivery, fcm_stand_in, service, templates

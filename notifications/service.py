@@ -8,16 +8,15 @@ commit (outbox expansion and sending) is in `delivery.py`; city broadcasts are i
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 
 from app.errors import InvalidInput, NotFound
+from app.web import CITY_TZ, decode_cursor, encode_cursor
 from notifications import store, templates
 from notifications.models import (
     Device,
@@ -28,9 +27,6 @@ from notifications.models import (
     PreferencesView,
     QuietHours,
 )
-
-LOCAL_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
-
 
 # ---- the one call every module makes ---------------------------------------------------------------------
 
@@ -100,19 +96,6 @@ async def on_session_end(conn: asyncpg.Connection, session_id: uuid.UUID) -> Non
 # ---- the inbox -------------------------------------------------------------------------------------------
 
 
-def _cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(str(last_id).encode()).decode().rstrip("=")
-
-
-def _parse_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
-    except ValueError:
-        raise InvalidInput.field("cursor", "not a cursor from this API", source="query") from None
-
-
 def inbox_item(row: asyncpg.Record, language: str) -> InboxItem:
     english = language == "en"
     return InboxItem(
@@ -124,12 +107,13 @@ def inbox_item(row: asyncpg.Record, language: str) -> InboxItem:
 
 async def inbox(conn: asyncpg.Connection, resident_id: uuid.UUID, *, cursor: str | None, limit: int,
                 language: str) -> InboxPage:
-    rows = await store.inbox_page(conn, resident_id, before_id=_parse_cursor(cursor), limit=limit + 1)
+    before_id = decode_cursor(cursor, (int,))[0] if cursor else None
+    rows = await store.inbox_page(conn, resident_id, before_id=before_id, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return InboxPage(
         items=[inbox_item(r, language) for r in rows],
-        next_cursor=_cursor(rows[-1]["id"]) if more else None,
+        next_cursor=encode_cursor(rows[-1]["id"]) if more else None,
         unread=await store.unread_count(conn, resident_id),
     )
 
@@ -186,13 +170,13 @@ def quiet_until(now: dt.datetime, start: dt.time | None, end: dt.time | None) ->
     """If `now` falls in the quiet hours (local time, possibly across midnight), when they end (UTC)."""
     if start is None or end is None:
         return None
-    local = now.astimezone(LOCAL_TZ)
+    local = now.astimezone(CITY_TZ)
     clock = local.time().replace(tzinfo=None)
     inside = start <= clock < end if start < end else (clock >= start or clock < end)
     if not inside:
         return None
     end_day = local.date() if clock < end else local.date() + dt.timedelta(days=1)
-    return dt.datetime.combine(end_day, end, LOCAL_TZ).astimezone(dt.UTC)
+    return dt.datetime.combine(end_day, end, CITY_TZ).astimezone(dt.UTC)
 
 
 async def home_unit(conn: asyncpg.Connection, resident_id: uuid.UUID) -> str | None:

@@ -76,8 +76,9 @@ async def test_ward_staff_broadcast_reaches_the_ward_only(client, conn, redis, f
     headers = clerk | key()
     created = await client.post("/v1/broadcasts", json=body(), headers=headers)
     assert created.status_code == 201, created.text
-    again = await client.post("/v1/broadcasts", json=body(), headers=headers)  # a retried request
-    assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
+    again = await client.post("/v1/broadcasts", json=body(), headers=headers)  # a retried request: the first answer
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == created.json()["id"]
     broadcast = created.json()
     assert broadcast["status"] == "scheduled" and broadcast["needs_approval"] is False
 
@@ -117,8 +118,13 @@ async def test_city_wide_needs_a_second_admin(client, conn, redis, fcm_url, stan
     await run_worker(conn, redis, fcm_url, client)
     assert (await stand_in.get("/_control/stats")).json()["accepted"] == 0  # nothing before approval
     assert (await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=first)).status_code == 403
-    approved = await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=second)
+    retried = second | key()
+    approved = await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=retried)
     assert approved.status_code == 200 and approved.json()["status"] == "scheduled"
+    # the same request again (a phone that lost the answer) gets the first answer, not a conflict
+    replayed = await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=retried)
+    assert replayed.status_code == 200 and replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.json() == approved.json()
     assert (await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=second)).status_code == 409
     await run_worker(conn, redis, fcm_url, client)
     done = (await client.get(f"/v1/broadcasts/{created['id']}", headers=first)).json()

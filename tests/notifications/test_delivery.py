@@ -10,6 +10,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from app import web
 from notifications import delivery, service
 from notifications.sender import FirebaseSender
 from tests.conftest import TransactionPool
@@ -179,7 +180,7 @@ async def test_dead_tokens_are_deactivated(conn, redis, sender, stand_in):
 
 async def test_quiet_hours_hold_pushes_but_not_the_inbox_or_emergencies(conn, redis, sender, stand_in):
     (sleeper,), (token,) = await make_residents(conn, 1)
-    now_local = dt.datetime.now(service.LOCAL_TZ)
+    now_local = dt.datetime.now(web.CITY_TZ)
     start = (now_local - dt.timedelta(hours=1)).time().replace(microsecond=0, second=0)
     end = (now_local + dt.timedelta(hours=2)).time().replace(microsecond=0, second=0)
     await conn.execute("INSERT INTO notification_setting (resident_id, quiet_start, quiet_end) VALUES ($1, $2, $3)",
@@ -189,7 +190,7 @@ async def test_quiet_hours_hold_pushes_but_not_the_inbox_or_emergencies(conn, re
     held = await conn.fetchrow("SELECT status, available_at FROM notification_delivery")
     assert held["status"] == "pending"
     assert abs((held["available_at"] - dt.datetime.combine(
-        (now_local + dt.timedelta(hours=2)).date(), end, service.LOCAL_TZ)).total_seconds()) < 1
+        (now_local + dt.timedelta(hours=2)).date(), end, web.CITY_TZ)).total_seconds()) < 1
     assert await conn.fetchval("SELECT count(*) FROM notification WHERE resident_id = $1", sleeper) == 1
     assert (await stats(stand_in))["accepted"] == 0
     await announce(conn, [sleeper], key="flood", urgency="emergency")
