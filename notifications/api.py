@@ -125,7 +125,7 @@ class NotificationsController(Controller):
                     yield ServerSentEventMessage(event="notification", data=json.dumps(item, ensure_ascii=False),
                                                  id=str(item["id"]))
             finally:
-                await pubsub.unsubscribe(channel)
+                await pubsub.unsubscribe(channel, city_channel)
                 await pubsub.aclose()
                 await asyncio.sleep(0)
 
