@@ -1,4 +1,7 @@
-"""Notifications: push through FCM, an in-app inbox, preferences and city broadcasts."""
+"""Notifications: push through FCM, an in-app inbox, preferences and city broadcasts.
+
+Other modules tell residents things with `notifications.notify(conn, ...)` inside their own transaction.
+"""
 
 from __future__ import annotations
 

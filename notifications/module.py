@@ -5,37 +5,37 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from app.identity.units import units_file_directory
+from app.identity import units_file_directory
+from app.settings import Settings
 from modules import Job, JobContext, LiveChannel, Module, Title
-from notifications import api, config, fcm_stand_in, service, templates
+from notifications import api, broadcasts, config, delivery, fcm_stand_in, service, templates
+from notifications.sender import FirebaseSender
 
 
 @lru_cache(maxsize=4)
-def _sender(project: str, endpoint: str | None, concurrency: int):
-    from notifications.sender import FirebaseSender
-
+def _sender(project: str, endpoint: str | None, concurrency: int) -> FirebaseSender:
     return FirebaseSender(project_id=project, endpoint=endpoint, max_in_flight=concurrency)
 
 
-def sender_for(settings):
+def sender_for(settings: Settings) -> FirebaseSender:
     own = config.push_settings(settings)
     return _sender(own.fcm_project, config.fcm_endpoint_url(settings), own.fcm_concurrency)
 
 
 async def expand(ctx: JobContext) -> None:
     async with ctx.pool.acquire() as conn:
-        while await service.expand_outbox(conn, ctx.redis) > 0:
+        while await delivery.expand_outbox(conn, ctx.redis) > 0:
             pass
 
 
 async def fan_out(ctx: JobContext) -> None:
-    await service.fan_out(ctx.pool, units_file_directory(ctx.settings.units_file), stopping=ctx.stopping,
-                          redis=ctx.redis)
+    await broadcasts.fan_out(ctx.pool, units_file_directory(ctx.settings.units_file), stopping=ctx.stopping,
+                             redis=ctx.redis)
 
 
 async def send(ctx: JobContext) -> None:
-    await service.send_due(ctx.pool, ctx.redis, sender_for(ctx.settings), stopping=ctx.stopping,
-                           lease_seconds=config.push_settings(ctx.settings).push_lease_seconds)
+    await delivery.send_due(ctx.pool, ctx.redis, sender_for(ctx.settings), stopping=ctx.stopping,
+                            lease_seconds=config.push_settings(ctx.settings).push_lease_seconds)
 
 
 module = Module(

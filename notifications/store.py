@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 OUTBOX_CHANNEL = "ihanoi_notifications"
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
+# One answer to record: (notification_id, device_id, status, message_id, error_code, retry_in_seconds).
+DeliveryUpdate: TypeAlias = tuple[int, uuid.UUID, str, str | None, str | None, float]
 
 
 def _count_changes(changes: str) -> str:
@@ -90,7 +93,8 @@ async def list_devices(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list
 # ---- preferences -----------------------------------------------------------------------------------------
 
 
-async def get_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID) -> tuple[list, asyncpg.Record | None]:
+async def get_preferences(conn: asyncpg.Connection,
+                          resident_id: uuid.UUID) -> tuple[list[asyncpg.Record], asyncpg.Record | None]:
     push = await conn.fetch("SELECT category, push FROM notification_preference WHERE resident_id = $1", resident_id)
     setting = await conn.fetchrow(
         "SELECT quiet_start, quiet_end, home_unit FROM notification_setting WHERE resident_id = $1", resident_id
@@ -99,7 +103,7 @@ async def get_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID) -> t
 
 
 async def put_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID, push: dict[str, bool],
-                          quiet_start, quiet_end, home_unit: str | None) -> None:
+                          quiet_start: dt.time | None, quiet_end: dt.time | None, home_unit: str | None) -> None:
     await conn.execute(
         "INSERT INTO notification_preference (resident_id, category, push) "
         "SELECT $1, c, p FROM unnest($2::text[], $3::boolean[]) AS t(c, p) "
@@ -209,7 +213,7 @@ async def take_outbox(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Reco
 
 
 async def insert_deliveries(conn: asyncpg.Connection, notification_ids: Sequence[int],
-                            available_at: Sequence[Any]) -> int:
+                            available_at: Sequence[dt.datetime]) -> int:
     """A delivery row per active device of each notification's resident; one per (notification, device)."""
     result = await conn.execute(
         """
@@ -256,8 +260,8 @@ async def claim_due(conn: asyncpg.Connection, limit: int, lease_seconds: int) ->
     )
 
 
-async def record_results(conn: asyncpg.Connection, rows: Sequence[tuple]) -> None:
-    """rows: (notification_id, device_id, status, message_id, error_code, retry_in_seconds)."""
+async def record_results(conn: asyncpg.Connection, rows: Sequence[DeliveryUpdate]) -> None:
+    """Record each answer and move the broadcast counts with it, in the caller's transaction."""
     if not rows:
         return
     ids, devices, statuses, message_ids, errors, delays = (list(column) for column in zip(*rows, strict=True))
@@ -290,14 +294,6 @@ async def record_results(conn: asyncpg.Connection, rows: Sequence[tuple]) -> Non
     )
 
 
-async def delivery_counts(conn: asyncpg.Connection, notification_id: int) -> dict[str, int]:
-    rows = await conn.fetch(
-        "SELECT status, count(*) AS n FROM notification_delivery WHERE notification_id = $1 GROUP BY status",
-        notification_id,
-    )
-    return {r["status"]: r["n"] for r in rows}
-
-
 # ---- broadcasts ----------------------------------------------------------------------------------------------
 
 BROADCAST_COLUMNS = (
@@ -308,7 +304,7 @@ BROADCAST_COLUMNS = (
 
 async def insert_broadcast(conn: asyncpg.Connection, *, created_by: uuid.UUID, idempotency_key: str,
                            target_unit: str, urgency: str, texts: dict[str, str], deep_link: str | None,
-                           status: str, scheduled_at) -> tuple[asyncpg.Record, bool]:
+                           status: str, scheduled_at: dt.datetime) -> tuple[asyncpg.Record, bool]:
     row = await conn.fetchrow(
         f"""
         INSERT INTO broadcast (created_by, idempotency_key, target_unit, urgency, title_vi, body_vi, title_en, body_en,
@@ -393,8 +389,8 @@ async def take_due_broadcast(conn: asyncpg.Connection) -> asyncpg.Record | None:
     )
 
 
-async def fan_out_batch(conn: asyncpg.Connection, broadcast, *, units: Sequence[str] | None, limit: int,
-                        now) -> tuple[int, uuid.UUID | None]:
+async def fan_out_batch(conn: asyncpg.Connection, broadcast: asyncpg.Record, *, units: Sequence[str] | None,
+                        limit: int, now: dt.datetime) -> tuple[int, uuid.UUID | None]:
     """Inbox rows and deliveries for the next `limit` residents of the broadcast's area.
 
     Returns (residents handled, last resident id). Runs in the caller's transaction together with the

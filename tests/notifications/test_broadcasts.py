@@ -10,7 +10,7 @@ import pytest_asyncio
 from app.identity import service as identity
 from app.identity.devlogin import sign_in
 from app.identity.models import GrantRequest
-from notifications import service, store
+from notifications import broadcasts, delivery, store
 from notifications.sender import FirebaseSender
 from tests.conftest import TransactionPool
 
@@ -63,8 +63,8 @@ def key() -> dict[str, str]:
 
 async def run_worker(conn, redis, fcm_url, client):
     pool = TransactionPool(conn)
-    await service.fan_out(pool, client.app.state.identity.units)
-    return await service.send_due(pool, redis, FirebaseSender(project_id="ihanoi-test", endpoint=fcm_url))
+    await broadcasts.fan_out(pool, client.app.state.identity.units)
+    return await delivery.send_due(pool, redis, FirebaseSender(project_id="ihanoi-test", endpoint=fcm_url))
 
 
 async def test_ward_staff_broadcast_reaches_the_ward_only(client, conn, redis, fcm_url, stand_in):
@@ -76,8 +76,9 @@ async def test_ward_staff_broadcast_reaches_the_ward_only(client, conn, redis, f
     headers = clerk | key()
     created = await client.post("/v1/broadcasts", json=body(), headers=headers)
     assert created.status_code == 201, created.text
-    again = await client.post("/v1/broadcasts", json=body(), headers=headers)  # a retried request
-    assert again.status_code == 200 and again.json()["id"] == created.json()["id"]
+    again = await client.post("/v1/broadcasts", json=body(), headers=headers)  # a retried request: the first answer
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == created.json()["id"]
     broadcast = created.json()
     assert broadcast["status"] == "scheduled" and broadcast["needs_approval"] is False
 
@@ -117,8 +118,13 @@ async def test_city_wide_needs_a_second_admin(client, conn, redis, fcm_url, stan
     await run_worker(conn, redis, fcm_url, client)
     assert (await stand_in.get("/_control/stats")).json()["accepted"] == 0  # nothing before approval
     assert (await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=first)).status_code == 403
-    approved = await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=second)
+    retried = second | key()
+    approved = await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=retried)
     assert approved.status_code == 200 and approved.json()["status"] == "scheduled"
+    # the same request again (a phone that lost the answer) gets the first answer, not a conflict
+    replayed = await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=retried)
+    assert replayed.status_code == 200 and replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.json() == approved.json()
     assert (await client.post(f"/v1/broadcasts/{created['id']}/approve", headers=second)).status_code == 409
     await run_worker(conn, redis, fcm_url, client)
     done = (await client.get(f"/v1/broadcasts/{created['id']}", headers=first)).json()
@@ -132,7 +138,7 @@ async def test_cancel_stops_what_is_not_sent(client, conn, redis, fcm_url, stand
     clerk = await bearer(client, CLERK)
     await residents_in(conn, WARD, 12)
     created = (await client.post("/v1/broadcasts", json=body(), headers=clerk | key())).json()
-    await service.fan_out(TransactionPool(conn), client.app.state.identity.units)  # fanned out, nothing sent
+    await broadcasts.fan_out(TransactionPool(conn), client.app.state.identity.units)  # fanned out, nothing sent
     cancelled = await client.post(f"/v1/broadcasts/{created['id']}/cancel", headers=clerk)
     assert cancelled.status_code == 200
     assert cancelled.json()["status"] == "cancelled" and cancelled.json()["deliveries"] == {"skipped": 12}
@@ -175,7 +181,7 @@ async def test_progress_counts_are_maintained_through_every_state(client, conn, 
         shown = (await client.get(f"/v1/broadcasts/{created['id']}", headers=clerk)).json()["deliveries"]
         assert shown == await store.broadcast_delivery_counts_exact(conn, created["id"]) == expected
 
-    await service.fan_out(pool, client.app.state.identity.units)
+    await broadcasts.fan_out(pool, client.app.state.identity.units)
     await check({"pending": 22})
     # the phones with faults and the dead ones are left for the real sender below, not claimed by hand here
     special = ("UPDATE notification_delivery SET available_at = {} WHERE device_id IN (SELECT id FROM "
@@ -200,7 +206,7 @@ async def test_progress_counts_are_maintained_through_every_state(client, conn, 
 
     await conn.execute(special.format("now()"), tokens[:2])
     sender = FirebaseSender(project_id="ihanoi-test", endpoint=fcm_url)
-    await service.send_due(pool, redis, sender)
+    await delivery.send_due(pool, redis, sender)
     # UNAVAILABLE and QUOTA_EXCEEDED wait (pending); the dead tokens failed
     await check({"sent": 18, "failed": 2, "pending": 2})
     await redis.client.delete(redis.key("fcm", "paused-until"))
@@ -209,7 +215,7 @@ async def test_progress_counts_are_maintained_through_every_state(client, conn, 
     await conn.execute("UPDATE notification_delivery SET available_at = now() + interval '1 hour' "
                        "WHERE status = 'pending' AND device_id = "
                        "(SELECT id FROM notification_device WHERE fcm_token = $1)", tokens[0])
-    await service.send_due(pool, redis, sender)
+    await delivery.send_due(pool, redis, sender)
     cancelled = await client.post(f"/v1/broadcasts/{created['id']}/cancel", headers=clerk)
     assert cancelled.status_code == 200
     assert cancelled.json()["deliveries"] == {"sent": 20 - 1, "failed": 2, "skipped": 1}

@@ -10,7 +10,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from notifications import service
+from app import web
+from notifications import delivery, service
 from notifications.sender import FirebaseSender
 from tests.conftest import TransactionPool
 
@@ -66,9 +67,9 @@ async def announce(conn, residents, key="news", urgency="normal", category="city
 async def deliver(conn, redis, sender) -> int:
     pool = TransactionPool(conn)
     async with pool.acquire() as c:
-        while await service.expand_outbox(c, redis):
+        while await delivery.expand_outbox(c, redis):
             pass
-    return await service.send_due(pool, redis, sender)
+    return await delivery.send_due(pool, redis, sender)
 
 
 async def stats(stand_in) -> dict:
@@ -128,11 +129,11 @@ async def test_internal_errors_give_up_after_the_last_attempt(conn, redis, sende
     (resident,), (token,) = await make_residents(conn, 1)
     await stand_in.post("/_control/faults", json={"token": token, "answer": "INTERNAL"})
     await announce(conn, [resident])
-    for _ in range(service.MAX_ATTEMPTS):
+    for _ in range(delivery.MAX_ATTEMPTS):
         await conn.execute("UPDATE notification_delivery SET available_at = now() WHERE status = 'pending'")
         await deliver(conn, redis, sender)
     row = await conn.fetchrow("SELECT status, attempts, error_code FROM notification_delivery")
-    assert (row["status"], row["attempts"], row["error_code"]) == ("failed", service.MAX_ATTEMPTS, "INTERNAL")
+    assert (row["status"], row["attempts"], row["error_code"]) == ("failed", delivery.MAX_ATTEMPTS, "INTERNAL")
 
 
 async def test_quota_exceeded_pauses_every_sender_for_at_least_a_minute(conn, redis, sender, stand_in):
@@ -179,7 +180,7 @@ async def test_dead_tokens_are_deactivated(conn, redis, sender, stand_in):
 
 async def test_quiet_hours_hold_pushes_but_not_the_inbox_or_emergencies(conn, redis, sender, stand_in):
     (sleeper,), (token,) = await make_residents(conn, 1)
-    now_local = dt.datetime.now(service.LOCAL_TZ)
+    now_local = dt.datetime.now(web.CITY_TZ)
     start = (now_local - dt.timedelta(hours=1)).time().replace(microsecond=0, second=0)
     end = (now_local + dt.timedelta(hours=2)).time().replace(microsecond=0, second=0)
     await conn.execute("INSERT INTO notification_setting (resident_id, quiet_start, quiet_end) VALUES ($1, $2, $3)",
@@ -189,7 +190,7 @@ async def test_quiet_hours_hold_pushes_but_not_the_inbox_or_emergencies(conn, re
     held = await conn.fetchrow("SELECT status, available_at FROM notification_delivery")
     assert held["status"] == "pending"
     assert abs((held["available_at"] - dt.datetime.combine(
-        (now_local + dt.timedelta(hours=2)).date(), end, service.LOCAL_TZ)).total_seconds()) < 1
+        (now_local + dt.timedelta(hours=2)).date(), end, web.CITY_TZ)).total_seconds()) < 1
     assert await conn.fetchval("SELECT count(*) FROM notification WHERE resident_id = $1", sleeper) == 1
     assert (await stats(stand_in))["accepted"] == 0
     await announce(conn, [sleeper], key="flood", urgency="emergency")

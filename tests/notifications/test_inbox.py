@@ -8,6 +8,7 @@ import uuid
 import jwt
 import pytest
 
+from app import web
 from app.identity.devlogin import sign_in
 from notifications import service
 
@@ -51,6 +52,15 @@ async def test_logout_unregisters_the_sessions_device(client, conn):
     reason = await conn.fetchval("SELECT deactivated_reason FROM notification_device WHERE id = $1::uuid",
                                  device["id"])
     assert reason == "signed out"
+
+
+async def test_bad_path_ids_name_the_parameter(client):
+    headers, _ = await resident(client)
+    bad = await client.delete("/v1/notifications/devices/not-a-uuid", headers=headers)
+    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "device_id"
+    too_big = await client.post(f"/v1/notifications/{2**63}/read", headers=headers)  # not a database error
+    assert too_big.status_code == 400 and too_big.json()["errors"][0]["field"] == "notification_id"
+    assert (await client.post(f"/v1/notifications/{2**63 - 1}/archive", headers=headers)).status_code == 404
 
 
 async def test_bad_device_body_names_fields(client):
@@ -152,7 +162,7 @@ async def test_preferences_round_trip_and_validation(client):
     ],
 )
 def test_quiet_hours_in_hanoi_time(local_now, start, end, expected_local_end):
-    tz = service.LOCAL_TZ
+    tz = web.CITY_TZ
     now = dt.datetime.fromisoformat(local_now).replace(tzinfo=tz).astimezone(dt.UTC)
     until = service.quiet_until(now, dt.time.fromisoformat(start), dt.time.fromisoformat(end))
     if expected_local_end is None:

@@ -1,0 +1,179 @@
+"""Delivery, run by `ihanoi worker`: the outbox expanded into deliveries, and due deliveries sent through FCM.
+
+`expand_outbox` turns each notification `notify` queued into one delivery per active device of its resident
+(a category whose pushes are off keeps only the inbox item; quiet hours hold a push until they end; emergency
+alerts ignore both) and tells connected apps. `send_due` sends due deliveries in batches of at most 500:
+UNAVAILABLE and INTERNAL are retried with exponential back-off, QUOTA_EXCEEDED pauses every worker, an
+unregistered or invalid token deactivates its device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+
+import asyncpg
+
+from app.redisdb import Redis
+from notifications import live, store
+from notifications.sender import PushMessage, PushResult, PushSender
+from notifications.service import quiet_until
+from notifications.store import DeliveryUpdate
+
+log = logging.getLogger("ihanoi.notifications")
+
+BATCH = 500  # FCM's limit per send_each call
+LEASE_SECONDS = 60  # a claimed delivery whose worker died is sent again after this
+MAX_ATTEMPTS = 5
+# Send loops per send_due: two, so that claiming and recording one batch overlaps sending another.
+SEND_LOOPS = 2
+QUOTA_BACKOFF_MIN = 60.0
+RETRYABLE = {"UNAVAILABLE", "INTERNAL"}
+DEAD_TOKEN = {"UNREGISTERED", "INVALID_ARGUMENT"}
+
+
+# ---- the outbox ----------------------------------------------------------------------------------------------
+
+
+async def expand_outbox(conn: asyncpg.Connection, redis: Redis, *, limit: int = 1000) -> int:
+    """Turn outbox rows into deliveries and tell connected apps; returns how many were expanded."""
+    now = dt.datetime.now(dt.UTC)
+    async with conn.transaction():
+        rows = await store.take_outbox(conn, limit)
+        pushable: list[int] = []
+        when: list[dt.datetime] = []
+        for row in rows:
+            emergency = row["urgency"] == "emergency"
+            if not row["push_on"] and not emergency:
+                continue  # inbox only: the resident turned this category's pushes off
+            later = None if emergency else quiet_until(now, row["quiet_start"], row["quiet_end"])
+            pushable.append(row["id"])
+            when.append(later or now)
+        if pushable:
+            await store.insert_deliveries(conn, pushable, when)
+    for row in rows:  # after commit: the live stream must not announce what could still roll back
+        await live.publish_inbox_item(redis, row)
+    return len(rows)
+
+
+# ---- sending -------------------------------------------------------------------------------------------------
+
+
+def _message(row: asyncpg.Record) -> PushMessage:
+    english = row["locale"] == "en"
+    data = {"notification_id": str(row["notification_id"]), "category": row["category"]}
+    if row["deep_link"]:
+        data["deep_link"] = row["deep_link"]
+    return PushMessage(
+        token=row["fcm_token"],
+        title=row["title_en"] if english else row["title_vi"],
+        body=row["body_en"] if english else row["body_vi"],
+        data=data, urgency=row["urgency"],
+        collapse_key=f"n{row['notification_id']}",
+    )
+
+
+def _backoff(attempts: int) -> float:
+    return min(2.0 ** attempts, 300.0) * (0.8 + 0.4 * random.random())
+
+
+def outcome(row: asyncpg.Record, result: PushResult) -> tuple[DeliveryUpdate, str | None]:
+    """What a sender's answer means for the delivery: (update row, reason to deactivate the device)."""
+    key = (row["notification_id"], row["device_id"])
+    if result.ok:
+        return (*key, "sent", result.message_id, None, 0.0), None
+    code = result.error_code or "UNKNOWN"
+    if code in DEAD_TOKEN:
+        return (*key, "failed", None, code, 0.0), code
+    if code == "QUOTA_EXCEEDED":
+        return (*key, "pending", None, code, max(QUOTA_BACKOFF_MIN, result.retry_after or 0.0)), None
+    if code in RETRYABLE and row["attempts"] < MAX_ATTEMPTS:
+        return (*key, "pending", None, code, _backoff(row["attempts"])), None
+    return (*key, "failed", None, code, 0.0), None
+
+
+# Set the pause (a UNIX time, expiring with it) unless one that ends later is set already: another loop or worker
+# may have been given a longer Retry-After.
+_EXTEND_PAUSE = """
+local current = tonumber(redis.call('get', KEYS[1]) or '0') or 0
+if tonumber(ARGV[1]) > current then return redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) end
+return 0
+"""
+
+
+async def send_due(pool: asyncpg.Pool, redis: Redis, sender: PushSender, *, batches: int = 20,
+                   stopping: asyncio.Event | None = None, lease_seconds: int = LEASE_SECONDS,
+                   loops: int = SEND_LOOPS) -> int:
+    """Send up to `batches` batches of due deliveries; returns how many answers came back.
+
+    `loops` send loops run at once, each claiming, sending and recording one batch at a time, so that one loop's
+    database round trips (claim, record) overlap another's sending; they share the sender and its window of
+    requests in flight. A loop stops (and so do the others, each after the batch it has in hand) when nothing is
+    due, when FCM asked to slow down, or when the worker is asked to stop: every claimed batch is sent and recorded
+    before send_due returns, so a worker stopped with SIGTERM leaves nothing half-recorded.
+    """
+    pause_key = redis.key("fcm", "paused-until")
+    left, handled, halt = batches, 0, False
+
+    async def one_loop() -> None:
+        nonlocal left, handled, halt
+        while left > 0 and not halt:
+            if stopping is not None and stopping.is_set():
+                return
+            left -= 1
+            paused = await redis.client.get(pause_key)
+            if paused and float(paused) > dt.datetime.now(dt.UTC).timestamp():
+                halt = True  # FCM asked every sender of this project to slow down
+                return
+            async with pool.acquire() as conn:
+                rows = await store.claim_due(conn, BATCH, lease_seconds)
+            if not rows:
+                halt = True
+                return
+            quota_wait = await _send_batch(pool, sender, rows)
+            handled += len(rows)
+            if quota_wait:
+                halt = True
+                until = dt.datetime.now(dt.UTC).timestamp() + quota_wait
+                await redis.client.eval(_EXTEND_PAUSE, 1, pause_key, str(until), int(quota_wait * 1000))
+                log.warning("FCM quota exceeded: pausing sends", extra={"seconds": quota_wait})
+                return
+
+    async def guarded() -> None:
+        nonlocal halt
+        try:
+            await one_loop()
+        except BaseException:
+            halt = True  # the other loops send and record the batch they have in hand, then stop
+            raise
+
+    # Not a bare gather: a failing loop must not leave another running on after send_due has returned (a worker
+    # closing its pool then would cut that loop off between sending a batch and recording it).
+    ended = await asyncio.gather(*(guarded() for _ in range(max(1, loops))), return_exceptions=True)
+    for error in ended:
+        if isinstance(error, BaseException):
+            raise error
+    return handled
+
+
+async def _send_batch(pool: asyncpg.Pool, sender: PushSender, rows: list[asyncpg.Record]) -> float:
+    """Send one claimed batch and record every answer; returns the quota pause it asks for (0: none)."""
+    results = await sender.send([_message(r) for r in rows])
+    updates: list[DeliveryUpdate] = []
+    dead_devices, dead_reasons = [], []
+    quota_wait = 0.0
+    for row, result in zip(rows, results, strict=True):
+        update, dead = outcome(row, result)
+        updates.append(update)
+        if dead:
+            dead_devices.append(row["device_id"])
+            dead_reasons.append(f"FCM {dead}")
+        if result.error_code == "QUOTA_EXCEEDED":
+            quota_wait = max(quota_wait, update[-1])
+    async with pool.acquire() as conn, conn.transaction():
+        await store.record_results(conn, updates)
+        if dead_devices:
+            await store.deactivate_devices(conn, dead_devices, dead_reasons)
+    return quota_wait
