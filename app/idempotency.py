@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
-import msgspec
 from litestar import Request, Response
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -133,32 +132,6 @@ def key_of(request: Request, *, required: bool = False) -> str | None:
         raise InvalidInput.field(HEADER, "send an Idempotency-Key header of 8-128 printable ASCII "
                                  "characters, new for each new request", source="header")
     return key
-
-
-async def run_once(conn: asyncpg.Connection, request: Request, *, owner: str, key: str | None, body: bytes,
-                   run: Callable[[], Awaitable[tuple[int, Any]]]) -> Response:
-    """Transitional, until every module declares its idempotent routes: `run` once per (owner, key)."""
-    if key is None:
-        status, result = await run()
-        return Response(msgspec.json.encode(result), status_code=status, media_type="application/json")
-    fingerprint = hashlib.sha256(b"%s %s\n%s" % (request.method.encode(), request.url.path.encode(), body)).digest()
-    inserted = await conn.fetchval(
-        "INSERT INTO idempotent_request (owner, key, fingerprint) VALUES ($1, $2, $3) "
-        "ON CONFLICT (owner, key) DO NOTHING RETURNING true", owner, key, fingerprint)
-    if not inserted:
-        row = await conn.fetchrow(
-            "SELECT fingerprint, status, body FROM idempotent_request WHERE owner = $1 AND key = $2", owner, key)
-        if row is None or row["status"] is None:
-            raise RequestInProgress("the request with this Idempotency-Key is still being processed; retry shortly")
-        if bytes(row["fingerprint"]) != fingerprint:
-            raise IdempotencyKeyReused("this Idempotency-Key was used for a different request; use a new key")
-        return Response(bytes(row["body"]), status_code=row["status"], media_type="application/json",
-                        headers={"Idempotent-Replayed": "true"})
-    status, result = await run()
-    encoded = msgspec.json.encode(result)
-    await conn.execute("UPDATE idempotent_request SET status = $3, body = $4 WHERE owner = $1 AND key = $2",
-                       owner, key, status, encoded)
-    return Response(encoded, status_code=status, media_type="application/json")
 
 
 async def purge(conn: asyncpg.Connection) -> int:

@@ -96,7 +96,11 @@ class NotificationsController(Controller):
             known_unit=lambda code: (u := units.get(code)) is not None and u.kind in ("ward", "commune"),
         )
 
-    @get("/stream", operation_id="InboxStream", summary="New inbox items as server-sent events")
+    @get("/stream", operation_id="InboxStream", summary="New inbox items as server-sent events",
+         responses={200: ResponseSpec(data_container=str, media_type="text/event-stream",
+                                      description="events `ready`, `notification` (an inbox item as JSON) and "
+                                                  "`broadcast` (a city broadcast reaching the home ward), and "
+                                                  "keep-alive comments every 15 s")})
     async def stream(self, state: State, principal: web.Caller, language: web.Lang) -> ServerSentEvent:
         channel = live.inbox_channel(state.redis, principal.sub)
         city_channel = live.broadcasts_channel(state.redis)

@@ -37,6 +37,9 @@ from tests.fixture_module import second as second_module
 ROOT = Path(__file__).resolve().parent.parent
 # every module of the catalog, then the kernel's test modules: a new module is tested with no edit here
 TEST_MODULES = [*catalog.load(), fixture_module, second_module]
+# What they declare (categories, roles, problem types) is known to the test process from the start, as it
+# is to a server process once it has loaded its modules: a test that calls a service directly needs it too.
+catalog.install(TEST_MODULES)
 EXTRA_MODULES = "tests.fixture_module:module,tests.fixture_module:second"
 # One master key for every process of this run: they share the database, so they must share its keys.
 MASTER_KEY = base64.b64encode(os.urandom(32)).decode()

@@ -141,7 +141,7 @@ async def slow(ms: FromQuery[int] = 500) -> dict[str, int]:
 
 
 @get("/v1/fixture/boom", operation_id="FixtureBoom")
-async def boom() -> None:
+async def boom() -> dict[str, str]:
     raise RuntimeError("personal id 001099012345 leaked into an exception")
 
 

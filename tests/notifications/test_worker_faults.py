@@ -57,7 +57,10 @@ async def test_worker_killed_mid_broadcast(kill, database_url, redis_url, fcm_ur
     ward = "phuong-kim-lien" if kill == signal.SIGTERM else "phuong-lang"
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
     env = process_env(DATABASE_URL=database_url, REDIS_URL=redis_url, IHANOI_REDIS_PREFIX=prefix,
-                      IHANOI_FCM_ENDPOINT=fcm_url, IHANOI_PUSH_LEASE="2", IHANOI_LOG_LEVEL="WARNING")
+                      IHANOI_FCM_ENDPOINT=fcm_url, IHANOI_LOG_LEVEL="WARNING",
+                      # short, so a killed worker's batch is sent again soon, but longer than a batch takes on a
+                      # loaded machine, or the other send loop re-claims a batch still in flight
+                      IHANOI_PUSH_LEASE="6")
     async with httpx.AsyncClient(base_url=fcm_url) as stand_in:
         await stand_in.post("/_control/reset")
         broadcast_id, tokens = await seed_broadcast(database_url, ward)
