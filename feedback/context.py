@@ -9,8 +9,7 @@ import uuid
 from dataclasses import dataclass
 
 from app.errors import InvalidInput
-from app.identity.models import Principal
-from app.identity.units import UnitDirectory
+from app.identity import Principal, UnitDirectory
 from feedback.models import Named
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 
 import asyncpg
 
-from app.identity import service as identity
+from app import identity
 from feedback import service, store
 from feedback.context import nfc, utcnow
 

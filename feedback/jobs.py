@@ -10,8 +10,8 @@ import datetime as dt
 
 import asyncpg
 
-from app.identity import service as identity
-from app.identity.units import UnitDirectory, units_file_directory
+from app import identity
+from app.identity import UnitDirectory, units_file_directory
 from app.web import local
 from feedback import store, workflow
 from feedback.context import Ctx, utcnow

@@ -20,9 +20,9 @@ from typing import Any
 
 import asyncpg
 
+from app import identity
 from app.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
-from app.identity import service as identity
-from app.identity.models import Principal
+from app.identity import Principal
 from app.web import local
 from feedback import photos as photo_files
 from feedback import store, views, workflow

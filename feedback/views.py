@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 
 from app.errors import Forbidden, InvalidInput, NotFound
-from app.identity.models import Principal
+from app.identity import Principal
 from app.web import decode_cursor, encode_cursor, local
 from feedback import store
 from feedback.context import Ctx, is_staff_for, nfc, parse_uuid, resident_id, utcnow

@@ -155,13 +155,6 @@ async def live_sessions(conn: asyncpg.Connection, resident_id: uuid.UUID) -> lis
     )
 
 
-async def session_is_live(conn: asyncpg.Connection, session_id: uuid.UUID) -> bool:
-    return bool(await conn.fetchval("SELECT revoked_at IS NULL FROM session WHERE id = $1", session_id))
-
-
-# ---- roles ------------------------------------------------------------------------------------------
-
-
 async def active_roles(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT role, scope FROM role_grant WHERE resident_id = $1 AND revoked_at IS NULL ORDER BY role, scope",

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from app.errors import FieldError, Forbidden, InvalidInput, NotAuthenticated, NotFound
-from app.identity.models import Principal
+from app.identity import Principal
 from app.settings import Settings
 from app.web import CITY_TZ, local
 from feedback import service as feedback

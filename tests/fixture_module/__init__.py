@@ -23,8 +23,7 @@ from litestar.params import FromPath, FromQuery, JSONBody
 
 from app import web
 from app.errors import Conflict, DomainError, NotFound
-from app.identity import guards
-from app.identity.models import Principal
+from app.identity import Principal, guards
 from modules import (
     Job,
     JobContext,
