@@ -14,7 +14,7 @@ from typing import Annotated
 
 from litestar import Controller, Request, Response, get, post, put
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody, Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from app import web
 from app.identity import guards
@@ -42,8 +42,10 @@ from payments.models import (
 
 log = logging.getLogger("ihanoi.payments")
 
-DateFrom = Annotated[dt.date, Parameter(query="from", description="first day (Asia/Ho_Chi_Minh), YYYY-MM-DD")]
-DateTo = Annotated[dt.date, Parameter(query="to", description="last day, included")]
+DateFrom = Annotated[dt.date, QueryParameter(name="from", description="first day (Asia/Ho_Chi_Minh), YYYY-MM-DD")]
+DateTo = Annotated[dt.date, QueryParameter(name="to", description="last day, included")]
+Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page")]
+Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size")]
 treasury = guards.role("treasury")
 admin = guards.role("admin")
 level2 = guards.level(2)  # money in: a level-2 (VNeID) sign-in
@@ -64,8 +66,8 @@ class WalletController(Controller):
         return await service.wallet_view(conn, _me(principal), config.of(state.settings).wallet_cap_vnd)
 
     @get("/wallet/history", operation_id="GetWalletHistory", summary="Movements, newest first, by cursor")
-    async def history(self, conn: web.Conn, principal: web.Caller, cursor: str | None = None,
-                      limit: web.Limit = 20) -> History:
+    async def history(self, conn: web.Conn, principal: web.Caller, cursor: Cursor = None,
+                      limit: Limit = 20) -> History:
         return await service.history(conn, _me(principal), cursor=cursor, limit=limit)
 
     @get("/statements/{month:str}", operation_id="GetWalletStatement",
@@ -158,7 +160,7 @@ class OperatorsController(Controller):
 
     @get("/{slug:str}/remittances", operation_id="ListOperatorRemittances", guards=[signed_in])
     async def operator_remittances(self, slug: FromPath[str], conn: web.Conn, principal: web.Caller,
-                                   limit: web.Limit = 50) -> RemittanceList:
+                                   limit: Limit = 50) -> RemittanceList:
         if not service.may_see_operator(principal, slug):
             from app.errors import Forbidden
 
@@ -177,7 +179,7 @@ class TreasuryController(Controller):
         return await service.treasury_view(conn)
 
     @get("/remittances", operation_id="ListRemittances")
-    async def remittances(self, conn: web.Conn, limit: web.Limit = 50) -> RemittanceList:
+    async def remittances(self, conn: web.Conn, limit: Limit = 50) -> RemittanceList:
         return await service.remittances(conn, None, limit)
 
     @get("/audit", operation_id="AuditLedger",

@@ -24,7 +24,7 @@ import httpx
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.datastructures import State
-from litestar.params import URLEncodedBody
+from litestar.params import JSONBody, URLEncodedBody
 
 from payments import config, vnpay
 
@@ -148,7 +148,7 @@ async def pay(request: Request, state: State, data: URLEncodedBody[dict[str, str
 
 
 @post("/_control/ipn", include_in_schema=False, status_code=200)
-async def control_ipn(request: Request, state: State, data: ControlIpn) -> dict[str, list[dict[str, str]]]:
+async def control_ipn(request: Request, state: State, data: JSONBody[ControlIpn]) -> dict[str, list[dict[str, str]]]:
     raw = await state.redis.client.get(_record_key(state, data.txn_ref))
     merchant = _secret(state)
     if raw is None:  # never paid at the bank: an IPN for an order the bank does not know of
@@ -176,7 +176,7 @@ async def control_ipn(request: Request, state: State, data: ControlIpn) -> dict[
 
 
 @post("/merchant_webapi/api/transaction", include_in_schema=False, status_code=200)
-async def transaction_api(state: State, data: dict[str, Any]) -> dict[str, str]:
+async def transaction_api(state: State, data: JSONBody[dict[str, Any]]) -> dict[str, str]:
     merchant = _secret(state)
     request = {k: str(v) for k, v in data.items()}
     base = {"vnp_ResponseId": secrets.token_hex(16), "vnp_Command": request.get("vnp_Command", ""),

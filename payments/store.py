@@ -125,7 +125,8 @@ async def lock_charge(conn: asyncpg.Connection, transaction_id: int) -> None:
 
 async def refunded(conn: asyncpg.Connection, charge_id: int) -> tuple[int, int]:
     row = await conn.fetchrow(
-        "SELECT coalesce(sum(amount_vnd), 0) AS amount, coalesce(sum(fee_vnd), 0) AS fee FROM payment_transaction "
+        "SELECT coalesce(sum(amount_vnd), 0)::bigint AS amount, coalesce(sum(fee_vnd), 0)::bigint AS fee "
+        "FROM payment_transaction "
         "WHERE refund_of = $1", charge_id)
     return row["amount"], row["fee"]
 
@@ -155,7 +156,7 @@ async def statement_lines(conn: asyncpg.Connection, account_id: int, start: dt.d
 
 async def balance_before(conn: asyncpg.Connection, account_id: int, moment: dt.datetime) -> int:
     return await conn.fetchval(
-        """SELECT coalesce(sum(e.amount_vnd), 0) FROM payment_entry e
+        """SELECT coalesce(sum(e.amount_vnd), 0)::bigint FROM payment_entry e
              JOIN payment_transaction t ON t.id = e.transaction_id
             WHERE e.account_id = $1 AND t.created_at < $2""", account_id, moment)
 
@@ -181,7 +182,7 @@ async def insert_topup(conn: asyncpg.Connection, *, txn_ref: str, resident_id: u
 
 async def pending_topups_total(conn: asyncpg.Connection, resident_id: uuid.UUID) -> int:
     return await conn.fetchval(
-        "SELECT coalesce(sum(amount_vnd), 0) FROM payment_topup WHERE resident_id = $1 AND status = 'pending' "
+        "SELECT coalesce(sum(amount_vnd), 0)::bigint FROM payment_topup WHERE resident_id = $1 AND status = 'pending' "
         "AND expires_at > now()", resident_id)
 
 
@@ -220,11 +221,11 @@ async def settlement(conn: asyncpg.Connection, slug: str, start: dt.datetime, en
     return await conn.fetch(
         """SELECT (t.created_at AT TIME ZONE 'Asia/Ho_Chi_Minh')::date AS day, t.reason,
                   count(*) FILTER (WHERE t.kind = 'charge') AS charges,
-                  coalesce(sum(t.amount_vnd) FILTER (WHERE t.kind = 'charge'), 0) AS collected,
+                  coalesce(sum(t.amount_vnd) FILTER (WHERE t.kind = 'charge'), 0)::bigint AS collected,
                   count(*) FILTER (WHERE t.kind = 'refund') AS refunds,
-                  coalesce(sum(t.amount_vnd) FILTER (WHERE t.kind = 'refund'), 0) AS refunded,
-                  coalesce(sum(t.fee_vnd) FILTER (WHERE t.kind = 'charge'), 0)
-                    - coalesce(sum(t.fee_vnd) FILTER (WHERE t.kind = 'refund'), 0) AS fees
+                  coalesce(sum(t.amount_vnd) FILTER (WHERE t.kind = 'refund'), 0)::bigint AS refunded,
+                  (coalesce(sum(t.fee_vnd) FILTER (WHERE t.kind = 'charge'), 0)
+                    - coalesce(sum(t.fee_vnd) FILTER (WHERE t.kind = 'refund'), 0))::bigint AS fees
              FROM payment_transaction t
             WHERE t.operator_slug = $1 AND t.kind IN ('charge', 'refund') AND t.created_at >= $2 AND t.created_at < $3
             GROUP BY 1, 2 ORDER BY 1, 2""", slug, start, end)
@@ -271,7 +272,7 @@ async def audit(conn: asyncpg.Connection) -> asyncpg.Record:
              (SELECT coalesce(array_agg(transaction_id ORDER BY transaction_id), '{}') FROM
                 (SELECT transaction_id FROM payment_entry GROUP BY transaction_id HAVING sum(amount_vnd) <> 0) u)
                AS unbalanced_transactions,
-             (SELECT coalesce(sum(amount_vnd), 0) FROM payment_entry) AS entries_total,
-             (SELECT coalesce(sum(balance_vnd), 0) FROM payment_account) AS balances_total,
+             (SELECT coalesce(sum(amount_vnd), 0)::bigint FROM payment_entry) AS entries_total,
+             (SELECT coalesce(sum(balance_vnd), 0)::bigint FROM payment_account) AS balances_total,
              (SELECT count(*) FROM payment_account) AS accounts,
              (SELECT count(*) FROM payment_transaction) AS transactions""")
