@@ -27,7 +27,8 @@ async def credit(conn, resident, amount: int) -> None:
 
 
 async def entries_of(conn, transaction_id: int) -> dict[int, int]:
-    rows = await conn.fetch("SELECT account_id, amount_vnd FROM payment_entry WHERE transaction_id = $1", transaction_id)
+    rows = await conn.fetch("SELECT account_id, amount_vnd FROM payment_entry WHERE transaction_id = $1",
+                            transaction_id)
     return {r["account_id"]: r["amount_vnd"] for r in rows}
 
 
@@ -192,7 +193,8 @@ async def test_the_database_refuses_an_unbalanced_transaction(pool, conn, payer)
                                            "reason) VALUES ('remittance', 'commit-test', 5, 'x') RETURNING id")
                 await other.execute("INSERT INTO payment_entry VALUES ($1, $2, 5), ($1, $3, -4)", tid,
                                     service.TREASURY, service.FEES)
-        assert await other.fetchval("SELECT count(*) FROM payment_transaction WHERE idempotency_key = 'commit-test'") == 0
+        kept = await other.fetchval("SELECT count(*) FROM payment_transaction WHERE idempotency_key = 'commit-test'")
+        assert kept == 0
 
 
 async def test_entries_and_transactions_are_append_only(conn, payer):

@@ -80,7 +80,8 @@ async def test_receipts_are_the_owners_only(client, world):
     assert (body["amount_vnd"], body["wallet_change_vnd"], body["operator_name"]) == (
         25_000, -25_000, "Đơn vị trong-xe-ha-noi")
     assert body["receipt_no"].startswith("HN") and body["created_at"].endswith("+07:00")
-    assert (await client.get(f"/v1/payments/receipts/{charge.transaction_id}", headers=world["bob"])).status_code == 404
+    theirs = await client.get(f"/v1/payments/receipts/{charge.transaction_id}", headers=world["bob"])
+    assert theirs.status_code == 404
     assert (await client.get("/v1/payments/receipts/0", headers=world["alice"])).status_code == 400
 
 
@@ -97,8 +98,8 @@ async def test_statement_months_are_hanoi_months(client, conn, world):
     await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # run the pending balance checks before the ALTER
     await conn.execute("ALTER TABLE payment_transaction DISABLE TRIGGER payment_transaction_append_only")
     await conn.execute("UPDATE payment_transaction SET created_at = $2 WHERE id = $1", charge, first_local)
-    await conn.execute("UPDATE payment_transaction SET created_at = $1::timestamptz - interval '1 hour' WHERE kind = 'topup'",
-                       first_local)
+    await conn.execute("UPDATE payment_transaction SET created_at = $1::timestamptz - interval '1 hour' "
+                       "WHERE kind = 'topup'", first_local)
     await conn.execute("ALTER TABLE payment_transaction ENABLE TRIGGER payment_transaction_append_only")
     previous = f"{(first_local - dt.timedelta(days=1)):%Y-%m}"
     before = (await client.get(f"/v1/payments/statements/{previous}", headers=world["alice"])).json()
