@@ -61,9 +61,14 @@ async def test_healthz_is_alive(client):
 async def test_ready_when_everything_answers(client):
     response = await client.get("/readyz")
     assert response.status_code == 200, response.text
+    # the kernel's checks and every loaded module's (so a new module's check needs no edit here)
+    from tests.conftest import TEST_MODULES
+
+    modules_checks = {f"{m.name}.{name}": "ok" for m in TEST_MODULES for name in m.readiness_checks}
+    assert "fixture.flag" in modules_checks
     assert response.json() == {
         "status": "ready",
-        "checks": {"postgres": "ok", "redis": "ok", "migrations": "ok", "fixture.flag": "ok"},
+        "checks": {"postgres": "ok", "redis": "ok", "migrations": "ok", **modules_checks},
     }
     assert response.headers["cache-control"] == "no-store"
 

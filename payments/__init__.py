@@ -1,0 +1,25 @@
+"""Payments: a wallet per resident, a double-entry ledger in integer VND, VNPay top-up, settlement.
+
+Other modules move money with one call, inside their own transaction:
+
+    from payments import InsufficientFunds, charge, refund
+    posted = await charge(conn, resident_id, "hanoibus", 200_000, "monthly-pass", f"pass:{pass_id}")
+"""
+
+from __future__ import annotations
+
+from payments.models import Posted
+from payments.module import module
+from payments.service import (
+    AmountInvalid,
+    InsufficientFunds,
+    WalletNotFound,
+    balance_of,
+    charge,
+    ensure_operator,
+    open_wallet,
+    refund,
+)
+
+__all__ = ["AmountInvalid", "InsufficientFunds", "Posted", "WalletNotFound", "balance_of", "charge",
+           "ensure_operator", "module", "open_wallet", "refund"]
