@@ -11,9 +11,11 @@ Litestar documents what a handler returns; this adds what the kernel does around
 
 from __future__ import annotations
 
+import msgspec
 from litestar import Litestar
+from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, OpenAPI, SecurityScheme
 from litestar.types import Empty
 
 from app.errors import PROBLEM_JSON, Problem
@@ -41,7 +43,8 @@ def components() -> Components:
     return Components(security_schemes=dict(SECURITY_SCHEMES))
 
 
-def _problem(status: int) -> ResponseSpec:
+def problem(status: int) -> ResponseSpec:
+    """A problem answer for a route to declare itself (e.g. 401 from a sign-in that is refused)."""
     return ResponseSpec(data_container=Problem, media_type=PROBLEM_JSON, description=_DESCRIPTIONS[status],
                         generate_examples=False)
 
@@ -50,8 +53,45 @@ def _needs_caller(guard) -> bool:
     return bool(getattr(getattr(guard, "func", guard), "needs_caller", False))
 
 
+class _Documented(OpenAPIPlugin):
+    """Litestar's plugin, finishing the document once built: a Struct that refuses unknown fields says so
+    (`additionalProperties: false`), so a generated client or a fuzzer does not send what is refused."""
+
+    __slots__ = ()
+
+    def provide_openapi(self) -> OpenAPI:
+        fresh = self._openapi is None
+        document = super().provide_openapi()
+        if fresh:
+            _close_strict_structs(document)
+        return document
+
+
+def _strict_structs() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    pending = list(msgspec.Struct.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if getattr(cls.__struct_config__, "forbid_unknown_fields", False):
+            found[cls.__name__] = {f.encode_name for f in msgspec.structs.fields(cls)}
+    return found
+
+
+def _close_strict_structs(document: OpenAPI) -> None:
+    strict = _strict_structs()
+    for key, schema in ((document.components.schemas or {}) if document.components else {}).items():
+        name = key.rsplit("_", 1)[-1] if key not in strict else key
+        fields = strict.get(name)
+        if fields is not None and set(schema.properties or {}) <= fields:
+            schema.additional_properties = False
+
+
 def document(app: Litestar) -> None:
     """Fill in security and error answers on every registered route handler (before the document is built)."""
+    plugin = app.plugins.get(OpenAPIPlugin)
+    if type(plugin) is OpenAPIPlugin:
+        plugin.__class__ = _Documented
     for route in app.routes:
         for handler in getattr(route, "route_handlers", ()):
             if not getattr(handler, "include_in_schema", True) or not hasattr(handler, "http_methods"):
@@ -70,4 +110,4 @@ def document(app: Litestar) -> None:
             if handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"}:
                 statuses |= {409, 422}
             own = dict(handler.responses or {})
-            handler.responses = {**{s: _problem(s) for s in sorted(statuses)}, **own}
+            handler.responses = {**{s: problem(s) for s in sorted(statuses)}, **own}

@@ -15,7 +15,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
-from app import idempotency, web
+from app import idempotency, openapi, web
 from app.identity import guards
 from feedback import service, views
 from feedback.context import Ctx
@@ -262,7 +262,7 @@ class PublicController(Controller):
         return await views.public_reports(conn, ctx, bbox=bbox, category=category, status=status, ward=ward, q=q,
                                           cursor=cursor, limit=limit)
 
-    @get("/stats", operation_id="FeedbackUnitStats",
+    @get("/stats", operation_id="FeedbackUnitStats", responses={404: openapi.problem(404)},
          summary="Per unit: received, answered (on time), open, overdue and the average rating")
     async def stats(self, state: State, conn: web.Conn, ctx: Context,
                     days: Annotated[int, QueryParameter(ge=1, le=366)] = 90,

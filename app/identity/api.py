@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, URLEncodedBody
 
+from app import openapi
 from app.errors import InvalidInput
 from app.identity import guards, service
 from app.identity.models import (
@@ -34,6 +35,8 @@ from app.identity.models import (
 from app.logs import current_request_id
 
 Conn = NamedDependency[asyncpg.Connection]
+# A sign-in or a token exchange may be refused (401) or rate-limited (429) before any guard runs.
+SIGN_IN_ERRORS = {401: openapi.problem(401), 429: openapi.problem(429)}
 # Admin actions change who may do what: identity level 2, signed in within the last 15 minutes.
 ADMIN_GUARDS = [guards.role("admin"), guards.level(2, max_auth_age=900)]
 
@@ -53,18 +56,18 @@ class AuthController(Controller):
     path = "/v1/auth"
     tags = ["Identity"]
 
-    @post("/vneid/start", operation_id="StartLogin", status_code=200,
+    @post("/vneid/start", operation_id="StartLogin", responses=SIGN_IN_ERRORS, status_code=200,
           summary="Start a VNeID sign-in: returns the provider URL to open")
     async def start(self, data: JSONBody[LoginStart], state: State, request: Request) -> LoginStarted:
         return await service.start_login(state.identity, state.redis, data, client_ip=client_ip(request))
 
-    @post("/vneid/complete", operation_id="CompleteLogin", status_code=200,
+    @post("/vneid/complete", operation_id="CompleteLogin", responses=SIGN_IN_ERRORS, status_code=200,
           summary="Finish a VNeID sign-in with the code the provider returned")
     async def complete(self, data: JSONBody[LoginComplete], state: State, request: Request, conn: Conn) -> TokenPair:
         return await service.complete_login(state.identity, conn, state.redis, state=data.state, code=data.code,
                                             client_ip=client_ip(request))
 
-    @get("/vneid/callback", operation_id="LoginCallback",
+    @get("/vneid/callback", operation_id="LoginCallback", responses=SIGN_IN_ERRORS,
          summary="The provider's redirect target: finishes the sign-in (for browsers and tools)")
     async def callback(self, request: Request, conn: Conn) -> TokenPair:
         query = request.query_params
@@ -72,7 +75,7 @@ class AuthController(Controller):
                                             state=query.get("state", ""), code=query.get("code", ""),
                                             client_ip=client_ip(request))
 
-    @post("/refresh", operation_id="Refresh", status_code=200,
+    @post("/refresh", operation_id="Refresh", responses=SIGN_IN_ERRORS, status_code=200,
           summary="Rotate a refresh token: the old one is spent, a new pair returned")
     async def refresh(self, data: JSONBody[RefreshRequest], state: State, request: Request, conn: Conn) -> TokenPair:
         return await service.refresh(state.identity, conn, state.redis, refresh_token=data.refresh_token,
@@ -139,7 +142,7 @@ async def jwks(state: State) -> Response[dict[str, Any]]:
     return Response(state.identity.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
-@post("/oauth/token", operation_id="ClientToken", tags=["Identity"], status_code=200,
+@post("/oauth/token", operation_id="ClientToken", responses=SIGN_IN_ERRORS, tags=["Identity"], status_code=200,
       summary="OAuth client credentials with private_key_jwt, for validators, gates and facility systems")
 async def oauth_token(
     state: State, conn: Conn, data: URLEncodedBody[dict[str, Any]], request: Request
