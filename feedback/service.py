@@ -41,7 +41,6 @@ from feedback.models import (
     Transfer,
 )
 from feedback.workflow import EVENT_LABELS, REOPEN_DAYS, REPORTER, STAFF, STATUS_LABELS
-from notifications import templates
 from notifications.service import notify
 
 # Hanoi's administrative extent with a small margin (Ba Vì in the west to Gia Lâm in the east).
@@ -51,17 +50,6 @@ DUPLICATE_RADIUS_M = 100.0
 DUPLICATE_DAYS = 7
 MAX_PHOTOS = 5
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
-
-templates.register(
-    templates.Template(
-        "feedback.status", "Phản ánh #{id}: {status_vi}", "{message_vi}",
-        "Report #{id}: {status_en}", "{message_en}"),
-    templates.Template(
-        "feedback.escalated", "Phản ánh #{id} quá hạn {deadline_vi}",
-        "Phản ánh “{category_vi}” tại {unit_vi} đã quá hạn {deadline_vi} lúc {due_local}.",
-        "Report #{id} is past its {deadline_en} deadline",
-        "The “{category_en}” report at {unit_en} passed its {deadline_en} deadline at {due_local}."),
-)
 
 
 @lru_cache(maxsize=2)
