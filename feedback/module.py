@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from feedback import api, demo, jobs
+from feedback import api, config, demo, jobs
 from feedback.open311 import api as open311_api
 from modules import Module, NotificationCategory, ProblemType, Template, Title
 
@@ -16,6 +16,7 @@ module = Module(
     migrations=Path(__file__).parent / "migrations",
     jobs=jobs.JOBS,
     seed=demo.seed,
+    settings=config.SETTINGS,
     problems=[ProblemType("possible-duplicates", 409, Title("Đã có phản ánh tương tự gần đây",
                                                             "Similar reports were sent nearby"))],
     notification_categories=[NotificationCategory("feedback", Title("Phản ánh hiện trường", "Reports"), templates=[

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncpg
 
+from app import ratelimit
 from app.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from app.identity import service as identity
 from app.identity.models import Principal
@@ -58,6 +59,12 @@ def calendar() -> WorkingCalendar:
 
 
 # ---- photos ------------------------------------------------------------------------------------------------
+
+
+async def count_photo_upload(redis, principal: Principal, per_hour: int) -> None:
+    """Each upload attempt counts against the resident's hourly quota, before any work on the bytes: photos
+    are the heaviest thing a resident can make us store and process. Over it: 429 with Retry-After."""
+    await ratelimit.hit(redis, "feedback-photos", principal.sub, f"{per_hour}/3600")
 
 
 async def upload_photo(conn: asyncpg.Connection, principal: Principal, raw: bytes) -> Photo:
