@@ -18,6 +18,7 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from app import idempotency, openapi, web
 from app.identity import guards
 from feedback import service, views
+from feedback.config import feedback_settings
 from feedback.context import Ctx
 from feedback.models import (
     AnswerCreate,
@@ -76,8 +77,12 @@ class PhotosController(Controller):
 
     @post("/", operation_id="UploadFeedbackPhoto", guards=[guards.resident], status_code=201,
           dependencies=web.IDEMPOTENT, request_max_body_size=PHOTO_BODY_LIMIT,
-          summary="Upload one photo (the raw JPEG or PNG as the body); attach it to a report or answer by id")
-    async def upload(self, request: Request, tx: web.Tx, principal: web.Caller) -> Photo:
+          summary="Upload one photo (the raw JPEG or PNG as the body); attach it to a report or answer by id",
+          description="Each resident may upload IHANOI_FEEDBACK_PHOTOS_PER_HOUR photos an hour (default 30).",
+          responses={429: openapi.problem(429)})
+    async def upload(self, request: Request, state: State, tx: web.Tx, principal: web.Caller) -> Photo:
+        # an idempotent replay is answered before this runs, so it does not count
+        await service.count_photo_upload(state.redis, principal, feedback_settings(state.settings).photos_per_hour)
         return await service.upload_photo(tx, principal, await request.body())
 
     @get("/{photo_id:str}", operation_id="GetFeedbackPhoto", summary="A photo, if the caller may see it",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from feedback import api, demo, jobs
+from feedback import api, config, demo, jobs
 from feedback.open311 import api as open311_api
-from modules import Module, NotificationCategory, ProblemType, Title
+from modules import Module, NotificationCategory, ProblemType, Template, Title
 
 module = Module(
     name="feedback",
@@ -16,7 +16,17 @@ module = Module(
     migrations=Path(__file__).parent / "migrations",
     jobs=jobs.JOBS,
     seed=demo.seed,
+    settings=config.SETTINGS,
     problems=[ProblemType("possible-duplicates", 409, Title("Đã có phản ánh tương tự gần đây",
                                                             "Similar reports were sent nearby"))],
-    notification_categories=[NotificationCategory("feedback", Title("Phản ánh hiện trường", "Reports"))],
+    notification_categories=[NotificationCategory("feedback", Title("Phản ánh hiện trường", "Reports"), templates=[
+        # a step on a report the resident sent or follows (service.add_event)
+        Template("feedback.status", "Phản ánh #{id}: {status_vi}", "{message_vi}",
+                 "Report #{id}: {status_en}", "{message_en}"),
+        # a deadline passed, to the unit's staff and heads (jobs.escalate_overdue)
+        Template("feedback.escalated", "Phản ánh #{id} quá hạn {deadline_vi}",
+                 "Phản ánh “{category_vi}” tại {unit_vi} đã quá hạn {deadline_vi} lúc {due_local}.",
+                 "Report #{id} is past its {deadline_en} deadline",
+                 "The “{category_en}” report at {unit_en} passed its {deadline_en} deadline at {due_local}."),
+    ])],
 )

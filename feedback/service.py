@@ -20,12 +20,12 @@ from typing import Any
 
 import asyncpg
 
-from app import identity
+from app import identity, ratelimit
 from app.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from app.identity import Principal
 from app.web import local
 from feedback import photos as photo_files
-from feedback import store, views, workflow
+from feedback import places, store, views, workflow
 from feedback.calendar import WorkingCalendar
 from feedback.context import Ctx, is_staff_for, nfc, parse_uuid, resident_id, utcnow
 from feedback.models import (
@@ -41,27 +41,13 @@ from feedback.models import (
     Transfer,
 )
 from feedback.workflow import EVENT_LABELS, REOPEN_DAYS, REPORTER, STAFF, STATUS_LABELS
-from notifications import templates
 from notifications.service import notify
 
-# Hanoi's administrative extent with a small margin (Ba Vì in the west to Gia Lâm in the east).
-HANOI_LAT = (20.53, 21.42)
-HANOI_LNG = (105.28, 106.03)
 DUPLICATE_RADIUS_M = 100.0
 DUPLICATE_DAYS = 7
 MAX_PHOTOS = 5
+DESCRIPTION_MIN = 10  # characters, after NFC and trimming
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
-
-templates.register(
-    templates.Template(
-        "feedback.status", "Phản ánh #{id}: {status_vi}", "{message_vi}",
-        "Report #{id}: {status_en}", "{message_en}"),
-    templates.Template(
-        "feedback.escalated", "Phản ánh #{id} quá hạn {deadline_vi}",
-        "Phản ánh “{category_vi}” tại {unit_vi} đã quá hạn {deadline_vi} lúc {due_local}.",
-        "Report #{id} is past its {deadline_en} deadline",
-        "The “{category_en}” report at {unit_en} passed its {deadline_en} deadline at {due_local}."),
-)
 
 
 @lru_cache(maxsize=2)
@@ -70,6 +56,12 @@ def calendar() -> WorkingCalendar:
 
 
 # ---- photos ------------------------------------------------------------------------------------------------
+
+
+async def count_photo_upload(redis, principal: Principal, per_hour: int) -> None:
+    """Each upload attempt counts against the resident's hourly quota, before any work on the bytes: photos
+    are the heaviest thing a resident can make us store and process. Over it: 429 with Retry-After."""
+    await ratelimit.hit(redis, "feedback-photos", principal.sub, f"{per_hour}/3600")
 
 
 async def upload_photo(conn: asyncpg.Connection, principal: Principal, raw: bytes) -> Photo:
@@ -131,15 +123,15 @@ async def submit(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, body:
     category = await store.category(conn, body.category)
     if category is None or not category["active"]:
         raise InvalidInput.field("category", f"unknown category {body.category!r}; see GET /v1/feedback/categories")
-    if not (HANOI_LAT[0] <= body.latitude <= HANOI_LAT[1] and HANOI_LNG[0] <= body.longitude <= HANOI_LNG[1]):
-        field = "latitude" if not HANOI_LAT[0] <= body.latitude <= HANOI_LAT[1] else "longitude"
-        raise InvalidInput.field(field, "the place must be inside Hanoi")
+    outside = places.outside_hanoi(body.latitude, body.longitude)
+    if outside is not None:
+        raise InvalidInput.field(outside, "the place must be inside Hanoi")
     ward = ctx.units.get(body.ward)
     if ward is None or ward.kind not in ("ward", "commune"):
         raise InvalidInput.field("ward", f"unknown ward or commune {body.ward!r}; see GET /v1/units")
     description = nfc(body.description)
-    if len(description) < 10:
-        raise InvalidInput.field("description", "describe the problem in at least 10 characters")
+    if len(description) < DESCRIPTION_MIN:
+        raise InvalidInput.field("description", f"describe the problem in at least {DESCRIPTION_MIN} characters")
     if not body.duplicates_checked:
         nearby = await store.nearby_open(
             conn, category=category["code"], latitude=body.latitude, longitude=body.longitude,

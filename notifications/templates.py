@@ -25,12 +25,6 @@ def render(key: str, data: dict[str, object]) -> dict[str, str]:
         raise InvalidInput.field("data", str(exc)) from None
 
 
-def register(*declared: Template) -> None:
-    """Transitional: templates not yet declared through a module's categories."""
-    for template in declared:
-        REGISTRY.templates.setdefault(template.key, template)
-
-
 def category_names() -> list[str]:
     """Every category a loaded module declared: what a resident may mute."""
     return list(REGISTRY.categories)

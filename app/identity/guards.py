@@ -1,7 +1,8 @@
 """Authentication of every request and the guards that routes declare.
 
 `AuthMiddleware` turns a bearer token into a `Principal` on `request.user` (or None without a
-token; a bad token is a 401). Guards then say what a route needs: any signed-in caller, a resident,
+token; a bad token is a 401), unless the route's opt says `bearer="deferred"`: it then calls `authenticate`
+itself once its own checks are done. Guards then say what a route needs: any signed-in caller, a resident,
 a role (optionally for the unit named in the path), an identity level with a maximum auth age.
 Ownership of a particular object is the service's job, checked in SQL.
 """
@@ -23,6 +24,23 @@ from app.identity.tokens import verify_access_token
 Guard = Callable[[ASGIConnection, BaseRouteHandler], Any]
 
 
+async def _bearer(scope: dict) -> Principal | None:
+    """The caller of the request's bearer token; None without one; a bad token is a 401."""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            kind, _, token = value.decode("latin-1").partition(" ")
+            if kind.lower() != "bearer":  # other schemes (Basic at the stand-in) are not ours
+                return None
+            if not token.strip():
+                raise NotAuthenticated("the bearer token is empty")
+            state = scope["litestar_app"].state
+            rt = state.identity
+            return await verify_access_token(
+                token.strip(), keys=rt.keys, pool=state.pool, issuer=rt.token_issuer, revoked=rt.revoked
+            )
+    return None
+
+
 class AuthMiddleware:
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -30,22 +48,22 @@ class AuthMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         scope["user"] = None
         scope["auth"] = None
-        # /metrics takes its own scrape token (app/kernel_api.py), not an identity token
-        if scope["type"] in ("http", "websocket") and scope.get("path") != "/metrics":
-            for name, value in scope.get("headers", ()):
-                if name == b"authorization":
-                    kind, _, token = value.decode("latin-1").partition(" ")
-                    if kind.lower() != "bearer":  # other schemes (Basic at the stand-in) are not ours
-                        break
-                    if not token.strip():
-                        raise NotAuthenticated("the bearer token is empty")
-                    state = scope["litestar_app"].state
-                    rt = state.identity
-                    scope["user"] = await verify_access_token(
-                        token.strip(), keys=rt.keys, pool=state.pool, issuer=rt.token_issuer, revoked=rt.revoked
-                    )
-                    break
+        # /metrics takes its own scrape token (app/kernel_api.py), not an identity token; a route whose opt says
+        # `bearer="deferred"` checks its own input first and then calls `authenticate` itself.
+        handler = scope.get("route_handler")
+        deferred = handler is not None and handler.opt.get("bearer") == "deferred"
+        if scope["type"] in ("http", "websocket") and scope.get("path") != "/metrics" and not deferred:
+            scope["user"] = await _bearer(scope)
         await self.app(scope, receive, send)
+
+
+async def authenticate(connection: ASGIConnection) -> Principal | None:
+    """For a route with `opt={"bearer": "deferred"}`: the caller of the bearer token, verified now (401 for a
+    bad one, None without one), so the route can answer what it checks first (Open311: api key, fields). Such a
+    route declares no caller guard: guards run before the handler and would see no caller."""
+    principal = await _bearer(connection.scope)
+    connection.scope["user"] = principal
+    return principal
 
 
 def principal_of(connection: ASGIConnection) -> Principal:

@@ -15,20 +15,26 @@ Decisions:
   updated_datetime of a closed request is when it closed (the answer's time for an answered one), as the
   spec asks; expected_datetime is the answer deadline.
 - POST needs both the client's api_key (403 without a good one, as the spec says) and the resident's own
-  access token (`Authorization: Bearer`, the mobile app's token: reports in Hanoi are never anonymous).
-  A missing or bad token is answered 403 as well, with body code 401: Open311 clients expect 400, 403 or
-  404 and read the error array of those, while a 401 is taken by many as a transport failure.
-  first_name, last_name, email, phone, account_id and device_id are ignored: identity comes from VNeID.
-- Every report needs its ward: each service's definition lists a required `ward` attribute (a
-  singlevaluelist of the ward and commune codes), sent as `attribute[ward]=<code>`, so metadata is true.
-  lat and long are required (the place must be in Hanoi); address_string becomes the address.
+  access token (`Authorization: Bearer`, the mobile app's token: reports in Hanoi are never anonymous;
+  401 without a good one). It checks, in order: that an api_key is sent, every field of the form (all bad
+  fields in one 400, nothing looked up yet), that the api_key is a client's, the resident's token (the
+  route defers the kernel's token check: `bearer="deferred"`), and then what needs the database (the
+  service_code, 404). first_name, last_name, email, phone, account_id and device_id are ignored: identity
+  comes from VNeID.
+- Every report needs its ward. Each service's definition lists a `ward` attribute (a singlevaluelist of
+  the ward and commune codes, sent as `attribute[ward]=<code>`, so metadata is true), not required: when it
+  is left out, the ward is derived from lat/long (feedback.places: the ward or commune whose centre is
+  nearest, measured in that unit's size; data/WARD_CENTRES.md says where the centres come from and how
+  often that is right). Where no ward is near enough, it is required. lat and long are required (the
+  place must be in Hanoi); address_string becomes the address.
 - media_url is not fetched (this system reaches no outside network); the service_notice says so. In GET
   answers media_url is the absolute URL of the report's first public photo.
 - Reports sent this way hide the reporter's name in the app's public view (the resident chose nothing),
   and no Open311 answer ever says who reported.
-- Errors are Open311's array of {code, description}, in the requested format. HTTP 404 for what does not
-  exist, 403 for the api_key or the resident's token, 400 for the rest; 429 and 5xx keep their status so
-  retries and monitoring work. The body code is the app's own status (409, 401...) when more specific.
-  The app's one error map (app.errors.handle_exception) decides statuses and logs; this file reshapes it.
+- Errors are Open311's array of {code, description}, in the requested format, and the HTTP status is always
+  the body's code: 400 for a bad field, 401 for the resident's token, 403 for the api_key, 404 for what
+  does not exist, and the app's own status otherwise (409, 422, 429 with Retry-After, 5xx), so a client
+  never sees one status in the header and another in the body. The app's one error map
+  (app.errors.handle_exception) decides statuses and logs; api.py reshapes its answer.
 - POST answers 200, not 201: the spec names no status, and some clients check for 200.
 """

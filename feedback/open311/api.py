@@ -34,13 +34,10 @@ from feedback.open311.models import (
     ServiceDefinition,
     ServiceRequest,
 )
-from feedback.open311.service import MAX_DAYS, MAX_ROWS, PREFIX, WARD
+from feedback.open311.service import MAX_DAYS, MAX_ROWS, OPEN311_NAMES, PREFIX
 
 # Litestar adds "; charset=utf-8" to text/* types itself.
 MEDIA_TYPES = {"json": "application/json; charset=utf-8", "xml": "text/xml"}
-# our field names in service errors -> the Open311 parameter the client sent
-OPEN311_FIELDS = {"category": "service_code", "latitude": "lat", "longitude": "long", "ward": f"attribute[{WARD}]",
-                  "address": "address_string"}
 
 
 # ---- formats -------------------------------------------------------------------------------------------------
@@ -95,23 +92,18 @@ def render(fmt: str, root: str, value: Any, *, status: int = 200, headers: Mappi
 
 
 def open311_error(request: Request, exc: Exception) -> Response:
-    """Any error on these routes as Open311's error array, in the format the path asked for."""
+    """Any error on these routes as Open311's error array, in the format the path asked for, with the HTTP status
+    the body's code says."""
     problem_response = handle_exception(request, exc)
     problem = msgspec.json.decode(problem_response.content)
     status = problem["status"]
     if problem.get("errors"):
-        descriptions = [f"{OPEN311_FIELDS.get(e['field'], e['field'])}: {e['message']}" for e in problem["errors"]]
+        descriptions = [f"{OPEN311_NAMES.get(e['field'], e['field'])}: {e['message']}" for e in problem["errors"]]
     else:
         descriptions = [problem.get("detail") or problem["title"]]
-    if status == 401:
-        http = 403
-    elif status in (403, 404, 429) or status >= 500:
-        http = status
-    else:
-        http = 400
     headers = {k: v for k, v in problem_response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
     found = [Open311Error(code=status, description=d) for d in descriptions]
-    return render(format_of(request.url.path), "errors", found, status=http, headers=headers)
+    return render(format_of(request.url.path), "errors", found, status=status, headers=headers)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -152,7 +144,8 @@ def _errors(*statuses: int) -> dict[int, ResponseSpec]:
 
 _ERROR_DESCRIPTIONS = {
     400: "Open311 errors: a bad parameter or field",
-    403: "Open311 errors: the api_key or the resident's access token is missing or not valid (code 401)",
+    401: "Open311 errors: the resident's access token is missing or not valid",
+    403: "Open311 errors: the api_key is missing or not valid",
     404: "Open311 errors: no such service or request",
     500: "Open311 errors: internal error",
     503: "Open311 errors: a dependency is unavailable; retry later",
@@ -210,16 +203,24 @@ class Open311Controller(Controller):
 
     @post(_paths("requests"), operation_id=_operation("Open311CreateRequest"), status_code=200,
           summary="Send a report for a resident: the client's api_key and the resident's bearer token",
-          description="Form fields: api_key, service_code, lat, long, attribute[ward], description, "
-                      "address_string. media_url, names, email and phone are ignored.",
-          security=[{"bearer": []}], responses=_errors(400, 403, 404, 500, 503))
-    async def create_request(self, request: Request, tx: web.Tx, viewer: web.Viewer,
-                             ctx: Context) -> Response[list[RequestCreated]]:
+          description="Form fields: api_key, service_code, lat, long, description, address_string, and "
+                      "attribute[ward] unless lat/long tell it. media_url, names, email and phone are ignored. "
+                      "Checked in this order: the api_key is sent (403), the fields and headers (400), the "
+                      "api_key is a client's (403), the resident's token (401), the service_code exists (404).",
+          security=[{"bearer": []}], responses=_errors(400, 401, 403, 404, 500, 503),
+          opt={"bearer": "deferred"})  # the token is checked after the api key and the fields (guards.authenticate)
+    async def create_request(self, request: Request, tx: web.Tx, ctx: Context) -> Response[list[RequestCreated]]:
         fields = await _form(request)
-        client = await service.client_for_key(tx, fields.get("api_key") or request.query_params.get("api_key"))
+        api_key = service.require_key(fields.get("api_key") or request.query_params.get("api_key"))
+        body = service.report_body(ctx, fields)
         # Open311 answers (XML or JSON) are not the kernel's to replay: the report's own key makes a retry with the
         # same Idempotency-Key answer the first report (service.submit).
-        answer = await service.submit_request(tx, ctx, viewer, client, fields, idempotency.key_of(request))
+        retry_key = idempotency.key_of(request)
+        client = await service.client_for_key(tx, api_key)
+        resident = await guards.authenticate(request)
+        answer = await service.submit_request(tx, ctx, resident, client, body,
+                                              media_url=bool((fields.get("media_url") or "").strip()),
+                                              idempotency_key=retry_key)
         return render(format_of(request.url.path), "service_requests", answer)
 
     @get("/tokens/{name:str}", include_in_schema=False)

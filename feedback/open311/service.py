@@ -9,18 +9,21 @@ import hashlib
 import math
 import re
 import secrets
+import unicodedata
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
+import msgspec
+from litestar.exceptions import ValidationException
 
 from app.errors import FieldError, Forbidden, InvalidInput, NotAuthenticated, NotFound
 from app.identity import Principal
 from app.settings import Settings
 from app.web import CITY_TZ, local
+from feedback import places, views
 from feedback import service as feedback
-from feedback import views
 from feedback.context import Ctx
 from feedback.models import Category, ReportCreate
 from feedback.open311 import store
@@ -47,6 +50,15 @@ CHANGESET = "2025-07-01T00:00:00+07:00"
 FORMATS = ["text/xml", "application/json"]
 MAX_DAYS = 90
 WARD = "ward"
+# Open311's names of our fields, in errors
+OPEN311_NAMES = {"category": "service_code", "latitude": "lat", "longitude": "long", "ward": f"attribute[{WARD}]",
+                 "address": "address_string"}
+WARD_DESCRIPTION = (
+    "Phường, xã nơi xảy ra sự việc. Có thể bỏ trống khi gửi lat/long trong Hà Nội: khi đó là phường, xã có tâm gần "
+    "nhất (tính theo kích thước của phường, xã đó); nếu không xác định được thì bắt buộc.",
+    "The ward or commune where the problem is. It may be left out when lat/long are inside Hanoi: it is then the "
+    "ward or commune whose centre is nearest, measured in that unit's own size; where none is near enough it is "
+    "required.")
 CLIENT_NAME = re.compile(CLIENT_NAME_PATTERN)
 REQUEST_ID = re.compile(r"^[0-9]{1,18}$")
 
@@ -77,11 +89,16 @@ async def revoke_client(conn: asyncpg.Connection, name: str, *, revoked_by: uuid
     return revoked
 
 
-async def client_for_key(conn: asyncpg.Connection, api_key: str | None) -> str:
-    """The name of the client holding this key; 403 for a missing, unknown or revoked key."""
+def require_key(api_key: str | None) -> str:
+    """The api_key is sent at all (403 without one); whether it is a client's is client_for_key's, later."""
     if not api_key:
         raise Forbidden("api_key missing: creating a request needs the api_key the city's iHaNoi administrators "
                         "gave your application")
+    return api_key
+
+
+async def client_for_key(conn: asyncpg.Connection, api_key: str) -> str:
+    """The name of the client holding this key; 403 for an unknown or revoked key."""
     name = await store.client_name(conn, _digest(api_key))
     if name is None:
         raise Forbidden("api_key not valid (unknown or revoked): can't create the request")
@@ -134,11 +151,11 @@ async def service_definition(conn: asyncpg.Connection, ctx: Ctx, code: str) -> S
     wards = [AttributeValue(key=u.code, name=u.name_en if english else u.name_vi)
              for u in ctx.units if u.kind in ("ward", "commune")]
     return ServiceDefinition(service_code=category.code, attributes=[Attribute(
-        variable=True, code=WARD, datatype="singlevaluelist", required=True,
+        variable=True, code=WARD, datatype="singlevaluelist", required=False,
         datatype_description=ctx.pick(("Mã phường, xã: một trong các key dưới đây",
                                        "A ward or commune code: one of the keys below")),
         order=1,
-        description=ctx.pick(("Phường, xã nơi xảy ra sự việc", "The ward or commune where the problem is")),
+        description=ctx.pick(WARD_DESCRIPTION),
         values=wards,
     )])
 
@@ -262,28 +279,32 @@ async def get_request(conn: asyncpg.Connection, ctx: Ctx, request_id: str, *,
     return found
 
 
-def _coordinate(fields: Mapping[str, str], key: str, limit: float, errors: list[FieldError]) -> float:
+def _coordinate(fields: Mapping[str, str], key: str, limit: float, errors: list[FieldError]) -> float | None:
     raw = (fields.get(key) or "").strip()
     if not raw:
         errors.append(FieldError(field=key, message="required: WGS84 degrees (the place must be in Hanoi)",
                                  source="body"))
-        return 0.0
+        return None
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or abs(value) > limit:
         errors.append(FieldError(field=key, message=f"WGS84 degrees between -{limit:g} and {limit:g}", source="body"))
-        return 0.0
+        return None
     return value
 
 
-def report_body(fields: Mapping[str, str]) -> ReportCreate:
-    """The report an Open311 form asks for; every missing or malformed field at once."""
+def report_body(ctx: Ctx, fields: Mapping[str, str]) -> ReportCreate:
+    """The report an Open311 form asks for, checked before anything is looked up; every bad field at once. The
+    ward is the one sent, or else the one the coordinates fall in (feedback.places)."""
     errors: list[FieldError] = []
 
-    def required(key: str, *aliases: str) -> str:
-        value = next((fields[k].strip() for k in (key, *aliases) if (fields.get(k) or "").strip()), "")
+    def given(key: str, *aliases: str) -> str:
+        return next((fields[k].strip() for k in (key, *aliases) if (fields.get(k) or "").strip()), "")
+
+    def required(key: str) -> str:
+        value = given(key)
         if not value:
             errors.append(FieldError(field=key, message="required", source="body"))
         return value
@@ -291,28 +312,58 @@ def report_body(fields: Mapping[str, str]) -> ReportCreate:
     code = required("service_code")
     latitude = _coordinate(fields, "lat", 90, errors)
     longitude = _coordinate(fields, "long", 180, errors)
-    ward = required(f"attribute[{WARD}]", f"attribute[{WARD}][]")
-    description = required("description")
-    if len(description) > 4000:
+    inside = False
+    if latitude is not None and longitude is not None:
+        outside = places.outside_hanoi(latitude, longitude)
+        if outside is not None:
+            errors.append(FieldError(field="lat" if outside == "latitude" else "long",
+                                     message="the place must be inside Hanoi", source="body"))
+        inside = outside is None
+    ward_field = f"attribute[{WARD}]"
+    ward = given(ward_field, f"{ward_field}[]")
+    if ward:
+        unit = ctx.units.get(ward)
+        if unit is None or unit.kind not in ("ward", "commune"):
+            errors.append(FieldError(field=ward_field, message=f"unknown ward or commune {ward!r}: one of the values "
+                                     f"in GET {PREFIX}/services/{{service_code}}.json", source="body"))
+    elif inside:
+        ward = places.ward_at(ctx.units, latitude, longitude) or ""
+        if not ward:
+            errors.append(FieldError(field=ward_field, message="required here: lat/long are not near enough to a "
+                                     "known ward or commune to tell which one", source="body"))
+    elif latitude is None or longitude is None:
+        errors.append(FieldError(field=ward_field, message="required unless lat and long are sent", source="body"))
+    # (outside Hanoi, the coordinates' own error is the one to fix)
+    description = unicodedata.normalize("NFC", required("description"))
+    if description and len(description) < feedback.DESCRIPTION_MIN:
+        errors.append(FieldError(field="description", message="describe the problem in at least "
+                                 f"{feedback.DESCRIPTION_MIN} characters", source="body"))
+    elif len(description) > 4000:
         errors.append(FieldError(field="description", message="at most 4000 characters", source="body"))
     address = (fields.get("address_string") or "").strip()
     if len(address) > 300:
         errors.append(FieldError(field="address_string", message="at most 300 characters", source="body"))
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
-    return ReportCreate(category=code, description=description, latitude=latitude, longitude=longitude, ward=ward,
-                        address=address, hide_name=True, visibility="public", duplicates_checked=True)
+    try:
+        # the app's own constraints on every field (text without control characters...)
+        return msgspec.convert({"category": code, "description": description, "latitude": latitude,
+                                "longitude": longitude, "ward": ward, "address": address, "hide_name": True,
+                                "visibility": "public", "duplicates_checked": True}, ReportCreate)
+    except msgspec.ValidationError as exc:  # worded and named by the kernel's error map, as for a JSON body
+        raise ValidationException(extra=[{"message": str(exc), "key": "data", "source": "body"}]) from None
 
 
 async def submit_request(conn: asyncpg.Connection, ctx: Ctx, principal: Principal | None, client: str,
-                         fields: Mapping[str, str], idempotency_key: str | None = None) -> list[RequestCreated]:
-    """POST requests for a registered client (see client_for_key) and the resident it acts for."""
+                         body: ReportCreate, *, media_url: bool = False,
+                         idempotency_key: str | None = None) -> list[RequestCreated]:
+    """POST requests for a registered client (see client_for_key) and the resident it acts for, once the form
+    passed report_body."""
     if principal is None:
         raise NotAuthenticated(
             "the resident's own iHaNoi access token is required (Authorization: Bearer <token>): reports in "
             "Hanoi are sent by residents signed in with VNeID, never anonymously",
             headers={"WWW-Authenticate": 'Bearer realm="ihanoi"'})
-    body = report_body(fields)
     try:
         await views.get_category(conn, ctx, body.category)
     except NotFound:
@@ -328,7 +379,7 @@ async def submit_request(conn: asyncpg.Connection, ctx: Ctx, principal: Principa
     else:
         notice = ctx.pick((f"{unit} tiếp nhận trước {receive_by} và trả lời trước {answer_by}.",
                            f"{unit} will receive it by {receive_by} and answer by {answer_by}."))
-    if (fields.get("media_url") or "").strip():
+    if media_url:
         notice += ctx.pick((
             " Ảnh qua media_url không được tải về (hệ thống không truy cập mạng bên ngoài); ảnh chỉ gửi được "
             "qua ứng dụng iHaNoi.",

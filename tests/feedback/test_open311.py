@@ -128,8 +128,11 @@ async def test_services_and_a_definition_in_both_formats(client):
     definition = json_of(await client.get(f"{BASE}/services/ve-sinh-moi-truong.json"))
     assert definition["service_code"] == "ve-sinh-moi-truong"
     [ward] = definition["attributes"]
+    # not required: derived from lat/long when left out, and the definition says how
     assert (ward["variable"], ward["code"], ward["datatype"], ward["required"], ward["order"]) \
-        == (True, "ward", "singlevaluelist", True, 1)
+        == (True, "ward", "singlevaluelist", False, 1)
+    assert "lat/long" in ward["description"] and "nearest" in json_of(await client.get(
+        f"{BASE}/services/ve-sinh-moi-truong.json", headers={"Accept-Language": "en"}))["attributes"][0]["description"]
     units = client.app.state.identity.units
     assert len(ward["values"]) == sum(u.kind in ("ward", "commune") for u in units) == 126
     assert {"key": WARD, "name": "Phường Hoàn Kiếm"} in ward["values"]
@@ -138,7 +141,7 @@ async def test_services_and_a_definition_in_both_formats(client):
     root = xml_of(await client.get(f"{BASE}/services/ve-sinh-moi-truong.xml"))
     assert root.tag == "service_definition" and root.findtext("service_code") == "ve-sinh-moi-truong"
     attribute = root.find("attributes/attribute")
-    assert attribute.findtext("datatype") == "singlevaluelist" and attribute.findtext("required") == "true"
+    assert attribute.findtext("datatype") == "singlevaluelist" and attribute.findtext("required") == "false"
     keys = [v.findtext("key") for v in attribute.find("values").findall("value")]
     assert WARD in keys and len(keys) == 126
 
@@ -191,6 +194,10 @@ async def test_a_missing_bad_or_revoked_key_is_403(client, conn, people, api_key
     [(code, description)] = xml_errors(await post(client, form(), people["a"], suffix=".xml"), 403)
     assert code == "403" and "api_key" in description
     assert errors(await post(client, form(api_key="o311_guessed"), people["a"]), 403)[0]["code"] == 403
+    # the key is checked before the resident's token, even a bad one
+    bad_token = {"Authorization": "Bearer not-a-token"}
+    assert errors(await post(client, form(), bad_token), 403)[0]["code"] == 403
+    assert errors(await post(client, form(api_key="o311_guessed"), bad_token), 403)[0]["code"] == 403
 
     assert await open311.revoke_client(conn, CLIENT) == 1
     [error] = errors(await post(client, form(api_key=api_key), people["a"]), 403)
@@ -198,16 +205,45 @@ async def test_a_missing_bad_or_revoked_key_is_403(client, conn, people, api_key
     assert await conn.fetchval("SELECT count(*) FROM report") == 0
 
 
-async def test_without_the_residents_token_it_is_403_with_code_401(client, people, api_key):
+async def test_without_the_residents_token_it_is_401(client, people, api_key):
     response = await post(client, form(api_key=api_key))
-    [error] = errors(response, 403)
+    [error] = errors(response, 401)
     assert error["code"] == 401 and "Authorization: Bearer" in error["description"]
     assert response.headers["www-authenticate"].startswith("Bearer")
-    [(code, _)] = xml_errors(await post(client, form(api_key=api_key), suffix=".xml"), 403)
+    [(code, _)] = xml_errors(await post(client, form(api_key=api_key), suffix=".xml"), 401)
     assert code == "401"
     # a token that is not ours is refused by the sign-in layer, still in Open311's format
-    [error] = errors(await post(client, form(api_key=api_key), {"Authorization": "Bearer not-a-token"}), 403)
-    assert error["code"] == 401
+    for token in ("Bearer not-a-token", "Bearer "):
+        [error] = errors(await post(client, form(api_key=api_key), {"Authorization": token}), 401)
+        assert error["code"] == 401
+
+
+async def test_the_fields_are_checked_before_the_key_is_looked_up_and_the_token(client, conn, people, api_key):
+    bad = form(service_code=None, description="")
+    for key, headers in (("o311_guessed", people["a"]), (api_key, {"Authorization": "Bearer not-a-token"}),
+                         (api_key, {})):
+        response = await post(client, bad | {"api_key": key}, headers)
+        assert [e["description"].split(":")[0] for e in errors(response, 400)] == ["service_code", "description"]
+    # a service_code that names nothing needs the database: it comes after the key and the token
+    assert errors(await post(client, form(api_key="o311_guessed", service_code="nope"), people["a"]), 403)
+    assert errors(await post(client, form(api_key=api_key, service_code="nope")), 401)
+    assert await conn.fetchval("SELECT count(*) FROM report") == 0
+
+
+async def test_every_error_has_the_status_of_its_code(client, people, api_key):
+    headers = people["a"]
+    answers = [
+        await post(client, form(api_key=api_key, lat="abc"), headers),
+        await post(client, form(), headers),
+        await post(client, form(api_key=api_key)),
+        await post(client, form(api_key=api_key, service_code="nope"), headers),
+        await post(client, form(api_key=api_key), headers | {"Idempotency-Key": "short"}),
+        await client.get(f"{BASE}/requests/999.json"),
+        await client.get(f"{BASE}/requests.json?page_size=0"),
+    ]
+    assert [r.status_code for r in answers] == [400, 403, 401, 404, 400, 404, 400]
+    for response in answers:
+        assert all(e["code"] == response.status_code for e in errors(response, response.status_code))
 
 
 async def test_bad_fields_are_named(client, people, api_key):
@@ -217,25 +253,57 @@ async def test_bad_fields_are_named(client, people, api_key):
     assert [d.split(":")[0] for d in descriptions] == ["service_code", "lat"]
     assert all(e["code"] == 400 for e in response.json())
     fields = [d.split(":")[0] for _, d in xml_errors(
-        await post(client, form(api_key=api_key, description="", **{"attribute[ward]": None}), headers,
+        await post(client, form(api_key=api_key, description="", long=None, **{"attribute[ward]": None}), headers,
                    suffix=".xml"), 400)]
-    assert fields == ["attribute[ward]", "description"]
+    assert fields == ["long", "attribute[ward]", "description"]
 
     outside = errors(await post(client, form(api_key=api_key, lat="10.77", long="106.70"), headers), 400)
-    assert outside[0]["description"] == "lat: the place must be inside Hanoi"
+    assert [e["description"] for e in outside] == ["lat: the place must be inside Hanoi"]
     assert errors(await post(client, form(api_key=api_key, long="abc"), headers), 400)[0]["description"] \
         .startswith("long:")
     assert errors(await post(client, form(api_key=api_key, **{"attribute[ward]": "nowhere"}), headers), 400)[0][
+        "description"].startswith("attribute[ward]:")
+    assert errors(await post(client, form(api_key=api_key, **{"attribute[ward]": "so-xay-dung"}), headers), 400)[0][
         "description"].startswith("attribute[ward]:")
     assert errors(await post(client, form(api_key=api_key, description="ngắn"), headers), 400)[0]["description"] \
         .startswith("description:")
     assert errors(await post(client, form(api_key=api_key, description="x" * 4001), headers), 400)[0][
         "description"] == "description: at most 4000 characters"
+    assert errors(await post(client, form(api_key=api_key, description="Chuông reo \u0007 cả đêm ở đầu ngõ"),
+                             headers), 400)[0]["description"] == "description: control characters are not allowed here"
+    assert errors(await post(client, form(api_key=api_key, address_string="Ngõ \u001b 12"), headers), 400)[0][
+        "description"] == "address_string: control characters are not allowed here"
     # a code that names no service is a 404, as the spec says
     assert errors(await post(client, form(api_key=api_key, service_code="nope"), headers), 404)[0]["code"] == 404
     assert errors(await client.post(f"{BASE}/requests.csv", data=form(api_key=api_key), headers=headers), 400)
 
 
+# Landmarks and the ward or commune they are in since 1 July 2025.
+LANDMARKS = [
+    ((21.0287, 105.8524), "phuong-hoan-kiem"),  # Hoàn Kiếm lake
+    ((21.0368, 105.8346), "phuong-ba-dinh"),  # Ho Chi Minh's mausoleum
+    ((21.0205, 105.7640), "phuong-tu-liem"),  # Mỹ Đình national stadium
+    ((21.1405, 105.5050), "phuong-son-tay"),  # Sơn Tây citadel
+    ((20.6170, 105.7460), "xa-huong-son"),  # the Perfume pagoda
+]
+
+
+async def test_the_ward_is_derived_from_the_coordinates_when_left_out(client, people, api_key):
+    for (lat, lng), ward in LANDMARKS:
+        sent = await post(client, form(api_key=api_key, lat=str(lat), long=str(lng), **{"attribute[ward]": None}),
+                          people["a"])
+        [created] = json_of(sent)
+        report = (await client.get(f"/v1/feedback/reports/{created['service_request_id']}", headers=people["a"])).json()
+        assert report["ward"]["code"] == ward, (lat, lng)
+        assert report["ward"]["name"] in created["service_notice"]  # a ward category: the ward's own unit
+    # a ward that is sent is the one used
+    [created] = json_of(await post(client, form(api_key=api_key, **{"attribute[ward]": "phuong-cua-nam"}), people["a"]))
+    report = (await client.get(f"/v1/feedback/reports/{created['service_request_id']}", headers=people["a"])).json()
+    assert report["ward"]["code"] == "phuong-cua-nam"
+    # inside Hanoi's bounding box but far from every ward (Hòa Bình city): the ward cannot be told
+    [error] = errors(await post(client, form(api_key=api_key, lat="20.8133", long="105.3383",
+                                             **{"attribute[ward]": None}), people["a"]), 400)
+    assert error["description"].startswith("attribute[ward]: required here")
 # ---- reading requests -------------------------------------------------------------------------------------------
 
 

@@ -103,6 +103,11 @@ async def test_full_life_with_notifications_to_reporter_and_followers(client, co
     b_titles = await inbox_titles(client, people["b"])
     assert sum(t.startswith(f"Phản ánh #{rid}") for t in b_titles) == 4
     assert f"Phản ánh #{rid}: Đã đóng" in b_titles
+    # the messages come from the templates feedback declares with its notification category
+    from modules.registry import REGISTRY
+
+    assert {key: owner for (kind, key), owner in REGISTRY.owners.items() if kind == "template"
+            and key.startswith("feedback.")} == {"feedback.status": "feedback", "feedback.escalated": "feedback"}
 
 
 async def test_each_step_only_from_its_states_and_only_by_its_people(client, conn, people):

@@ -1,0 +1,23 @@
+"""Feedback's settings (`Module(settings=...)`), read with `settings.of("feedback")`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from modules import Settings
+
+
+class FeedbackSettings(msgspec.Struct, frozen=True, kw_only=True):
+    photos_per_hour: Annotated[int, msgspec.Meta(ge=1)] = 30
+
+
+SETTINGS = Settings(FeedbackSettings, {
+    "IHANOI_FEEDBACK_PHOTOS_PER_HOUR": (
+        "photos_per_hour", "photos one resident may upload per hour (default 30); more answer 429 with Retry-After"),
+})
+
+
+def feedback_settings(settings) -> FeedbackSettings:
+    return settings.of("feedback")
