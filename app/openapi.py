@@ -64,6 +64,7 @@ class _Documented(OpenAPIPlugin):
         document = super().provide_openapi()
         if fresh:
             _close_strict_structs(document)
+            _xml_by_suffix(document)
         return document
 
 
@@ -85,6 +86,19 @@ def _close_strict_structs(document: OpenAPI) -> None:
         fields = strict.get(name)
         if fields is not None and set(schema.properties or {}) <= fields:
             schema.additional_properties = False
+
+
+def _xml_by_suffix(document: OpenAPI) -> None:
+    """A path ending in `.xml` answers XML (Open311's format choice): its bodies are `text/xml`."""
+    for path, item in (document.paths or {}).items():
+        if not path.endswith(".xml"):
+            continue
+        for method in ("get", "post", "put", "patch", "delete"):
+            operation = getattr(item, method, None)
+            for answer in ((operation.responses or {}).values() if operation else ()):
+                content = getattr(answer, "content", None)
+                if content and "application/json" in content:
+                    content["text/xml"] = content.pop("application/json")
 
 
 def document(app: Litestar) -> None:

@@ -41,6 +41,7 @@ from feedback.models import (
     Transfer,
     UnitStatsList,
 )
+from feedback.workflow import STATUSES
 
 PHOTO_BODY_LIMIT = service.PHOTO_MAX_BYTES + 64 * 1024  # our own check answers the precise message
 
@@ -55,6 +56,17 @@ def _ctx(state: State, language: web.Lang) -> Ctx:
 Context = NamedDependency[Ctx]
 DEPENDENCIES = {"ctx": Provide(_ctx, sync_to_thread=False)}
 
+
+
+# The list filters as the document shows them, so a client (or a fuzzer) knows what is accepted.
+_STATUS = "(?:" + "|".join(STATUSES) + ")"
+StatusFilter = Annotated[str | None, QueryParameter(pattern=f"^{_STATUS}(?:,{_STATUS})*$",
+                                                    description="one or more statuses, comma-separated")]
+TextQuery = Annotated[str | None, QueryParameter(max_length=200, description="words, with or without diacritics")]
+_NUMBER = r"-?\d{1,3}(?:\.\d+)?"
+Box = Annotated[str | None, QueryParameter(
+    pattern=f"^{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}$",
+    description="min_lng,min_lat,max_lng,max_lat in degrees, min < max (GeoJSON order)")]
 
 class CategoriesController(Controller):
     path = "/v1/feedback/categories"
@@ -216,14 +228,14 @@ class MyReportsController(Controller):
     dependencies = DEPENDENCIES
 
     @get("/reports", operation_id="MyReports", summary="Reports I sent, private ones included")
-    async def mine(self, conn: web.Conn, principal: web.Caller, ctx: Context, status: FromQuery[str | None] = None,
+    async def mine(self, conn: web.Conn, principal: web.Caller, ctx: Context, status: StatusFilter = None,
                    cursor: FromQuery[str | None] = None, limit: web.Limit = 20) -> ReportPage:
         return await views.my_reports(conn, ctx, principal, following=False, status=status, cursor=cursor,
                                       limit=limit)
 
     @get("/following", operation_id="ReportsIFollow")
     async def following(self, conn: web.Conn, principal: web.Caller, ctx: Context,
-                        status: FromQuery[str | None] = None, cursor: FromQuery[str | None] = None,
+                        status: StatusFilter = None, cursor: FromQuery[str | None] = None,
                         limit: web.Limit = 20) -> ReportPage:
         return await views.my_reports(conn, ctx, principal, following=True, status=status, cursor=cursor,
                                       limit=limit)
@@ -238,9 +250,9 @@ class UnitQueueController(Controller):
     @get("/reports", operation_id="UnitQueue",
          summary="The unit's reports (open ones unless status says otherwise), by deadline or newest first")
     async def queue(self, unit: FromPath[str], conn: web.Conn, principal: web.Caller, ctx: Context,
-                    status: FromQuery[str | None] = None, category: FromQuery[str | None] = None,
+                    status: StatusFilter = None, category: FromQuery[str | None] = None,
                     overdue: FromQuery[bool | None] = None, ward: FromQuery[str | None] = None,
-                    q: FromQuery[str | None] = None, assignee: FromQuery[str | None] = None,
+                    q: TextQuery = None, assignee: FromQuery[str | None] = None,
                     order: FromQuery[Literal["deadline", "newest"]] = "deadline",
                     cursor: FromQuery[str | None] = None, limit: web.Limit = 50) -> ReportPage:
         return await views.unit_queue(conn, ctx, principal, unit, status=status, category=category, overdue=overdue,
@@ -260,9 +272,9 @@ class PublicController(Controller):
     @get("/reports", operation_id="PublicReports",
          summary="Public reports, newest first; bbox=min_lng,min_lat,max_lng,max_lat for a map; q searches "
                  "with or without diacritics")
-    async def reports(self, conn: web.Conn, ctx: Context, bbox: FromQuery[str | None] = None,
-                      category: FromQuery[str | None] = None, status: FromQuery[str | None] = None,
-                      ward: FromQuery[str | None] = None, q: FromQuery[str | None] = None,
+    async def reports(self, conn: web.Conn, ctx: Context, bbox: Box = None,
+                      category: FromQuery[str | None] = None, status: StatusFilter = None,
+                      ward: FromQuery[str | None] = None, q: TextQuery = None,
                       cursor: FromQuery[str | None] = None, limit: web.Limit = 50) -> ReportPage:
         return await views.public_reports(conn, ctx, bbox=bbox, category=category, status=status, ward=ward, q=q,
                                           cursor=cursor, limit=limit)
