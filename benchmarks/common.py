@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks in this package (http_load, auth, broadcast, feedback).
+"""Helpers shared by the benchmarks in this package (http_load, auth, broadcast, feedback, payments).
 
 The benchmarks run as modules from the checkout's root, `.venv/bin/python -m benchmarks.<name>`, so that the
 checkout's `app` and domain packages come first on sys.path and this one is imported as `benchmarks.common`.
