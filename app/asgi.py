@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -188,10 +189,27 @@ def create_app(
     return app
 
 
+def freeze_startup_objects(app: Litestar) -> None:
+    """Take what start-up built out of the cyclic garbage collector's reach, for the life of the process.
+
+    Some 100,000 objects (modules, functions, routes, schemas, settings) live as long as the process; left
+    in the oldest generation, every full collection walks them all with the event loop stopped: 60 ms of
+    CPU, 100-235 ms on a busy machine, which every request in flight waits out (issue 15). Frozen, a full
+    collection walks only what was made since. Reference counting still frees them; only cycles among them
+    would stay.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def create_app_from_env() -> Litestar:
     """Factory for `uvicorn --factory` worker processes: settings from the environment only."""
     from app.logs import configure_logging
 
     settings = load_settings()
     configure_logging(settings.log_level)
-    return create_app(settings)
+    app = create_app(settings)
+    # Once per serving process, after the lifespan has built everything; not in create_app, which tests
+    # call many times in one process.
+    app.on_startup.append(freeze_startup_objects)
+    return app

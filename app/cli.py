@@ -11,7 +11,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 import asyncpg
 import click
@@ -29,6 +29,25 @@ T = TypeVar("T")
 def _echo(message: str) -> None:
     click.echo(message)
     sys.stdout.flush()
+
+
+@contextlib.contextmanager
+def _stdout_for_the_answer_only() -> Iterator[TextIO]:
+    """For a command whose output is data: yields the real stdout, while file descriptor 1 points at stderr.
+
+    Whatever else is printed meanwhile, by this process or a child (progress, the embedded servers), goes
+    to stderr, so `$(ihanoi token)` or a JSON parser gets the answer alone.
+    """
+    sys.stdout.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with open(os.dup(real), "w", encoding="utf-8") as answer:
+            yield answer
+    finally:
+        sys.stdout.flush()
+        os.dup2(real, 1)
+        os.close(real)
 
 
 def _settings(**overrides: object) -> Settings:
@@ -398,9 +417,11 @@ def token(ctx: click.Context, personal_id: str, level: int, roles: tuple[str, ..
                 answer = await sign_in(client, personal_id, level=level)
         if answer.status_code != 200:
             _fail(RuntimeError(f"sign-in refused: {answer.text}"))
-        click.echo(answer.text if as_json else answer.json()["access_token"])
+        click.echo(answer.text if as_json else answer.json()["access_token"], file=out)
+        out.flush()
 
-    _identity_command(ctx, work)
+    with _stdout_for_the_answer_only() as out:
+        _identity_command(ctx, work)
 
 
 @main.group()

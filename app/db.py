@@ -23,6 +23,12 @@ class Pool(Protocol):
     def get_idle_size(self) -> int: ...
 
 
+# Every connection: UTC, and no JIT compilation. The API's statements are short, and PostgreSQL compiles a plan
+# whose estimated cost passes jit_above_cost (a text search in a map box over a million reports does) for tens of
+# milliseconds before running it in a few (benchmarks/feedback.py).
+SERVER_SETTINGS = {"timezone": "UTC", "jit": "off"}
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # JSONB columns come back as Python values and accept them, encoded by msgspec.
     for typename in ("json", "jsonb"):
@@ -35,7 +41,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
     """One connection with the same codecs as the pool's (for commands and scripts)."""
     conn = await asyncpg.connect(dsn, timeout=timeout, server_settings={"application_name": "ihanoi-cli",
-                                                                         "timezone": "UTC"})
+                                                                         **SERVER_SETTINGS})
     await _init_connection(conn)
     return conn
 
@@ -51,7 +57,7 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, timeout: float,
                 max_size=max_size,
                 timeout=timeout,
                 init=_init_connection,
-                server_settings={"application_name": "ihanoi", "timezone": "UTC"},
+                server_settings={"application_name": "ihanoi", **SERVER_SETTINGS},
             )
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
             if attempt == attempts:

@@ -9,6 +9,7 @@ nothing is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -114,23 +115,50 @@ class EmbeddedRedis:
         except OSError:
             return False
 
+    def _server_info(self) -> dict[str, str]:
+        """INFO server of whatever Redis answers on our port, or {}."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"INFO server\r\n")
+                data = b""
+                while b"\r\n" not in data and (chunk := sock.recv(65536)):
+                    data += chunk
+                header, _, body = data.partition(b"\r\n")
+                size = int(header[1:])  # a bulk string: $<length>
+                while len(body) < size and (chunk := sock.recv(65536)):
+                    body += chunk
+        except (OSError, ValueError):
+            return {}
+        return dict(line.split(":", 1) for line in body.decode(errors="replace").splitlines() if ":" in line)
+
+    def _running_pids(self) -> set[int]:
+        """The one we started, and the one answering on our port from our config file: Redis may have been
+        restarted (by hand, by a supervisor) while the app ran, as a new process the app still talks to."""
+        pids = {self.pid} if self.pid is not None and _alive(self.pid) else set()
+        info = self._server_info()
+        if info.get("config_file") == str(self.folder / "redis.conf") and info.get("process_id", "").isdigit():
+            pids.add(int(info["process_id"]))
+        return pids
+
     def stop(self) -> None:
         if not self.owned or self.pid is None:
             return
-        try:
-            os.kill(self.pid, signal.SIGTERM)  # redis saves its data file on SIGTERM
-        except ProcessLookupError:
-            pass
+        pids = self._running_pids()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)  # redis saves its data file on SIGTERM
         proc = getattr(self, "_proc", None)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                break
-            if proc is None and not _alive(self.pid):
+            if proc is not None:
+                proc.poll()  # reap our child, if it is the one that exited
+            if not any(_alive(pid) for pid in pids):
                 break
             time.sleep(0.05)
         else:
-            os.kill(self.pid, signal.SIGKILL)
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self.state_file.unlink(missing_ok=True)
         self.owned = False
 
@@ -157,6 +185,13 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         if self.server is not None:
+            from pgserver.utils import PostmasterInfo
+
+            # pgserver stops the postmaster it found at start, and skips the stop if that one is gone: if
+            # PostgreSQL was restarted since (same folder, a new process), the new one would be left behind.
+            current = PostmasterInfo.read_from_pgdata(self.server.pgdata)
+            if current is not None and current.is_running():
+                self.server._postmaster_info = current
             self.server.cleanup()
             self.server = None
 

@@ -1,6 +1,6 @@
 """Auth overhead: verified requests/s of an endpoint with a bearer token against the same endpoint without one.
 
-    .venv/bin/python benchmarks/auth.py [--duration 5] [--rounds 1] [--connections 64] [--loadgen auto|wrk|python]
+    .venv/bin/python -m benchmarks.auth [--duration 5] [--rounds 1] [--connections 64] [--loadgen auto|wrk|python]
 
 Starts one `ihanoi serve --workers 1` (IHANOI_ENV=test, so that the local VNeID stand-in exists) on a
 throw-away database created on the PostgreSQL server of BENCH_DATABASE_URL / DATABASE_URL / the local
@@ -10,7 +10,7 @@ signing keys are encrypted under the master key of whoever created them: a fresh
 them, and the benchmark must not need the deployment's key. An access token then comes from the real
 login flow, `ihanoi token --personal-id 001085012345 --level 2`, with the same master key and public URL.
 
-Measured in turn, with the load generator shared with benchmarks/http.py (benchmarks/common.py; 64 keep-alive
+Measured in turn, with the load generator shared with benchmarks/http_load.py (benchmarks/common.py; 64 keep-alive
 HTTP/1.1 connections):
 
     a  GET /v1/modules without a token: the auth middleware finds no Authorization header
@@ -28,21 +28,7 @@ Exits 1 if the server does not start, the token cannot be had, a check fails or 
 something other than a 200; 130 on Ctrl-C.
 """
 
-# The imports come after the sys.path fix below, hence E402 for the whole file.
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and it holds http.py: `import http`
-# (done by http.client, asyncio's helpers, uvicorn...) would find the sibling benchmark instead of the
-# standard library's package. Drop that entry before anything imports `http`.
-_HERE = Path(__file__).resolve().parent
-if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _HERE:
-    del sys.path[0]
-sys.path.append(str(_HERE))  # this folder back, at the end: `common` is found, `http` is the standard library's
 
 import argparse
 import base64
@@ -53,10 +39,12 @@ import platform
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
-from common import (
+from benchmarks.common import (
     COLUMNS,
     ERRORS_NOTE,
     HOST,  # every socket this script opens or serves is on the loopback interface
@@ -325,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
         run_cleanup(cleanup)  # a second Ctrl-C must not leave the server running: it finishes first
 
     loadgen = (f"wrk ({wrk}, 1 thread)" if use_wrk
-               else "built-in asyncio raw-socket client of benchmarks/http.py, in its own process (wrk not found)")
+               else "built-in asyncio raw-socket client of benchmarks/http_load.py, in its own process (wrk not found)")
     print("\niHaNoi auth-overhead benchmark")
     print(f"  load generator  {loadgen}")
     print(f"  load            {args.connections} connections, HTTP/1.1 keep-alive, {args.warmup:g} s warm-up "

@@ -1,6 +1,6 @@
 """A city broadcast to N registered devices through the FCM stand-in, against the stand-in's own raw intake rate.
 
-    .venv/bin/python benchmarks/broadcast.py [--devices 1000000] [--target phuong-hoan-kiem|hanoi] [--timeout 3600]
+    .venv/bin/python -m benchmarks.broadcast [--devices 1000000] [--target phuong-hoan-kiem|hanoi] [--timeout 3600]
 
 1. Creates a throw-away database on the PostgreSQL server (BENCH_DATABASE_URL, else DATABASE_URL, else the local
    default below; Redis from BENCH_REDIS_URL / REDIS_URL, else the local default), applies the migrations with
@@ -17,20 +17,7 @@ Exits 1 if any device did not get exactly one message or the database disagrees,
 starts is stopped, and the database and Redis keys it made are dropped, whatever happens.
 """
 
-# The imports come after the sys.path fix below, hence E402 for the whole file.
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this folder comes first on sys.path, and its http.py (the HTTP benchmark) would be found by
-# `import http` (here, in http.client, uvicorn, httpx ...) instead of the standard library's package: drop it.
-_HERE = Path(__file__).resolve().parent
-if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _HERE:
-    del sys.path[0]
-sys.path.append(str(_HERE))  # this folder back, at the end: `common` is found, `http` is the standard library's
 
 import argparse
 import asyncio
@@ -41,14 +28,16 @@ import platform
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from base64 import b64encode
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import (
+from benchmarks.common import (
     HOST,  # every socket this script opens or serves is on the loopback interface
     REPO,
     BenchError,
@@ -67,8 +56,6 @@ from common import (
     version,
     with_database,
 )
-
-sys.path.insert(0, str(REPO))  # `app` and `notifications` from this checkout
 
 SEED_CHUNK = 100_000
 STOP_GRACE = 30.0  # seconds a process gets after SIGTERM before SIGKILL

@@ -1,8 +1,7 @@
-"""Helpers shared by the benchmarks in this folder (http.py, auth.py, broadcast.py).
+"""Helpers shared by the benchmarks in this package (http_load, auth, broadcast, feedback, payments).
 
-A script in this folder must drop the folder from the front of sys.path before importing anything: its
-http.py would otherwise shadow the standard library's `http` package. Each script does that, then puts the
-folder back at the END of sys.path and imports this module as `common`.
+The benchmarks run as modules from the checkout's root, `.venv/bin/python -m benchmarks.<name>`, so that the
+checkout's `app` and domain packages come first on sys.path and this one is imported as `benchmarks.common`.
 """
 
 from __future__ import annotations
@@ -272,7 +271,6 @@ def resolve_services(cleanup: list) -> tuple[str, str, str]:
         return database_url, redis_url, "given"
     missing = [name for name, need in (("PostgreSQL", need_postgres), ("Redis", need_redis)) if need]
     print(f"{' and '.join(missing)} not reachable: starting embedded ones under {EMBEDDED_DATA_DIR} ...", flush=True)
-    sys.path.insert(0, str(REPO))  # `app` is installed in the venv, but make a plain checkout work too
     from app.embedded import EmbeddedServices
 
     services = EmbeddedServices(EMBEDDED_DATA_DIR, postgres=need_postgres, redis=need_redis)
@@ -539,7 +537,7 @@ def wrk_load(wrk: str, port: int, label: str, path: str, token: str | None, conn
 
 
 def add_load_options(parser: argparse.ArgumentParser, per: str, rounds_help: str, who: str) -> None:
-    """The options of the load-generating benchmarks (http.py, auth.py)."""
+    """The options of the load-generating benchmarks (http_load, auth)."""
     parser.add_argument("--duration", type=float, default=5.0, help=f"seconds measured {per}")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measurement")
     parser.add_argument("--connections", type=int, default=64, help="concurrent keep-alive connections")

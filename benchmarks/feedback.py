@@ -1,7 +1,7 @@
 """Feedback lists at scale: latency of the public map box, the staff queue and text search with N reports seeded,
 against the very same SQL run directly through asyncpg in the same run.
 
-    .venv/bin/python benchmarks/feedback.py [--reports 1000000] [--requests 300] [--concurrency 8] [--plans]
+    .venv/bin/python -m benchmarks.feedback [--reports 1000000] [--requests 300] [--concurrency 8] [--plans]
 
 1. Creates a throw-away database on the PostgreSQL server of BENCH_DATABASE_URL / DATABASE_URL / the local
    default (Redis from BENCH_REDIS_URL / REDIS_URL / the local default; embedded ones if unreachable), applies the
@@ -37,21 +37,7 @@ Exits 1 on a failed check, a non-200 answer or an error, 130 on Ctrl-C. Everythi
 database and Redis keys it made are dropped, whatever happens (unless --keep-database).
 """
 
-# The imports come after the sys.path fix below, hence E402 for the whole file.
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this file's folder comes first on sys.path, and it holds http.py: `import http`
-# (done by http.client, asyncio's helpers, uvicorn...) would find the sibling benchmark instead of the
-# standard library's package. Drop that entry before anything imports `http`.
-_HERE = Path(__file__).resolve().parent
-if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _HERE:
-    del sys.path[0]
-sys.path.append(str(_HERE))  # this folder back, at the end: `common` is found, `http` is the standard library's
 
 import argparse
 import asyncio
@@ -66,14 +52,16 @@ import secrets
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlencode
 
-from common import (
+from benchmarks.common import (
     HOST,  # every socket this script opens or serves is on the loopback interface
     REPO,
     BenchError,
@@ -98,8 +86,6 @@ from common import (
     wait_until_ok,
     with_database,
 )
-
-sys.path.insert(0, str(REPO))  # `app` and `feedback` from this checkout
 
 TARGET_P95_MS = 50.0
 LIMIT = 50  # the page size the requests ask for (the endpoints' default)

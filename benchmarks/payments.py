@@ -1,7 +1,7 @@
 """Payments: charges per second through `payments.charge` against a bare asyncpg transaction writing the same rows
 (the transaction, its entries and the balances), in the same run, on many wallets and on one hot wallet.
 
-    .venv/bin/python benchmarks/payments.py [--wallets 2000] [--operators 20] [--concurrency 16] [--seconds 5]
+    .venv/bin/python -m benchmarks.payments [--wallets 2000] [--operators 20] [--concurrency 16] [--seconds 5]
                                             [--rounds 2]
 
 1. Creates a throw-away database on BENCH_DATABASE_URL / DATABASE_URL / the local default (embedded PostgreSQL if
@@ -19,31 +19,18 @@
 Everything it creates is dropped at the end (Ctrl-C included).
 """
 
-# The imports come after the sys.path fix below, hence E402 for the whole file.
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as a script, this folder comes first on sys.path and its http.py would shadow the standard library's.
-_HERE = Path(__file__).resolve().parent
-if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _HERE:
-    del sys.path[0]
-sys.path.append(str(_HERE))
 
 import argparse
 import asyncio
 import hashlib
 import os
 import random
+import sys
 import time
 import uuid
 
-import common
-
-sys.path.insert(0, str(common.REPO))
+from benchmarks import common
 
 
 async def seed(url: str, wallets: int, operators: int) -> tuple[list[uuid.UUID], list[str]]:

@@ -1,6 +1,6 @@
 """HTTP throughput and latency of the real server, against a bare Litestar app measured the same way.
 
-    .venv/bin/python benchmarks/http.py [--duration 5] [--rounds 1] [--connections 64] [--loadgen auto|wrk|python]
+    .venv/bin/python -m benchmarks.http_load [--duration 5] [--rounds 1] [--connections 64] [--loadgen auto|wrk|python]
 
 Starts `ihanoi serve --workers 1` (PostgreSQL and Redis from BENCH_DATABASE_URL / BENCH_REDIS_URL, else
 DATABASE_URL / REDIS_URL, else the local defaults below, else embedded ones under .ihanoi/bench), then a
@@ -14,30 +14,18 @@ exception handlers, dependencies and serialization cost on top of the framework 
 Exits 1 if a server does not start or any request gets something other than a 200, 130 on Ctrl-C.
 """
 
-# The imports come after the sys.path fix below, hence E402 for the whole file.
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file is called http.py: run as a script, its folder comes first on sys.path and `import http`
-# (done by http.client, urllib, uvicorn and Litestar) would find this file instead of the standard
-# library's package. Drop that entry before anything imports `http`.
-_HERE = Path(__file__).resolve().parent
-if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _HERE:
-    del sys.path[0]
-sys.path.append(str(_HERE))  # this folder back, at the end: `common` is found, `http` is the standard library's
 
 import argparse
 import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
+from pathlib import Path
 
-from common import (
+from benchmarks.common import (
     COLUMNS,
     ERRORS_NOTE,
     HOST,
@@ -69,7 +57,7 @@ ENDPOINTS = ("/healthz", "/v1/modules")
 
 
 # --------------------------------------------------------------------------------------------------
-# The baseline: a bare Litestar app, run by this same file with --baseline-server PORT BODY_FILE
+# The baseline: a bare Litestar app, run by this same module with --baseline-server PORT BODY_FILE
 
 
 def serve_baseline(port: int, body_file: str) -> None:
@@ -166,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         print("starting bare litestar ...", flush=True)
         bare = Server(
             "bare litestar",
-            [sys.executable, str(Path(__file__).resolve()), "--baseline-server", str(bare_port), str(body_file)],
+            [sys.executable, "-m", "benchmarks.http_load", "--baseline-server", str(bare_port), str(body_file)],
             {**os.environ, "PYTHONUNBUFFERED": "1"}, workdir / "bare.log",
         )
         cleanup.append(bare.stop)

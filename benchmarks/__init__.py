@@ -1,0 +1,1 @@
+"""Benchmarks, run as modules from the checkout root: `.venv/bin/python -m benchmarks.<name>`."""
