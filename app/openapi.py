@@ -4,7 +4,7 @@ Litestar documents what a handler returns; this adds what the kernel does around
 - the security scheme on each operation whose guards need a caller (bearer tokens for residents,
   staff and machine clients), or that a module marks with `security=` itself (Open311's api key);
 - every error answer as `application/problem+json` with the problem schema: 400 for any input, 401 and
-  403 where a caller is needed, 404 where the path names something, 409 and 422 for writes, 500 and 503
+  403 where a caller is needed (401 on every route: a token sent is checked), 404 where the path names something, 409 and 422 for writes, 500 and 503
   everywhere. A route whose errors have another shape (Open311's error array) says `problem_responses=False`
   in its opt and documents its own.
 """
@@ -116,9 +116,9 @@ def document(app: Litestar) -> None:
                 handler._resolved_security = Empty  # resolved again from the layers, now with ours
             if handler.opt.get("problem_responses", True) is False:
                 continue
-            statuses = {400, 500, 503}
+            statuses = {400, 401, 500, 503}  # 401: any route refuses a bearer token that is not valid
             if needs_caller:
-                statuses |= {401, 403}
+                statuses.add(403)
             if "{" in route.path:
                 statuses.add(404)
             if handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"}:

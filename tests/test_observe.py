@@ -136,7 +136,8 @@ async def test_operations_show_their_security_and_problem_answers(client):
         assert me["responses"][status]["content"]["application/problem+json"]["schema"] == {
             "$ref": "#/components/schemas/Problem"}
     public = document["paths"]["/v1/units"]["get"]
-    assert "security" not in public and "401" not in public["responses"]
+    assert "security" not in public and "403" not in public["responses"]
+    assert "401" in public["responses"]  # a public route still refuses a bearer token that is not valid
     take = document["paths"]["/v1/fixture/items/{item_id}/take"]["post"]
     header = [p for p in take["parameters"] if p["in"] == "header"]
     assert [(p["name"], p["required"]) for p in header] == [("Idempotency-Key", False)]
