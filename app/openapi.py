@@ -115,6 +115,8 @@ def document(app: Litestar) -> None:
                 handler.security = [{BEARER: []}]
                 handler._resolved_security = Empty  # resolved again from the layers, now with ours
             if handler.opt.get("problem_responses", True) is False:
+                # its own errors have another shape, but a bad bearer token is refused by the kernel first
+                handler.responses = {401: problem(401), **dict(handler.responses or {})}
                 continue
             statuses = {400, 401, 500, 503}  # 401: any route refuses a bearer token that is not valid
             if needs_caller:
