@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from modules import Module
 
-CATALOG: tuple[str, ...] = ("notifications:module", "feedback:module", "payments:module")
+CATALOG: tuple[str, ...] = ("notifications:module", "feedback:module", "payments:module", "parking:module")
 
 
 class CatalogError(ValueError):

@@ -16,10 +16,12 @@ from payments.service import (
     WalletNotFound,
     balance_of,
     charge,
+    collected_by_day,
     ensure_operator,
     open_wallet,
+    operator_outstanding,
     refund,
 )
 
-__all__ = ["AmountInvalid", "InsufficientFunds", "Posted", "WalletNotFound", "balance_of", "charge",
-           "ensure_operator", "module", "open_wallet", "refund"]
+__all__ = ["AmountInvalid", "InsufficientFunds", "Posted", "WalletNotFound", "balance_of", "charge", "collected_by_day",
+           "ensure_operator", "module", "open_wallet", "operator_outstanding", "refund"]

@@ -261,6 +261,20 @@ async def remit(conn: asyncpg.Connection, slug: str, amount_vnd: int, reference:
     return _posted(row, "remittance", amount, 0)
 
 
+async def collected_by_day(conn: asyncpg.Connection, slug: str, start: dt.datetime, end: dt.datetime) -> list[dict]:
+    """For other modules' reconciliation: per local day and reason, the operator's charges, refunds and fees."""
+    return [dict(r) for r in await store.settlement(conn, slug, start, end)]
+
+
+async def operator_outstanding(conn: asyncpg.Connection, slug: str) -> dict | None:
+    """Collected and not yet remitted by the operator, its last remittance and its oldest unremitted charge."""
+    for row in await store.outstanding(conn):
+        if row["slug"] == slug:
+            return {"outstanding_vnd": row["balance_vnd"], "last_remitted_at": row["last_remitted_at"],
+                    "oldest_unremitted_at": row["oldest_unremitted_at"]}
+    return None
+
+
 # ---- the resident's wallet ----------------------------------------------------------------------------------
 
 

@@ -52,8 +52,8 @@ def test_the_shipped_catalog_loads():
 
 
 def test_unknown_configured_module_is_refused():
-    with pytest.raises(catalog.CatalogError, match="unknown modules: parking"):
-        catalog.arrange(TEST_MODULES, ["parking"])
+    with pytest.raises(catalog.CatalogError, match="unknown modules: weather_radar"):
+        catalog.arrange(TEST_MODULES, ["weather_radar"])
 
 
 def test_extra_modules_are_loaded_from_settings():
