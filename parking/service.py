@@ -496,7 +496,7 @@ async def buy_permit(conn: asyncpg.Connection, principal: Principal, body: Permi
         raise _field(NoTariff, "vehicle", f"no monthly permit for a {body.vehicle} at this lot")
     if await store.permit_exists(conn, lot["id"], plate, month):
         raise Conflict(f"{plate} has a permit for {body.month} at this lot")
-    key = f"parking:permit:{lot['id']}:{plate}:{month:%Y-%m}"
+    key = f"parking:permit:{lot['id']}:{plate.replace(' ', '_')}:{month:%Y-%m}"
     posted = await payments.charge(conn, _resident(principal), lot["operator_slug"], rates["month_vnd"],
                                    f"{lot['code']} permit", key)
     row = await store.insert_permit(conn, lot_id=lot["id"], plate=plate, vehicle=body.vehicle,
@@ -570,7 +570,7 @@ async def remind(pool, own: ParkingSettings) -> int:
                          {"lot": r["lot_name"], "plate": r["plate"], "minutes": left,
                           "until": f"{web.local(r['paid_until']):%H:%M}"}, category="parking",
                          idempotency_key=f"parking:remind:{r['id']}:{r['paid_until'].timestamp():.0f}",
-                         urgency="high", deep_link=f"ihanoi://parking/sessions/{r['id']}")
+                         deep_link=f"ihanoi://parking/sessions/{r['id']}")
     return len(rows)
 
 
