@@ -99,6 +99,10 @@ async def post(conn: asyncpg.Connection, *, kind: str, key: str, amount: int, fe
                entries: dict[int, int]) -> asyncpg.Record | None:
     """Write one balanced transaction; None when its key was used already (nothing written)."""
     accounts = sorted(a for a, v in entries.items() if v != 0)
+    # Lock the accounts in id order first: the posting's UPDATE visits them in whatever order its join plan
+    # reads the table, so two postings sharing a hot operator and the fees account (two gates of one busy
+    # lot) could lock them in opposite orders and deadlock.
+    await conn.execute("SELECT 1 FROM payment_account WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", accounts)
     return await conn.fetchrow(_POST, kind, key, amount, fee, resident_id, operator, reason, refund_of,
                                accounts, [entries[a] for a in accounts])
 
