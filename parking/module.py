@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from modules import LiveChannel, Module, NotificationCategory, ProblemType, Role, Template, Title
-from parking import api, config, jobs
+from parking import api, config, demo, jobs
 
 module = Module(
     name="parking",
@@ -14,6 +14,7 @@ module = Module(
     routers=api.ROUTERS,
     migrations=Path(__file__).parent / "migrations",
     jobs=jobs.JOBS,
+    seed=demo.seed,
     problems=[
         ProblemType("already-parked", 409, Title("Xe đang gửi, chưa lấy ra", "The vehicle is already parked")),
         ProblemType("not-parked", 409, Title("Xe chưa vào bãi", "The vehicle has not checked in")),

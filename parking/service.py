@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import secrets
+import unicodedata
 import uuid
 from typing import Any
 
@@ -175,8 +175,6 @@ async def create_lot(conn: asyncpg.Connection, principal: Principal, body: LotCr
 
 
 def web_text(text: str) -> str:
-    import unicodedata
-
     return unicodedata.normalize("NFC", text).strip()
 
 
@@ -640,7 +638,3 @@ async def figures(conn: asyncpg.Connection, redis, code: str, days: int) -> Figu
                    collected_vnd=r["collected"], open_debts=r["open_debts"], open_debts_vnd=r["open_debts_vnd"])
     await redis.client.set(cache, msgspec.json.encode(view), ex=FIGURES_CACHE_SECONDS)
     return view
-
-
-def photo_digest(data: bytes | None) -> str | None:
-    return hashlib.sha256(data).hexdigest() if data else None
