@@ -48,3 +48,39 @@ async def test_two_processes_charging_one_wallet_never_overdraw(pool, database_u
         operator = await store.operator_account(conn, slug)
         assert operator["balance_vnd"] == 20 * (5_000 - 50)
         assert (await service.audit(conn)).ok
+
+
+async def test_concurrent_charges_to_one_hot_operator_do_not_deadlock(pool):
+    """Two gates of one busy lot: charges from different wallets to one operator (and the fees account) at once."""
+    import asyncpg
+
+    tag = uuid.uuid4().hex[:10]
+    slug = f"hot-{tag}"
+    async with pool.acquire() as conn, conn.transaction():
+        await payments.ensure_operator(conn, slug, "Hot operator", "parking", fee_bps=100)
+        payers = []
+        for n in range(8):
+            payer = (await insert_bare_resident(conn, personal_id_hash=hashlib.sha256(f"{tag}:{n}".encode()).digest(),
+                                                personal_id_enc=b""))["id"]
+            wallet = await payments.open_wallet(conn, payer)
+            await store.post(conn, kind="topup", key=f"hot:{tag}:{n}", amount=10_000_000, resident_id=payer,
+                             operator=None, reason="vnpay", refund_of=None,
+                             entries={service.CLEARING: -10_000_000, wallet: 10_000_000})
+            payers.append(payer)
+    deadlocks = 0
+
+    async def gate(number: int) -> None:
+        nonlocal deadlocks
+        for i in range(30):
+            async with pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        await payments.charge(conn, payers[number], slug, 5_000, "hot-lot", f"hot:{tag}:{number}:{i}")
+                except asyncpg.DeadlockDetectedError:
+                    deadlocks += 1
+
+    await asyncio.gather(*(gate(n) for n in range(8)))
+    assert deadlocks == 0
+    async with pool.acquire() as conn:
+        assert (await store.operator_account(conn, slug))["balance_vnd"] == 8 * 30 * (5_000 - 50)
+        assert (await service.audit(conn)).ok
