@@ -1,7 +1,7 @@
 """Parking: gate check-in/out per second at one busy lot through the service against bare statements writing the
 same rows, and near-me search among 10,000 lots (p95) against the raw GiST query, in the same run.
 
-    .venv/bin/python benchmarks/parking.py [--residents 400] [--lots 10000] [--concurrency 8] [--seconds 5]
+    .venv/bin/python -m benchmarks.parking [--residents 400] [--lots 10000] [--concurrency 8] [--seconds 5]
                                            [--rounds 2] [--queries 1000]
 
 1. Creates a throw-away database on BENCH_DATABASE_URL / DATABASE_URL / the local default (embedded PostgreSQL if
@@ -22,18 +22,7 @@ same rows, and near-me search among 10,000 lots (p95) against the raw GiST query
 Everything it creates is dropped at the end (Ctrl-C included).
 """
 
-# The imports come after the sys.path fix below, hence E402 for the whole file.
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_HERE = Path(__file__).resolve().parent
-if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _HERE:
-    del sys.path[0]
-sys.path.append(str(_HERE))
 
 import argparse
 import asyncio
@@ -42,12 +31,11 @@ import hashlib
 import os
 import random
 import statistics
+import sys
 import time
 import uuid
 
-import common
-
-sys.path.insert(0, str(common.REPO))
+from benchmarks import common
 
 OPERATOR = "bench-parking"
 LOT = "bench-busy-lot"
