@@ -595,8 +595,12 @@ async def reconciliation(conn: asyncpg.Connection, principal: Principal, operato
     end = dt.datetime.combine(date_to + dt.timedelta(days=1), dt.time(), web.CITY_TZ)
     ledger = {(r["reason"], r["day"]): r["collected"] - r["refunded"]
               for r in await payments.collected_by_day(conn, operator, start, end)}
+    # ledger reasons: the lot's code for sessions, "<code> permit" for monthly permits
     ours = {(r["lot_code"], r["day"]): r["charged"] for r in await store.charges_by_day(conn, operator, start, end)}
-    lots = {r["code"] for r in await conn.fetch("SELECT code FROM parking_lot WHERE operator_slug = $1", operator)}
+    ours |= {(f"{r['lot_code']} permit", r["day"]): r["charged"]
+             for r in await store.permits_by_day(conn, operator, start, end)}
+    codes = [r["code"] for r in await conn.fetch("SELECT code FROM parking_lot WHERE operator_slug = $1", operator)]
+    lots = set(codes) | {f"{code} permit" for code in codes}
     rows = [DayRow(lot=r["lot_code"], day=r["day"], sessions=r["sessions"], fees_vnd=r["fees"],
                    charged_vnd=r["charged"], debts_open_vnd=r["debts_open"],
                    ledger_collected_vnd=ledger.get((r["lot_code"], r["day"]), 0))
@@ -606,11 +610,13 @@ async def reconciliation(conn: asyncpg.Connection, principal: Principal, operato
                 detail=f"fee {r['fee_vnd']} VND; charged {r['charged_vnd']} VND (charges recorded {r['charges']}); "
                        f"owed {r['owed']} VND")
             for r in await store.unaccounted(conn, operator, start, end)]
-    for lot_code, day in sorted({k for k in ledger if k[0] in lots} | set(ours), key=lambda k: (k[1], k[0])):
-        theirs, mine = ledger.get((lot_code, day), 0), ours.get((lot_code, day), 0)
+    for reason, day in sorted({k for k in ledger if k[0] in lots} | set(ours), key=lambda k: (k[1], k[0])):
+        theirs, mine = ledger.get((reason, day), 0), ours.get((reason, day), 0)
         if theirs != mine:
-            gaps.append(Gap(kind="ledger-mismatch", lot=lot_code, day=day, amount_vnd=theirs - mine,
-                            detail=f"payments' ledger collected {theirs} VND, parking recorded {mine} VND"))
+            what = "monthly permits" if reason.endswith(" permit") else "sessions"
+            gaps.append(Gap(kind="ledger-mismatch", lot=reason.removesuffix(" permit"), day=day,
+                            amount_vnd=theirs - mine,
+                            detail=f"{what}: payments' ledger collected {theirs} VND, parking recorded {mine} VND"))
     oldest = outstanding["oldest_unremitted_at"]
     if outstanding["outstanding_vnd"] > 0 and oldest is not None and \
             oldest < now() - dt.timedelta(days=own.remit_within_days):

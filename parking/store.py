@@ -285,6 +285,16 @@ async def charges_by_day(conn: asyncpg.Connection, operator: str, start: dt.date
             GROUP BY 1, 2""", operator, start, end)
 
 
+async def permits_by_day(conn: asyncpg.Connection, operator: str, start: dt.datetime, end: dt.datetime) -> Rows:
+    """Monthly permits sold, per lot and local day of the sale."""
+    return await conn.fetch(
+        """SELECT l.code AS lot_code, (p.created_at AT TIME ZONE 'Asia/Ho_Chi_Minh')::date AS day,
+                  sum(p.amount_vnd)::bigint AS charged
+             FROM parking_permit p JOIN parking_lot l ON l.id = p.lot_id
+            WHERE l.operator_slug = $1 AND p.created_at >= $2 AND p.created_at < $3
+            GROUP BY 1, 2""", operator, start, end)
+
+
 async def figures(conn: asyncpg.Connection, lot_id: int, since: dt.datetime) -> asyncpg.Record:
     return await conn.fetchrow(
         """SELECT (SELECT count(*) FROM parking_session WHERE lot_id = $1 AND started_at >= $2) AS sessions,

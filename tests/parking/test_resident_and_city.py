@@ -160,7 +160,7 @@ async def test_reconciliation_lists_sessions_fees_debts_and_every_gap(client, co
     gate_headers = await gate(client, conn, op)
     headers = await bearer(client, RESIDENT)
     await client.post("/v1/parking/vehicles", json={"plate": "30N11111", "vehicle": "car"}, headers=headers)
-    await topup(client, headers, 100_000)
+    await topup(client, headers, 300_000)
     paid = await check_in(client, gate_headers, lot, plate="30N11111")
     await backdate(conn, paid["id"], minutes=90)
     await check_out(client, gate_headers, lot, plate="30N11111")  # 50,000 charged
@@ -170,10 +170,14 @@ async def test_reconciliation_lists_sessions_fees_debts_and_every_gap(client, co
     staff = await bearer(client, OPERATOR_STAFF)
     today = dt.datetime.now(dt.UTC).astimezone(service.web.CITY_TZ).date().isoformat()
     url = f"/v1/parking/operators/{op}/reconciliation"
+    month = dt.datetime.now(dt.UTC).astimezone(service.web.CITY_TZ).strftime("%Y-%m")
+    permit = await client.post("/v1/parking/permits", headers=headers | key(),
+                               json={"lot": lot, "plate": "29-B2 111.11", "vehicle": "motorbike", "month": month})
+    assert permit.status_code == 201, permit.text
     view = (await client.get(url, params={"from": today, "to": today}, headers=staff)).json()
     assert view["rows"] == [{"lot": lot, "day": today, "sessions": 2, "fees_vnd": 75_000, "charged_vnd": 50_000,
                              "debts_open_vnd": 25_000, "ledger_collected_vnd": 50_000}]
-    assert view["gaps"] == [] and view["outstanding_vnd"] == 50_000
+    assert view["gaps"] == [] and view["outstanding_vnd"] == 50_000 + 120_000
     # inject a gap: a session whose fee was neither charged nor recorded as owed (an attendant's "free" exit)
     gap = await check_in(client, gate_headers, lot, plate="30N33333", vehicle="car")
     await conn.execute("UPDATE parking_session SET ended_at = started_at + interval '1 minute', fee_vnd = 25000 "
@@ -182,15 +186,20 @@ async def test_reconciliation_lists_sessions_fees_debts_and_every_gap(client, co
     await service.payments.charge(conn, await conn.fetchval(
         "SELECT resident_id FROM parking_vehicle WHERE plate = '30N-111.11'"), op, 10_000, lot, "stray-charge-1")
     view = (await client.get(url, params={"from": today, "to": today}, headers=staff)).json()
-    kinds = {(g["kind"], g.get("session_id"), g["amount_vnd"]) for g in view["gaps"]}
-    assert kinds == {("fee-not-accounted", gap["id"], 25_000), ("ledger-mismatch", None, 10_000)}
+    # and a permit sale whose record was lost
+    await conn.execute("DELETE FROM parking_permit WHERE id = $1", permit.json()["id"])
+    view = (await client.get(url, params={"from": today, "to": today}, headers=staff)).json()
+    kinds = {(g["kind"], g.get("session_id"), g["amount_vnd"], g["detail"].split(":")[0]) for g in view["gaps"]}
+    assert kinds == {
+        ("fee-not-accounted", gap["id"], 25_000, "fee 25000 VND; charged 0 VND (charges recorded 0); owed 0 VND"),
+        ("ledger-mismatch", None, 10_000, "sessions"), ("ledger-mismatch", None, 120_000, "monthly permits")}
     # money not remitted in time is a gap too
     await conn.execute("SET session_replication_role = replica")  # the ledger is append-only: age it by force
     await conn.execute("UPDATE payment_transaction SET created_at = created_at - interval '10 days' "
                        "WHERE operator_slug = $1", op)
     await conn.execute("SET session_replication_role = DEFAULT")
     view = (await client.get(url, params={"from": today, "to": today}, headers=staff)).json()
-    assert any(g["kind"] == "not-remitted" and g["amount_vnd"] == 60_000 for g in view["gaps"])
+    assert any(g["kind"] == "not-remitted" and g["amount_vnd"] == 180_000 for g in view["gaps"])
     # another operator's staff and residents see nothing
     assert (await client.get(url, params={"from": today, "to": today}, headers=headers)).status_code == 403
 
