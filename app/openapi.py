@@ -3,10 +3,11 @@
 Litestar documents what a handler returns; this adds what the kernel does around every handler:
 - the security scheme on each operation whose guards need a caller (bearer tokens for residents,
   staff and machine clients), or that a module marks with `security=` itself (Open311's api key);
-- every error answer as `application/problem+json` with the problem schema: 400 for any input, 401 and
-  403 where a caller is needed (401 on every route: a token sent is checked), 404 where the path names something, 409 and 422 for writes, 500 and 503
-  everywhere. A route whose errors have another shape (Open311's error array) says `problem_responses=False`
-  in its opt and documents its own.
+- every error answer as `application/problem+json` with the problem schema: 400 for any input, 401 on
+  every route (a bearer token sent is checked even where none is needed), 403 where a caller is needed,
+  404 where the path names something, 409 and 422 for writes, 500 and 503 everywhere. A route whose
+  errors have another shape (Open311's error array) says `problem_responses=False` in its opt and
+  documents its own.
 """
 
 from __future__ import annotations
