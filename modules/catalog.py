@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from modules import Module
 
-CATALOG: tuple[str, ...] = ("notifications:module", "feedback:module", "payments:module", "parking:module")
+CATALOG: tuple[str, ...] = ("notifications:module", "feedback:module", "payments:module", "parking:module",
+                            "transit:module")
 
 
 class CatalogError(ValueError):

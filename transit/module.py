@@ -1,0 +1,126 @@
+"""The transit module as the kernel sees it: routes, declarations, the renewal job, the reference validator."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from pathlib import Path
+
+import click
+
+from modules import Job, JobContext, Module, NotificationCategory, ProblemType, Role, Template, Title
+from transit import api, config, service
+
+log = logging.getLogger("ihanoi.transit")
+
+
+async def remind_renewals(ctx: JobContext) -> None:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        sent = await service.remind_renewals(conn, config.of(ctx.settings))
+    if sent:
+        log.info("pass renewal reminders sent", extra={"count": sent})
+
+
+@click.group(help="Transit: the reference validator.")
+def cli() -> None:
+    pass
+
+
+@cli.group("validator", help="A reference validator, run as a machine client (`ihanoi clients add` first).")
+@click.option("--url", required=True, help="the backend's base URL")
+@click.option("--client-id", required=True)
+@click.option("--key-file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="the client's P-256 private key (PEM) whose public half was registered")
+@click.option("--route", "route_id", required=True, type=int)
+@click.option("--vehicle", required=True)
+@click.option("--state", "state_file", default="validator-state.json", type=click.Path(dir_okay=False),
+              help="where the tap log waits between runs")
+@click.pass_context
+def validator(ctx, url, client_id, key_file, route_id, vehicle, state_file) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from transit.validator import Validator
+
+    with open(key_file, "rb") as f:
+        key = load_pem_private_key(f.read(), None)
+    ctx.obj = {"validator": Validator(client_id=client_id, private_key=key, base_url=url.rstrip("/"),
+                                      vehicle=vehicle, route_id=route_id), "url": url.rstrip("/"),
+               "state": Path(state_file)}
+    ctx.obj["validator"].restore(ctx.obj["state"])
+
+
+@validator.command("run", help="Sync, then read codes (base64 or hex, one a line) from stdin; upload at the end.")
+@click.pass_obj
+def run(obj) -> None:
+    import sys
+
+    import httpx
+
+    async def work() -> None:
+        v = obj["validator"]
+        async with httpx.AsyncClient(base_url=obj["url"], timeout=10) as http:
+            try:
+                await v.sync(http)
+            except httpx.HTTPError as exc:
+                click.echo(f"offline: {exc}; using no keys", err=True)
+            for line in sys.stdin:
+                text = line.strip()
+                if not text:
+                    continue
+                try:
+                    data = bytes.fromhex(text)
+                except ValueError:
+                    try:
+                        data = base64.b64decode(text + "=" * (-len(text) % 4))
+                    except ValueError:
+                        data = b""
+                accepted, reason = v.scan(data)
+                click.echo("ACCEPT" if accepted else f"REFUSE {reason}")
+            v.save(obj["state"])
+            try:
+                for receipt in await v.upload(http):
+                    click.echo(f"uploaded {receipt}")
+            except httpx.HTTPError as exc:
+                click.echo(f"upload later: {exc}", err=True)
+            v.save(obj["state"])
+
+    asyncio.run(work())
+
+
+TEMPLATES = [
+    Template("transit.pass_renewal", "Vé tháng sắp hết hạn",
+             "{product_vi} của bạn hết hạn ngày {ends_vi}. Gia hạn trong ứng dụng để không bị gián đoạn.",
+             "Your pass ends soon", "Your {product_en} ends on {ends_en}. Renew it in the app to keep riding."),
+    Template("transit.application_decided", "Kết quả đăng ký đối tượng ưu tiên",
+             "Đăng ký {category_vi} của bạn đã {outcome_vi}. {note}",
+             "Your rider category application", "Your application as {category_en} was {outcome_en}. {note}"),
+]
+
+module = Module(
+    name="transit",
+    title=Title(vi="Vé xe buýt và metro", en="Bus and metro tickets"),
+    icon="bus",
+    routers=api.ROUTERS,
+    migrations=Path(__file__).parent / "migrations",
+    jobs=[Job(name="transit.renewal_reminders", run=remind_renewals, every_seconds=3600)],
+    on_session_end=service.on_session_end,
+    problems=[
+        ProblemType("transit-pass-already-active", 409,
+                    Title("Đã có vé cùng loại đang hiệu lực", "A pass of this kind is already active")),
+        ProblemType("transit-not-refundable", 409, Title("Vé không được hoàn", "This ticket cannot be refunded")),
+        ProblemType("transit-credential-unavailable", 409,
+                    Title("Không thể cấp mã cho vé này", "No code can be issued for this ticket")),
+    ],
+    roles=[
+        Role("transit_operator", Title("Nhân viên đơn vị vận tải", "Transit operator staff"), "record",
+             "the operator's slug (e.g. hanoibus): decides its rider-category applications, sells paper tickets, "
+             "revokes tickets, reads its own report and flags"),
+        Role("transit_validator", Title("Máy soát vé", "Ticket validator"), "record",
+             "the operator's slug: a machine client (validator or gate) that checks codes, syncs and uploads taps"),
+    ],
+    notification_categories=[NotificationCategory("transit", Title("Vé xe buýt và metro", "Bus and metro tickets"),
+                                                  templates=TEMPLATES)],
+    settings=config.SETTINGS,
+    cli=cli,
+)
