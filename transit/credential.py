@@ -209,11 +209,13 @@ class Policy:
 
 def verify(data: object, keys: Mapping[int, ec.EllipticCurvePublicKey] | Callable[[int], object], now: int, *,
            operator: int | None = None, route: int | None = None, policy: Policy = Policy(),
-           device_keys: dict[bytes, ec.EllipticCurvePublicKey] | None = None) -> Scanned:
+           device_keys: dict[bytes, ec.EllipticCurvePublicKey] | None = None,
+           verified: set[bytes] | None = None) -> Scanned:
     """Every offline check, cheapest first; returns the parsed code or raises Refused(reason).
 
-    `keys` finds an issuer public key by key id; `device_keys` is an optional cache of parsed points.
-    Deny-lists and 'used once' are the caller's (they need state).
+    `keys` finds an issuer public key by key id; `device_keys` is an optional cache of parsed points, and
+    `verified` of level-1 bytes whose issuer signature already verified (a pass's level 1 is shown for a
+    month: only the phone's signature is new each time). Deny-lists and 'used once' are the caller's.
     """
     scanned = parse(data)
     ticket = scanned.ticket
@@ -233,8 +235,14 @@ def verify(data: object, keys: Mapping[int, ec.EllipticCurvePublicKey] | Callabl
     issuer = keys(ticket.key_id) if callable(keys) else keys.get(ticket.key_id)
     if issuer is None:
         raise Refused("unknown-key")
-    if not verify_raw(issuer, scanned.issuer_sig, scanned.signed):  # type: ignore[arg-type]
-        raise Refused("bad-issuer-signature")
+    level1 = scanned.level1
+    if verified is None or level1 not in verified:
+        if not verify_raw(issuer, scanned.issuer_sig, scanned.signed):  # type: ignore[arg-type]
+            raise Refused("bad-issuer-signature")
+        if verified is not None:
+            if len(verified) >= 100_000:
+                verified.clear()
+            verified.add(level1)
     if ticket.device_key is not None:
         device = device_keys.get(ticket.device_key) if device_keys is not None else None
         if device is None:
@@ -245,6 +253,6 @@ def verify(data: object, keys: Mapping[int, ec.EllipticCurvePublicKey] | Callabl
             if device_keys is not None and len(device_keys) < 100_000:
                 device_keys[ticket.device_key] = device
         stamp = struct.pack(">I", scanned.timestamp)
-        if not verify_raw(device, scanned.device_sig, scanned.level1 + stamp):  # type: ignore[arg-type]
+        if not verify_raw(device, scanned.device_sig, level1 + stamp):  # type: ignore[arg-type]
             raise Refused("bad-device-signature")
     return scanned

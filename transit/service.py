@@ -221,13 +221,17 @@ class KeyRing:
         self.rows: list = []
         self.signing: tuple[int, object] | None = None
         self.devices: dict[bytes, object] = {}
+        self.verified: set[bytes] = set()  # level-1 bytes whose issuer signature verified
 
     async def load(self, conn: asyncpg.Connection, *, force: bool = False) -> None:
         if not force and time.monotonic() - self.loaded_at < self.TTL:
             return
         rows = await store.live_keys(conn)
         self.rows = rows
-        self.public = {r["id"]: credential.public_key(bytes(r["public_key"])) for r in rows}
+        public = {r["id"]: credential.public_key(bytes(r["public_key"])) for r in rows}
+        if set(public) != set(self.public):
+            self.verified = set()
+        self.public = public
         self.signing = None
         self.loaded_at = time.monotonic()
 
@@ -521,7 +525,7 @@ async def check_online(conn: asyncpg.Connection, redis, ring: KeyRing, principal
     try:
         scanned = credential.verify(data, ring.public, now, operator=operator, route=route_id,
                                     policy=credential.Policy(own.qr_freshness_seconds, own.clock_skew_seconds),
-                                    device_keys=ring.devices)
+                                    device_keys=ring.devices, verified=ring.verified)
     except credential.Refused as refused:
         return CheckResult(accepted=False, reason=refused.reason)
     ticket = scanned.ticket

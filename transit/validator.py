@@ -43,6 +43,7 @@ class Validator:
     synced_at: float = 0.0
     _token: tuple[str, float] | None = None
     _devices: dict[bytes, object] = field(default_factory=dict)
+    _verified: set[bytes] = field(default_factory=set)
 
     # ---- talking to the backend ----
 
@@ -67,6 +68,7 @@ class Validator:
         response.raise_for_status()
         body = response.json()
         self.operator_code = body["operator_code"]
+        self._verified = set()
         self.keys = {k["key_id"]: credential.public_key(base64.b64decode(k["public_key"])) for k in body["keys"]}
         self.revoked_tickets = set(body["revoked_tickets"])
         self.revoked_devices = {base64.b64decode(d) for d in body["revoked_devices"]}
@@ -97,7 +99,8 @@ class Validator:
         accepted, reason, ticket_id, fingerprint = False, None, 0, b""
         try:
             scanned = credential.verify(data, self.keys, now, operator=self.operator_code, route=self.route_id,
-                                        policy=self.policy, device_keys=self._devices)
+                                        policy=self.policy, device_keys=self._devices,
+                                        verified=self._verified)
             ticket_id, fingerprint = scanned.ticket.ticket_id, scanned.fingerprint()
             if ticket_id in self.revoked_tickets:
                 raise credential.Refused("revoked")

@@ -116,3 +116,15 @@ def test_truncated_oversized_and_random_bytes_never_raise():
             credential.verify(data, KEYS, NOW)
         except Refused as refused:
             assert refused.reason in credential.REASONS
+
+
+def test_the_level1_cache_skips_only_an_already_verified_issuer_signature():
+    cache: set[bytes] = set()
+    code, device, level1 = phone_code()
+    assert credential.verify(code, KEYS, NOW, verified=cache) and level1 in cache
+    # the same level 1 with another phone's signature is still refused; a forged level 1 is not in the cache
+    assert verdict(credential.present(level1, credential.new_key(), NOW), verified=cache) == "bad-device-signature"
+    forged = bytearray(code)
+    forged[40] ^= 1
+    assert verdict(bytes(forged), verified=cache) == "bad-issuer-signature"
+    assert verdict(credential.present(level1, device, NOW + 1), now=NOW + 1, verified=cache) == "accepted"

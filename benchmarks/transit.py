@@ -1,0 +1,296 @@
+"""Transit: online gate checks against a bare Litestar endpoint and against raw verification; the offline
+validator against raw verification. One run, one machine, ratios printed.
+
+    .venv/bin/python benchmarks/transit.py [--connections 64] [--warmup 1] [--duration 5] [--codes 20000]
+
+1. Creates a throw-away database (BENCH_DATABASE_URL / DATABASE_URL / the local default), starts
+   `ihanoi serve --workers 1` on it (IHANOI_ENV=dev, its own Redis prefix), signs a 60+ resident in through
+   the VNeID stand-in (a free network pass, so no wallet is needed), registers a phone key, fetches level 1,
+   and registers a validator machine client with `ihanoi clients add` (transit_validator:hanoibus).
+2. Online: --codes distinct fresh codes (the phone's signature differs each time), each POSTed once to
+   `/v1/transit/validator/check` over --connections keep-alive connections: every request is a full accepted
+   check (parse, signatures, ticket and device state in PostgreSQL, Redis SET NX, the tap written). Then the
+   same load on a bare Litestar POST endpoint that decodes the same JSON and answers a fixed body.
+3. Raw verification: `credential.verify` with no caches on the same codes, one core, in this process.
+4. Offline: `Validator.scan` (deny-lists, its own used-once memory, the tap log, the level-1 cache) on the
+   same codes, against raw verification.
+
+Goals (issue 11): online >= 0.5x the bare endpoint with p99 < 20 ms; offline >= 0.8x raw verification.
+The server and the load generator share the machine's cores: compare the ratios, not the absolute figures.
+"""
+
+# ruff: noqa: E402
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _HERE:
+    del sys.path[0]
+sys.path.append(str(_HERE))
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+import common
+
+sys.path.insert(0, str(common.REPO))
+
+SENIOR = "001050011111"  # born 1950: rides free, from the VNeID birth date
+
+
+def serve_baseline(port: int) -> None:
+    import msgspec
+    import uvicorn
+    from litestar import Litestar, post
+
+    class Check(msgspec.Struct):
+        code: str
+        route_id: int
+        vehicle: str = "gate"
+
+    answer = {"accepted": True, "ticket_id": 1, "rider_category": 2}
+
+    @post("/v1/transit/validator/check", status_code=200)
+    async def check(data: Check) -> dict:
+        return answer
+
+    app = Litestar(route_handlers=[check], openapi_config=None, logging_config=None, debug=False)
+    uvicorn.run(app, host=common.HOST, port=port, workers=1, log_config=None, access_log=False, lifespan="on")
+
+
+def post_bytes(path: str, body: bytes, token: str) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def _load(port: int, requests: list[bytes], connections: int, warmup: float, duration: float):
+    """Like common's client, but each request is the next of `requests` (each code is sent once)."""
+    tally = common._Tally()
+    accepted = [0]
+    streams = await asyncio.gather(*(asyncio.open_connection(common.HOST, port) for _ in range(connections)))
+    begin = time.perf_counter() + warmup
+    end = begin + duration
+    queue = iter(requests)
+
+    async def loop(reader, writer) -> None:
+        clock = time.perf_counter
+        while True:
+            started = clock()
+            if started >= end:
+                break
+            request = next(queue, None)
+            if request is None:
+                break
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            lowered = head.lower()
+            at = lowered.find(b"\r\ncontent-length:") + len(b"\r\ncontent-length:")
+            body = await reader.readexactly(int(lowered[at:lowered.index(b"\r\n", at)]))
+            finished = clock()
+            if begin <= finished <= end:
+                tally.latencies.append(finished - started)
+                accepted[0] += b'"accepted":true' in body
+            if status != 200:
+                tally.non_200 += 1
+                tally.statuses[status] = tally.statuses.get(status, 0) + 1
+        writer.close()
+
+    await asyncio.gather(*(loop(r, w) for r, w in streams))
+    tally.latencies.sort()
+    exhausted = next(queue, None) is None
+    return (len(tally.latencies), duration, common._percentile(tally.latencies, 0.5) * 1000,
+            common._percentile(tally.latencies, 0.99) * 1000, tally.non_200, accepted[0], exhausted)
+
+
+def load(port: int, requests: list[bytes], args) -> tuple:
+    return common.run_in_child(_load, (port, requests, args.connections, args.warmup, args.duration),
+                               "bench-transit-load", "transit load generator", args.warmup + args.duration + 60)
+
+
+def add_client(env: dict) -> tuple[str, object]:
+    """A gate registered the way an operator registers one: `ihanoi clients add` with its public key."""
+    from cryptography.hazmat.primitives import serialization
+
+    from transit import credential
+
+    client_key = credential.new_key()
+    with tempfile.NamedTemporaryFile("wb", suffix=".pem", delete=False) as f:
+        f.write(client_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    client_id = f"bench-gate-{uuid.uuid4().hex[:6]}"
+    try:
+        subprocess.run([*common.ihanoi_command(), "clients", "add", "--id", client_id, "--name", "Bench gate",
+                        "--role", "transit_validator:hanoibus", "--public-key", f.name], env=env, check=True,
+                       cwd=common.REPO, capture_output=True)
+    finally:
+        os.unlink(f.name)
+    return client_id, client_key
+
+
+async def prepare(base: str, client_id: str, client_key) -> tuple:
+    """A senior's free pass with a registered phone key, and a validator's token."""
+    import httpx
+    import jwt
+
+    from app.identity.devlogin import sign_in
+    from transit import credential
+
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        signed = await sign_in(http, SENIOR)
+        signed.raise_for_status()
+        resident = {"Authorization": f"Bearer {signed.json()['access_token']}"}
+        bought = await http.post("/v1/transit/tickets", json={"product_id": "bus-monthly-network"},
+                                 headers=resident | {"Idempotency-Key": uuid.uuid4().hex})
+        bought.raise_for_status()
+        phone = credential.new_key()
+        device = await http.post("/v1/transit/devices", headers=resident, json={
+            "public_key": base64.b64encode(credential.compressed(phone.public_key())).decode()})
+        device.raise_for_status()
+        got = await http.get(f"/v1/transit/tickets/{bought.json()['id']}/credential",
+                             params={"device_id": device.json()["id"]}, headers=resident)
+        got.raise_for_status()
+        level1 = base64.b64decode(got.json()["level1"])
+
+        now = int(time.time())
+        assertion = jwt.encode({"iss": client_id, "sub": client_id, "aud": base + "/oauth/token", "iat": now,
+                                "exp": now + 60, "jti": uuid.uuid4().hex}, client_key, algorithm="ES256")
+        token = await http.post("/oauth/token", data={
+            "grant_type": "client_credentials", "client_assertion": assertion,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
+        token.raise_for_status()
+        sync = await http.get("/v1/transit/validator/sync",
+                              headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+        sync.raise_for_status()
+        return level1, phone, token.json()["access_token"], sync.json()
+
+
+def raw_rate(codes: list[bytes], keys: dict, now: int, seconds: float = 2.0) -> float:
+    from transit import credential
+
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for code in codes[done % len(codes):done % len(codes) + 200]:
+            credential.verify(code, keys, now, operator=1, route=102)
+            done += 1
+    return done / (time.perf_counter() - started)
+
+
+def offline_rate(codes: list[bytes], sync_body: dict, now: int, seconds: float = 2.0) -> tuple[float, int]:
+    from transit import credential
+    from transit.validator import Validator
+
+    v = Validator(client_id="bench", private_key=None, base_url="", vehicle="29B-1", route_id=102)
+    v.operator_code = sync_body["operator_code"]
+    v.keys = {k["key_id"]: credential.public_key(base64.b64decode(k["public_key"])) for k in sync_body["keys"]}
+    v.policy = credential.Policy(sync_body["freshness_seconds"], sync_body["clock_skew_seconds"])
+    done, ok, started = 0, 0, time.perf_counter()
+    while time.perf_counter() - started < seconds and done < len(codes):
+        for code in codes[done:done + 200]:
+            ok += v.scan(code, now=now)[0]
+            done += 1
+        v.log.clear()
+    return done / (time.perf_counter() - started), ok
+
+
+def run(args) -> int:
+    from transit import credential
+
+    cleanup: list = []
+    try:
+        admin_url, redis_url, origin = common.resolve_services(cleanup)
+        name = f"ihanoi_bench_transit_{uuid.uuid4().hex[:8]}"
+        common.create_database(admin_url, name)
+        cleanup.append(lambda: common.drop_database(admin_url, name))
+        database_url = common.with_database(admin_url, name)
+        prefix = f"bench-transit-{uuid.uuid4().hex[:6]}:"
+        cleanup.append(lambda: common.delete_redis_prefix(redis_url, prefix))
+        workdir = Path(tempfile.mkdtemp(prefix="ihanoi-bench-transit-"))
+        cleanup.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
+        env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "IHANOI_REDIS_PREFIX": prefix,
+               "IHANOI_ENV": "dev", "IHANOI_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
+               "IHANOI_DATA_DIR": str(workdir)}
+        port = common.free_port()
+        print(f"starting ihanoi serve on port {port} ...", flush=True)
+        ihanoi = common.Server("ihanoi", [*common.ihanoi_command(), "serve", "--host", common.HOST, "--port",
+                                          str(port), "--workers", "1"], env, workdir / "ihanoi.log")
+        cleanup.append(ihanoi.stop)
+        common.wait_until_ok(ihanoi, port, "/readyz", 90)
+        base = f"http://{common.HOST}:{port}"
+        client_id, client_key = add_client(env)
+        level1, phone, token, sync_body = asyncio.run(prepare(base, client_id, client_key))
+        keys = {k["key_id"]: credential.public_key(base64.b64decode(k["public_key"])) for k in sync_body["keys"]}
+
+        bare_port = common.free_port()
+        bare = common.Server("bare litestar", [sys.executable, str(Path(__file__).resolve()), "--baseline-server",
+                                               str(bare_port)], {**os.environ, "PYTHONUNBUFFERED": "1"},
+                             workdir / "bare.log")
+        cleanup.append(bare.stop)
+        time.sleep(1.5)
+
+        def fresh_codes(count: int) -> tuple[list[bytes], int]:
+            now = int(time.time())
+            return [credential.present(level1, phone, now) for _ in range(count)], now
+
+        def requests_for(codes: list[bytes]) -> list[bytes]:
+            return [post_bytes("/v1/transit/validator/check", json.dumps(
+                {"code": base64.b64encode(c).decode(), "route_id": 102, "vehicle": "gate-1"}).encode(), token)
+                for c in codes]
+
+        print(f"online: {args.codes} fresh codes to ihanoi ...", flush=True)
+        codes, _ = fresh_codes(args.codes)
+        ours = load(port, requests_for(codes), args)
+        print("online: the same requests to bare litestar ...", flush=True)
+        codes, _ = fresh_codes(args.codes)
+        baseline = load(bare_port, requests_for(codes), args)
+        sample, now = fresh_codes(2000)
+        raw = raw_rate(sample, keys, now)
+        offline, offline_ok = offline_rate(sample, sync_body, now)
+    finally:
+        common.run_cleanup(cleanup)
+
+    def rate(m) -> float:
+        return m[0] / m[1]
+
+    print("\niHaNoi transit benchmark")
+    print(f"  services   {origin}; ihanoi serve --workers 1; {args.connections} keep-alive connections, "
+          f"{args.warmup:g} s warm-up, {args.duration:g} s measured; {os.cpu_count()} CPUs shared by all")
+    for label, m in (("ihanoi check", ours), ("bare litestar", baseline)):
+        print(f"  {label:<14} {rate(m):8.0f} req/s  p50 {m[2]:6.2f} ms  p99 {m[3]:6.2f} ms  non-200 {m[4]}  "
+              f"accepted {m[5]}" + ("  (ran out of codes: raise --codes)" if m[6] else ""))
+    print(f"  raw verification (credential.verify, no caches, 1 core): {raw:8.0f} /s")
+    print(f"  offline Validator.scan (1 core):                         {offline:8.0f} /s  ({offline_ok} accepted)")
+    print(f"  ratio online / bare litestar: {rate(ours) / rate(baseline):.2f} (goal >= 0.5); "
+          f"p99 {ours[3]:.1f} ms (goal < 20)")
+    print(f"  ratio online / raw verification: {rate(ours) / raw:.2f}")
+    print(f"  ratio offline / raw verification: {offline / raw:.2f} (goal >= 0.8)")
+    return 1 if ours[4] or baseline[4] else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--codes", type=int, default=20000)
+    parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.baseline_server:
+        serve_baseline(args.baseline_server)
+        return 0
+    return common.run_main(run, args, "servers stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
