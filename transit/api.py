@@ -24,6 +24,9 @@ from transit import config, service
 from transit.models import (
     ApplicationList,
     ApplicationView,
+    Card,
+    CardCreate,
+    CardList,
     CheckRequest,
     CheckResult,
     Credential,
@@ -51,6 +54,7 @@ DateFrom = Annotated[dt.date, QueryParameter(name="from", description="first day
 DateTo = Annotated[dt.date, QueryParameter(name="to", description="last day, included")]
 Status = Annotated[str, QueryParameter(pattern=r"^(pending|approved|refused)$")]
 DeviceId = Annotated[int, QueryParameter(ge=1, le=web.INT64_MAX, description="the device key's id")]
+CardId = Annotated[int | None, QueryParameter(ge=1, le=web.INT64_MAX, description="a family card's id")]
 Day = Annotated[dt.date | None, QueryParameter(description="the day the fares apply (default today)")]
 admin = guards.role("admin")
 
@@ -85,18 +89,31 @@ class RiderController(Controller):
     guards = [guards.resident]
 
     @get("/eligibility", operation_id="GetTransitEligibility",
-         summary="The caller's rider category, from VNeID's birth date and approved proof")
-    async def eligibility(self, conn: web.Conn, principal: web.Caller) -> Eligibility:
+         summary="The rider category of the caller (or a family card), from VNeID's birth date and approved proof")
+    async def eligibility(self, conn: web.Conn, principal: web.Caller, card_id: CardId = None) -> Eligibility:
         import uuid
 
-        return await service.eligibility(conn, uuid.UUID(principal.sub))
+        return await service.eligibility(conn, uuid.UUID(principal.sub), card_id=card_id)
+
+    @post("/cards", operation_id="AddTransitFamilyCard", status_code=201, dependencies=web.IDEMPOTENT,
+          summary="A card for a family member (a child under 6 rides free once the birth certificate is approved)")
+    async def add_card(self, data: JSONBody[CardCreate], tx: web.Tx, principal: web.Caller) -> Card:
+        return await service.add_card(tx, principal, data)
+
+    @get("/cards", operation_id="ListTransitFamilyCards")
+    async def cards(self, conn: web.Conn, principal: web.Caller) -> CardList:
+        import uuid
+
+        from transit import store
+
+        return CardList(cards=[service._card(r) for r in await store.cards_of(conn, uuid.UUID(principal.sub))])
 
     @post("/applications", operation_id="CreateTransitApplication", status_code=201,
           dependencies=web.IDEMPOTENT_REQUIRED,
           summary="Apply for a proof-based category: the photo of the proof (JPEG or PNG) is the body")
     async def apply(self, category: Category, operator: OperatorSlug, request: Request, tx: web.Tx,
-                    principal: web.Caller) -> ApplicationView:
-        return await service.apply(tx, principal, category, operator, await request.body())
+                    principal: web.Caller, card_id: CardId = None) -> ApplicationView:
+        return await service.apply(tx, principal, category, operator, await request.body(), card_id)
 
     @get("/applications", operation_id="ListMyTransitApplications")
     async def my_applications(self, conn: web.Conn, principal: web.Caller) -> ApplicationList:

@@ -78,6 +78,24 @@ class ApplicationView(msgspec.Struct):
     valid_until: dt.date | None
     created_at: dt.datetime
     decided_at: dt.datetime | None
+    card_id: int | None = None
+
+
+class CardCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    holder_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100,
+                                             pattern=r"^[^\x00-\x1f\x7f]*$")]
+    birth_date: dt.date
+
+
+class Card(msgspec.Struct):
+    id: int
+    holder_name: str
+    birth_date: dt.date
+    created_at: dt.datetime
+
+
+class CardList(msgspec.Struct):
+    cards: list[Card]
 
 
 class ApplicationList(msgspec.Struct):
@@ -103,6 +121,7 @@ class Purchase(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     product_id: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9-]{1,60}$")]
     route_id: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)] | None = None
     starts_on: dt.date | None = None  # a renewal starts when the current pass ends
+    card_id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None  # a family member's card
 
 
 class TicketView(msgspec.Struct):
@@ -118,6 +137,7 @@ class TicketView(msgspec.Struct):
     status: str
     charge_id: int | None
     paper: bool
+    card_id: int | None = None
 
 
 class TicketList(msgspec.Struct):

@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import logging
 import time
+import unicodedata
 import uuid
 
 import asyncpg
@@ -22,6 +23,8 @@ from transit import credential, store
 from transit.config import TransitSettings
 from transit.models import (
     ApplicationView,
+    Card,
+    CardCreate,
     CheckResult,
     Credential,
     Decision,
@@ -115,9 +118,20 @@ async def fares(conn: asyncpg.Connection, day: dt.date | None = None) -> Fares:
                  routes=[_route(r) for r in await store.routes(conn)])
 
 
-async def eligibility(conn: asyncpg.Connection, resident: uuid.UUID, day: dt.date | None = None) -> Eligibility:
-    """The rider category decided from verified data: VNeID's birth date, then approved proof."""
+async def eligibility(conn: asyncpg.Connection, resident: uuid.UUID, day: dt.date | None = None,
+                      card_id: int | None = None) -> Eligibility:
+    """The rider category decided from verified data: VNeID's birth date, then approved proof.
+
+    A family member's card: a child under 6 rides free once staff approved the birth certificate."""
     day = day or today()
+    if card_id is not None:
+        card = await own_card(conn, resident, card_id)
+        approved = {r["rider_category_id"]: r["valid_until"]
+                    for r in await store.approved_categories(conn, resident, day, card_id)}
+        if "child" in approved and age_on(card["birth_date"], day) < 6:
+            return Eligibility(rider_category_id="child", why="under 6 (approved birth certificate)",
+                               valid_until=approved["child"])
+        return Eligibility(rider_category_id="regular", why="no reduced fare applies", valid_until=None)
     profile = await profile_of(conn, resident)
     if profile is not None and profile.birth_date is not None:
         age = age_on(profile.birth_date, day)
@@ -140,7 +154,30 @@ def _application(r) -> ApplicationView:
     return ApplicationView(id=r["id"], rider_category_id=r["rider_category_id"], operator=r["operator_slug"],
                            status=r["status"], note=r["note"], valid_until=r["valid_until"],
                            created_at=web.local(r["created_at"]),
-                           decided_at=web.local(r["decided_at"]) if r["decided_at"] else None)
+                           decided_at=web.local(r["decided_at"]) if r["decided_at"] else None, card_id=r["card_id"])
+
+
+async def own_card(conn: asyncpg.Connection, resident: uuid.UUID, card_id: int):
+    card = await store.card(conn, card_id)
+    if card is None or card["owner_id"] != resident:
+        raise NotFound(f"no card {card_id}")
+    return card
+
+
+def _card(r) -> Card:
+    return Card(id=r["id"], holder_name=r["holder_name"], birth_date=r["birth_date"],
+                created_at=web.local(r["created_at"]))
+
+
+async def add_card(conn: asyncpg.Connection, principal: Principal, body: CardCreate) -> Card:
+    name = unicodedata.normalize("NFC", body.holder_name).strip()
+    if not name:
+        raise InvalidInput.field("holder_name", "the family member's name")
+    if not today() - dt.timedelta(days=120 * 366) < body.birth_date <= today():
+        raise InvalidInput.field("birth_date", "a birth date in the past")
+    if len(await store.cards_of(conn, uuid.UUID(principal.sub))) >= 10:
+        raise Conflict("at most 10 family cards")
+    return _card(await store.insert_card(conn, uuid.UUID(principal.sub), name, body.birth_date))
 
 
 def _sniff(raw: bytes) -> str | None:
@@ -152,8 +189,15 @@ def _sniff(raw: bytes) -> str | None:
 
 
 async def apply(conn: asyncpg.Connection, principal: Principal, category: str, operator_slug: str,
-                photo: bytes) -> ApplicationView:
-    if category not in PROOF:
+                photo: bytes, card_id: int | None = None) -> ApplicationView:
+    if card_id is not None:
+        card = await own_card(conn, uuid.UUID(principal.sub), card_id)
+        if category != "child":
+            raise InvalidInput.field("category", "a family member's card applies as child (with the birth "
+                                     "certificate)", source="query")
+        if age_on(card["birth_date"], today()) >= 6:
+            raise InvalidInput.field("card_id", "the child is 6 or older: the regular fare applies", source="query")
+    elif category not in PROOF:
         raise InvalidInput.field("category", f"one of {', '.join(PROOF)} (age-based fares need no application)",
                                  source="query")
     if await store.operator(conn, operator_slug) is None:
@@ -165,7 +209,8 @@ async def apply(conn: asyncpg.Connection, principal: Principal, category: str, o
     kind = _sniff(photo)
     if kind is None:
         raise InvalidInput.field("photo", "not a JPEG or PNG image")
-    row = await store.insert_application(conn, uuid.UUID(principal.sub), category, operator_slug, photo, kind)
+    row = await store.insert_application(conn, uuid.UUID(principal.sub), category, operator_slug, photo, kind,
+                                         card_id)
     return _application(row)
 
 
@@ -188,9 +233,17 @@ async def decide(conn: asyncpg.Connection, principal: Principal, slug: str, appl
         raise Conflict(f"application {application_id} was already {row['status']}")
     if decision.decision == "approve":
         day = today()
-        if decision.valid_until is None or not day < decision.valid_until <= day + dt.timedelta(days=400):
+        if row["card_id"] is not None:  # a child's card: free until the day before the sixth birthday
+            born = (await store.card(conn, row["card_id"]))["birth_date"]
+            until = born.replace(year=born.year + 6) - dt.timedelta(days=1) if (born.month, born.day) != (2, 29) \
+                else dt.date(born.year + 6, 2, 28)
+            if until < day:
+                raise InvalidInput.field("decision", "the child is 6 or older")
+        elif decision.valid_until is None or not day < decision.valid_until <= day + dt.timedelta(days=400):
             raise InvalidInput.field("valid_until", "an approval needs an expiry after today, at most 400 days ahead")
-        status, until = "approved", decision.valid_until
+        else:
+            until = decision.valid_until
+        status = "approved"
     else:
         if not decision.note:
             raise InvalidInput.field("note", "say why the application is refused")
@@ -311,7 +364,7 @@ def _ticket(r) -> TicketView:
     return TicketView(id=r["id"], operator=r["operator_slug"], product_id=r["product_id"], kind=r["kind"],
                       route_id=r["route_id"], rider_category_id=r["rider_category_id"], amount_vnd=r["amount_vnd"],
                       valid_from=web.local(r["valid_from"]), valid_until=web.local(r["valid_until"]),
-                      status=r["status"], charge_id=r["charge_id"], paper=r["paper"])
+                      status=r["status"], charge_id=r["charge_id"], paper=r["paper"], card_id=r["card_id"])
 
 
 def _add_month(day: dt.date) -> dt.date:
@@ -368,7 +421,7 @@ async def buy(conn: asyncpg.Connection, principal: Principal, body: Purchase, ke
         return _ticket(existing)
     now = utcnow()
     day = today()
-    category = (await eligibility(conn, resident, day)).rider_category_id
+    category = (await eligibility(conn, resident, day, body.card_id)).rider_category_id
     product = await _priced(conn, body.product_id, category, day, paper=False)
     route_id = await _route_for(conn, product, body.route_id)
     if product["kind"] == "single":
@@ -378,7 +431,7 @@ async def buy(conn: asyncpg.Connection, principal: Principal, body: Purchase, ke
     else:
         # one pass of a kind per operator at a time: serialise this resident's purchases of that kind
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
-                           f"transit:{resident}:{product['operator_slug']}:{product['kind']}")
+                           f"transit:{resident}:{body.card_id}:{product['operator_slug']}:{product['kind']}")
         first = body.starts_on or day
         if first < day or first > day + dt.timedelta(days=31):
             raise InvalidInput.field("starts_on", "today or within the next 31 days")
@@ -386,7 +439,8 @@ async def buy(conn: asyncpg.Connection, principal: Principal, body: Purchase, ke
             start, end = _midnight(first), _midnight(first + dt.timedelta(days=1))
         else:
             start, end = _midnight(first), _midnight(_add_month(first))
-        clash = await store.overlapping_pass(conn, resident, product["operator_slug"], product["kind"], start, end)
+        clash = await store.overlapping_pass(conn, resident, product["operator_slug"], product["kind"], start, end,
+                                             body.card_id)
         if clash is not None:
             raise PassAlreadyActive(
                 f"pass {clash['id']} of this kind is active until {web.local(clash['valid_until']).date()}; "
@@ -408,7 +462,8 @@ async def buy(conn: asyncpg.Connection, principal: Principal, body: Purchase, ke
     ticket_id = await store.insert_ticket(
         conn, resident_id=resident, operator_slug=product["operator_slug"], fare_product_id=product["id"],
         kind=product["kind"], route_id=route_id, rider_category_id=product["rider_category_id"], amount_vnd=amount,
-        charge_id=charge_id, valid_from=start, valid_until=end, paper=False, idempotency_key=ticket_key)
+        charge_id=charge_id, valid_from=start, valid_until=end, paper=False, idempotency_key=ticket_key,
+        card_id=body.card_id)
     return _ticket(await store.ticket(conn, ticket_id))
 
 

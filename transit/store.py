@@ -51,14 +51,16 @@ async def operators(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 # ---- applications -------------------------------------------------------------------------------------------
 
-APPLICATION = "id, rider_category_id, operator_slug, status, note, valid_until, created_at, decided_at, resident_id"
+APPLICATION = ("id, rider_category_id, operator_slug, status, note, valid_until, created_at, decided_at, resident_id, "
+               "card_id")
 
 
 async def insert_application(conn, resident: uuid.UUID, category: str, operator_slug: str, photo: bytes,
-                             photo_type: str):
+                             photo_type: str, card_id: int | None = None):
     return await conn.fetchrow(
-        "INSERT INTO transit_application (resident_id, rider_category_id, operator_slug, photo, photo_type) "
-        f"VALUES ($1, $2, $3, $4, $5) RETURNING {APPLICATION}", resident, category, operator_slug, photo, photo_type)
+        "INSERT INTO transit_application (resident_id, rider_category_id, operator_slug, photo, photo_type, card_id) "
+        f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {APPLICATION}", resident, category, operator_slug, photo,
+        photo_type, card_id)
 
 
 async def applications_of(conn, resident: uuid.UUID) -> list[asyncpg.Record]:
@@ -83,11 +85,25 @@ async def decide(conn, application_id: int, status: str, valid_until: dt.date | 
         f"WHERE id = $1 RETURNING {APPLICATION}", application_id, status, valid_until, note, by)
 
 
-async def approved_categories(conn, resident: uuid.UUID, day: dt.date) -> list[asyncpg.Record]:
+async def approved_categories(conn, resident: uuid.UUID, day: dt.date,
+                              card_id: int | None = None) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT rider_category_id, max(valid_until) AS valid_until FROM transit_application "
-        "WHERE resident_id = $1 AND status = 'approved' AND valid_until >= $2 GROUP BY rider_category_id",
-        resident, day)
+        "WHERE resident_id = $1 AND card_id IS NOT DISTINCT FROM $3 AND status = 'approved' AND valid_until >= $2 "
+        "GROUP BY rider_category_id", resident, day, card_id)
+
+
+async def insert_card(conn, owner: uuid.UUID, holder_name: str, birth_date: dt.date):
+    return await conn.fetchrow("INSERT INTO transit_card (owner_id, holder_name, birth_date) VALUES ($1, $2, $3) "
+                               "RETURNING *", owner, holder_name, birth_date)
+
+
+async def card(conn, card_id: int):
+    return await conn.fetchrow("SELECT * FROM transit_card WHERE id = $1", card_id)
+
+
+async def cards_of(conn, owner: uuid.UUID) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM transit_card WHERE owner_id = $1 ORDER BY id", owner)
 
 
 # ---- devices ------------------------------------------------------------------------------------------------
@@ -118,7 +134,7 @@ async def revoked_devices(conn, since: dt.datetime) -> list[bytes]:
 # ---- tickets ------------------------------------------------------------------------------------------------
 
 TICKET = """t.id, t.resident_id, t.operator_slug, t.fare_product_id, t.kind, t.route_id, t.rider_category_id,
-    t.amount_vnd, t.charge_id, t.valid_from, t.valid_until, t.paper, t.status, t.idempotency_key,
+    t.amount_vnd, t.charge_id, t.valid_from, t.valid_until, t.paper, t.status, t.idempotency_key, t.card_id,
     p.product_id, p.code AS product_code, o.code AS operator_code, c.code AS category_code"""
 TICKET_FROM = """transit_ticket t JOIN transit_fare_product p ON p.id = t.fare_product_id
     JOIN transit_operator o ON o.slug = t.operator_slug JOIN transit_rider_category c ON c.id = t.rider_category_id"""
@@ -139,11 +155,11 @@ async def tickets_of(conn, resident: uuid.UUID) -> list[asyncpg.Record]:
 
 
 async def overlapping_pass(conn, resident: uuid.UUID, operator_slug: str, kind: str, start: dt.datetime,
-                           end: dt.datetime):
+                           end: dt.datetime, card_id: int | None = None):
     return await conn.fetchrow(
         "SELECT id, valid_until FROM transit_ticket WHERE resident_id = $1 AND operator_slug = $2 AND kind = $3 "
-        "AND status = 'active' AND valid_from < $5 AND valid_until > $4 ORDER BY valid_until DESC LIMIT 1",
-        resident, operator_slug, kind, start, end)
+        "AND card_id IS NOT DISTINCT FROM $6 AND status = 'active' AND valid_from < $5 AND valid_until > $4 "
+        "ORDER BY valid_until DESC LIMIT 1", resident, operator_slug, kind, start, end, card_id)
 
 
 async def latest_pass_end(conn, resident: uuid.UUID, operator_slug: str, kind: str, now: dt.datetime):
@@ -155,11 +171,11 @@ async def latest_pass_end(conn, resident: uuid.UUID, operator_slug: str, kind: s
 async def insert_ticket(conn, **values) -> int:
     return await conn.fetchval(
         "INSERT INTO transit_ticket (resident_id, operator_slug, fare_product_id, kind, route_id, rider_category_id, "
-        "amount_vnd, charge_id, valid_from, valid_until, paper, idempotency_key) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        "amount_vnd, charge_id, valid_from, valid_until, paper, idempotency_key, card_id) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         values["resident_id"], values["operator_slug"], values["fare_product_id"], values["kind"], values["route_id"],
         values["rider_category_id"], values["amount_vnd"], values["charge_id"], values["valid_from"],
-        values["valid_until"], values["paper"], values["idempotency_key"])
+        values["valid_until"], values["paper"], values["idempotency_key"], values.get("card_id"))
 
 
 async def set_status(conn, ticket_id: int, status: str) -> None:
@@ -197,6 +213,7 @@ async def due_reminders(conn, until: dt.datetime, now: dt.datetime, limit: int) 
         "AND t.status = 'active' AND t.resident_id IS NOT NULL AND t.valid_until > $2 AND t.valid_until <= $1 "
         "AND NOT EXISTS (SELECT 1 FROM transit_ticket n WHERE n.resident_id = t.resident_id "
         "  AND n.operator_slug = t.operator_slug AND n.kind = 'monthly' AND n.status = 'active' "
+        "  AND n.card_id IS NOT DISTINCT FROM t.card_id "
         "  AND n.valid_until > t.valid_until) "
         "ORDER BY t.valid_until LIMIT $3 FOR UPDATE OF t SKIP LOCKED", until, now, limit)
 

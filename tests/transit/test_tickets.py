@@ -184,3 +184,38 @@ async def test_the_renewal_reminder_goes_once_before_a_pass_ends(client, conn, s
     sub = uuid.UUID(await _sub(client, rider))
     rows = await conn.fetch("SELECT template FROM notification WHERE resident_id = $1", sub)
     assert [r["template"] for r in rows].count("transit.pass_renewal") == 1
+
+
+async def test_a_childs_family_card_rides_free_once_the_birth_certificate_is_approved(client, conn):
+    await grant(client, conn, STAFF, "transit_operator", "hanoibus")
+    parent = await funded(client, RIDER, 500_000)
+    staff = await session(client, STAFF)
+    born = service.today().replace(year=service.today().year - 4, day=1)
+    card = await client.post("/v1/transit/cards", json={"holder_name": "Bé Na", "birth_date": born.isoformat()},
+                             headers=h(parent) | key())
+    assert card.status_code == 201, card.text
+    card_id = card.json()["id"]
+    # a declared birth date alone gives nothing: the regular fare until the proof is approved
+    before = await client.get("/v1/transit/eligibility", params={"card_id": card_id}, headers=h(parent))
+    assert before.json()["rider_category_id"] == "regular"
+    sent = await client.post("/v1/transit/applications", params={"category": "child", "operator": "hanoibus",
+                                                                 "card_id": card_id},
+                             content=photo(), headers=h(parent) | key())
+    assert sent.status_code == 201, sent.text
+    decided = await client.post(f"/v1/transit/operators/hanoibus/applications/{sent.json()['id']}/decision",
+                                json={"decision": "approve"}, headers=h(staff))
+    assert decided.status_code == 200, decided.text
+    assert decided.json()["valid_until"] == (born.replace(year=born.year + 6) - dt.timedelta(days=1)).isoformat()
+    child = await buy(client, parent, "bus-monthly-network", card_id=card_id)
+    assert child["amount_vnd"] == 0 and child["rider_category_id"] == "child" and child["card_id"] == card_id
+    # the parent's own pass is another card: allowed alongside, at the parent's fare
+    own = await buy(client, parent, "bus-monthly-network")
+    assert own["amount_vnd"] == 280_000 and own["card_id"] is None
+    clash = await client.post("/v1/transit/tickets", json={"product_id": "bus-monthly-network", "card_id": card_id},
+                              headers=h(parent) | key())
+    assert clash.status_code == 409
+    # another resident cannot use the card
+    other = await funded(client, STUDENT, 100_000)
+    stolen = await client.post("/v1/transit/tickets", json={"product_id": "bus-monthly-network", "card_id": card_id},
+                               headers=h(other) | key())
+    assert stolen.status_code == 404
