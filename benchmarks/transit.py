@@ -46,18 +46,23 @@ import common
 
 sys.path.insert(0, str(common.REPO))
 
-SENIOR = "001050011111"  # born 1950: rides free, from the VNeID birth date
+import msgspec
+
+SENIOR = "001050011111"
+
+
+class Check(msgspec.Struct):
+    """The gate's request, decoded by the bare endpoint as ihanoi decodes it."""
+
+    code: str
+    route_id: int
+    vehicle: str = "gate"
+  # born 1950: rides free, from the VNeID birth date
 
 
 def serve_baseline(port: int) -> None:
-    import msgspec
     import uvicorn
-    from litestar import Litestar, post
-
-    class Check(msgspec.Struct):
-        code: str
-        route_id: int
-        vehicle: str = "gate"
+    from litestar import Litestar, get, post
 
     answer = {"accepted": True, "ticket_id": 1, "rider_category": 2}
 
@@ -65,7 +70,11 @@ def serve_baseline(port: int) -> None:
     async def check(data: Check) -> dict:
         return answer
 
-    app = Litestar(route_handlers=[check], openapi_config=None, logging_config=None, debug=False)
+    @get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    app = Litestar(route_handlers=[check, healthz], openapi_config=None, logging_config=None, debug=False)
     uvicorn.run(app, host=common.HOST, port=port, workers=1, log_config=None, access_log=False, lifespan="on")
 
 
@@ -220,7 +229,7 @@ def run(args) -> int:
         cleanup.append(lambda: shutil.rmtree(workdir, ignore_errors=True))
         env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "IHANOI_REDIS_PREFIX": prefix,
                "IHANOI_ENV": "dev", "IHANOI_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
-               "IHANOI_DATA_DIR": str(workdir)}
+               "IHANOI_DATA_DIR": str(workdir), "PYTHONPATH": str(common.REPO)}
         port = common.free_port()
         print(f"starting ihanoi serve on port {port} ...", flush=True)
         ihanoi = common.Server("ihanoi", [*common.ihanoi_command(), "serve", "--host", common.HOST, "--port",
@@ -237,7 +246,7 @@ def run(args) -> int:
                                                str(bare_port)], {**os.environ, "PYTHONUNBUFFERED": "1"},
                              workdir / "bare.log")
         cleanup.append(bare.stop)
-        time.sleep(1.5)
+        common.wait_until_ok(bare, bare_port, "/healthz", 60)
 
         def fresh_codes(count: int) -> tuple[list[bytes], int]:
             now = int(time.time())

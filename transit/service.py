@@ -584,31 +584,23 @@ async def check_online(conn: asyncpg.Connection, redis, ring: KeyRing, principal
     except credential.Refused as refused:
         return CheckResult(accepted=False, reason=refused.reason)
     ticket = scanned.ticket
-    state = await store.online_state(conn, ticket.ticket_id, ticket.device_key)
-    if state is None or state["status"] in ("revoked", "refunded"):
+    fingerprint = scanned.fingerprint()
+    # these bytes once, on every gate: a screenshot shown again (here or elsewhere) is refused before any SQL
+    window = own.qr_freshness_seconds + own.clock_skew_seconds + 1
+    ttl = window if ticket.device_key is not None else max(1, ticket.valid_until - now)
+    fresh = await redis.client.set(redis.key("transit", "used", fingerprint.hex()), b"1", nx=True, ex=ttl)
+    if not fresh:
+        return CheckResult(accepted=False, reason="already-used", ticket_id=ticket.ticket_id)
+    state = await store.gate_pass(conn, ticket.ticket_id, ticket.device_key,
+                                  f"client:{principal.client_id or principal.sub}", slug, route_id, vehicle,
+                                  fingerprint)
+    if state["tapped"]:
+        return CheckResult(accepted=True, ticket_id=ticket.ticket_id, rider_category=ticket.category)
+    if state["status"] is None or state["status"] in ("revoked", "refunded"):
         return CheckResult(accepted=False, reason="revoked", ticket_id=ticket.ticket_id)
     if ticket.device_key is not None and not state["device_live"]:
         return CheckResult(accepted=False, reason="device-revoked", ticket_id=ticket.ticket_id)
-    if state["status"] == "used":
-        return CheckResult(accepted=False, reason="already-used", ticket_id=ticket.ticket_id)
-    # these bytes once, on every gate: a screenshot shown again (here or elsewhere) is refused
-    window = own.qr_freshness_seconds + own.clock_skew_seconds + 1
-    ttl = window if ticket.device_key is not None else max(1, ticket.valid_until - now)
-    fresh = await redis.client.set(redis.key("transit", "used", scanned.fingerprint().hex()), b"1", nx=True, ex=ttl)
-    if not fresh:
-        return CheckResult(accepted=False, reason="already-used", ticket_id=ticket.ticket_id)
-    if state["kind"] == "single" and not await store.use_single(conn, ticket.ticket_id):
-        return CheckResult(accepted=False, reason="already-used", ticket_id=ticket.ticket_id)
-    await store.insert_taps(conn, f"client:{principal.client_id or principal.sub}", slug, [_GateTap(
-        tap_id=uuid.uuid4(), ticket_id=ticket.ticket_id, route_id=route_id, vehicle=vehicle, direction="on",
-        at=dt.datetime.fromtimestamp(now, dt.UTC), accepted=True, reason=None,
-        fingerprint=scanned.fingerprint().hex())])
-    return CheckResult(accepted=True, ticket_id=ticket.ticket_id, rider_category=ticket.category)
-
-
-class _GateTap:
-    def __init__(self, **kw) -> None:
-        self.__dict__.update(kw)
+    return CheckResult(accepted=False, reason="already-used", ticket_id=ticket.ticket_id)
 
 
 async def _operator_code(conn, ring: KeyRing, slug: str) -> int:

@@ -199,11 +199,23 @@ async def denied_tickets(conn, operator_slug: str, now: dt.datetime) -> list[int
         "AND valid_until > $2 ORDER BY id", operator_slug, now)]
 
 
-async def online_state(conn, ticket_id: int, device_key: bytes | None):
+async def gate_pass(conn, ticket_id: int, device_key: bytes | None, validator: str, operator_slug: str,
+                    route_id: int, vehicle: str, fingerprint: bytes):
+    """One round trip for an online gate: the ticket's and the device's state, a single ride used up, and the
+    boarding recorded, only if all is well (`tapped`)."""
     return await conn.fetchrow(
-        "SELECT t.status, t.kind, t.paper, t.operator_slug, "
-        "(SELECT d.revoked_at IS NULL FROM transit_device d WHERE d.public_key = $2) AS device_live "
-        "FROM transit_ticket t WHERE t.id = $1", ticket_id, device_key)
+        "WITH t AS (SELECT id, status, kind FROM transit_ticket WHERE id = $1), "
+        "d AS (SELECT revoked_at IS NULL AS live FROM transit_device WHERE public_key = $2), "
+        "ok AS (SELECT t.id, t.kind FROM t WHERE t.status = 'active' "
+        "       AND ($2::bytea IS NULL OR coalesce((SELECT live FROM d), false))), "
+        "used AS (UPDATE transit_ticket SET status = 'used', status_at = now() "
+        "         WHERE id = (SELECT id FROM ok WHERE kind = 'single') AND status = 'active' RETURNING id), "
+        "tap AS (INSERT INTO transit_tap (tap_id, validator, operator_slug, ticket_id, route_id, vehicle, direction, "
+        "        at, accepted, fingerprint) SELECT gen_random_uuid(), $3, $4, ok.id, $5, $6, 'on', now(), true, $7 "
+        "        FROM ok WHERE ok.kind <> 'single' OR EXISTS (SELECT 1 FROM used) RETURNING tap_id) "
+        "SELECT (SELECT status FROM t) AS status, (SELECT live FROM d) AS device_live, "
+        "(SELECT count(*) FROM tap) AS tapped", ticket_id, device_key, validator, operator_slug, route_id, vehicle,
+        fingerprint)
 
 
 async def due_reminders(conn, until: dt.datetime, now: dt.datetime, limit: int) -> list[asyncpg.Record]:

@@ -253,3 +253,20 @@ async def test_bad_tap_batches_are_400s(client, conn, body):
     response = await client.post("/v1/transit/validator/taps", json=body, headers=gate | key())
     assert response.status_code == 400
     assert await conn.fetchval("SELECT count(*) FROM transit_tap") == 0
+
+
+async def test_an_app_single_ride_is_used_once_even_with_fresh_codes(client, conn):
+    rider = await funded(client, RIDER, 100_000)
+    ticket = await buy(client, rider, "bus-single-0-15", 102)
+    phone = Phone(client, rider)
+    await phone.register()
+    level1 = await phone.level1(ticket["id"])
+    _, _, gate = await validator_client(client, conn)
+    now = int(time.time())
+    assert (await check(client, gate, phone.code(level1, now), 102))["accepted"] is True
+    assert (await check(client, gate, phone.code(level1, now + 1), 102))["reason"] == "already-used"
+    row = await conn.fetchrow("SELECT status, (SELECT count(*) FROM transit_tap WHERE ticket_id = $1) AS taps "
+                              "FROM transit_ticket WHERE id = $1", ticket["id"])
+    assert (row["status"], row["taps"]) == ("used", 1)
+    refund = await client.post(f"/v1/transit/tickets/{ticket['id']}/refund", headers=h(rider) | key())
+    assert refund.status_code == 409
