@@ -54,6 +54,7 @@ REASONS = (
     "malformed", "truncated", "oversized", "unsupported-version", "unknown-key", "bad-issuer-signature",
     "level2-missing", "bad-device-signature", "stale", "future-timestamp", "not-yet-valid", "expired",
     "wrong-operator", "wrong-route", "revoked", "device-revoked", "already-used",
+    "no-tap-off",  # a validator asked to log a tap off on a route that does not ask for one
 )
 
 

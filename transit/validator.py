@@ -98,6 +98,8 @@ class Validator:
         now = int(time.time()) if now is None else now
         accepted, reason, ticket_id, fingerprint = False, None, 0, b""
         try:
+            if direction not in ("on", "off") or (direction == "off" and self.route_id not in self.tap_off_routes):
+                raise credential.Refused("no-tap-off")
             scanned = credential.verify(data, self.keys, now, operator=self.operator_code, route=self.route_id,
                                         policy=self.policy, device_keys=self._devices,
                                         verified=self._verified)

@@ -192,6 +192,10 @@ async def test_revocation_and_logout_reach_validators_at_their_next_sync(client,
     metro = await offline_validator(client, conn, 201, "gate-cat-linh", operator="hanoi-metro")
     level1 = await phone.level1(second["id"])
     assert metro.scan(phone.code(level1, now), now=now)[0]
+    # metro riders also tap when getting off (the route asks for it); buses do not
+    assert metro.scan(phone.code(level1, now + 1), now=now + 1, direction="off") == (True, None)
+    assert bus.scan(phone.code(level1, now + 1), now=now + 1, direction="off") == (False, "no-tap-off")
+    assert [t["direction"] for t in metro.log] == ["on", "off"]
     await client.post("/v1/auth/logout", headers=h(rider))
     await metro.sync(client)
     assert metro.scan(phone.code(level1, now + 3), now=now + 3) == (False, "device-revoked")
