@@ -128,3 +128,12 @@ def test_the_level1_cache_skips_only_an_already_verified_issuer_signature():
     forged[40] ^= 1
     assert verdict(bytes(forged), verified=cache) == "bad-issuer-signature"
     assert verdict(credential.present(level1, device, NOW + 1), now=NOW + 1, verified=cache) == "accepted"
+
+
+def test_the_freshness_window_is_15_to_30_seconds():
+    from app.settings import SettingsError, load_settings
+
+    assert load_settings({"IHANOI_TRANSIT_QR_FRESHNESS": "20"}).of("transit").qr_freshness_seconds == 20
+    for bad in ("10", "31", "abc"):
+        with pytest.raises(SettingsError, match="IHANOI_TRANSIT_QR_FRESHNESS"):
+            load_settings({"IHANOI_TRANSIT_QR_FRESHNESS": bad}).of("transit")
