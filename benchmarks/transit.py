@@ -1,7 +1,7 @@
 """Transit: online gate checks against a bare Litestar endpoint and against raw verification; the offline
 validator against raw verification. One run, one machine, ratios printed.
 
-    .venv/bin/python benchmarks/transit.py [--connections 64] [--warmup 1] [--duration 5] [--codes 20000]
+    .venv/bin/python -m benchmarks.transit [--connections 64] [--warmup 1] [--duration 5] [--codes 20000]
 
 1. Creates a throw-away database (BENCH_DATABASE_URL / DATABASE_URL / the local default), starts
    `ihanoi serve --workers 1` on it (IHANOI_ENV=dev, its own Redis prefix), signs a 60+ resident in through
@@ -9,8 +9,9 @@ validator against raw verification. One run, one machine, ratios printed.
    and registers a validator machine client with `ihanoi clients add` (transit_validator:hanoibus).
 2. Online: --codes distinct fresh codes (the phone's signature differs each time), each POSTed once to
    `/v1/transit/validator/check` over --connections keep-alive connections: every request is a full accepted
-   check (parse, signatures, ticket and device state in PostgreSQL, Redis SET NX, the tap written). Then the
-   same load on a bare Litestar POST endpoint that decodes the same JSON and answers a fixed body.
+   check (parse, signatures, ticket and device state in PostgreSQL, Redis SET NX, the tap written). Then an
+   empty code, refused before any crypto, SQL or Redis (what the kernel and framework cost on this route),
+   and the same load on a bare Litestar POST endpoint that decodes the same JSON and answers a fixed body.
 3. Raw verification: `credential.verify` with no caches on the same codes, one core, in this process.
 4. Offline: `Validator.scan` (deny-lists, its own used-once memory, the tap log, the level-1 cache) on the
    same codes, against raw verification.
@@ -19,17 +20,7 @@ Goals (issue 11): online >= 0.5x the bare endpoint with p99 < 20 ms; offline >= 
 The server and the load generator share the machine's cores: compare the ratios, not the absolute figures.
 """
 
-# ruff: noqa: E402
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-_HERE = Path(__file__).resolve().parent
-if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == _HERE:
-    del sys.path[0]
-sys.path.append(str(_HERE))
 
 import argparse
 import asyncio
@@ -38,15 +29,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
-
-import common
-
-sys.path.insert(0, str(common.REPO))
+from pathlib import Path
 
 import msgspec
+
+from benchmarks import common
 
 SENIOR = "001050011111"
 
@@ -242,7 +233,7 @@ def run(args) -> int:
         keys = {k["key_id"]: credential.public_key(base64.b64decode(k["public_key"])) for k in sync_body["keys"]}
 
         bare_port = common.free_port()
-        bare = common.Server("bare litestar", [sys.executable, str(Path(__file__).resolve()), "--baseline-server",
+        bare = common.Server("bare litestar", [sys.executable, "-m", "benchmarks.transit", "--baseline-server",
                                                str(bare_port)], {**os.environ, "PYTHONUNBUFFERED": "1"},
                              workdir / "bare.log")
         cleanup.append(bare.stop)
@@ -260,6 +251,9 @@ def run(args) -> int:
         print(f"online: {args.codes} fresh codes to ihanoi ...", flush=True)
         codes, _ = fresh_codes(args.codes)
         ours = load(port, requests_for(codes), args)
+        print("online: an empty code to ihanoi (refused at once: what the kernel and framework cost) ...", flush=True)
+        empty = post_bytes("/v1/transit/validator/check", b'{"code":"","route_id":102,"vehicle":"gate-1"}', token)
+        floor = load(port, [empty] * args.codes, args)
         print("online: the same requests to bare litestar ...", flush=True)
         codes, _ = fresh_codes(args.codes)
         baseline = load(bare_port, requests_for(codes), args)
@@ -275,7 +269,7 @@ def run(args) -> int:
     print("\niHaNoi transit benchmark")
     print(f"  services   {origin}; ihanoi serve --workers 1; {args.connections} keep-alive connections, "
           f"{args.warmup:g} s warm-up, {args.duration:g} s measured; {os.cpu_count()} CPUs shared by all")
-    for label, m in (("ihanoi check", ours), ("bare litestar", baseline)):
+    for label, m in (("ihanoi check", ours), ("ihanoi, empty", floor), ("bare litestar", baseline)):
         print(f"  {label:<14} {rate(m):8.0f} req/s  p50 {m[2]:6.2f} ms  p99 {m[3]:6.2f} ms  non-200 {m[4]}  "
               f"accepted {m[5]}" + ("  (ran out of codes: raise --codes)" if m[6] else ""))
     print(f"  raw verification (credential.verify, no caches, 1 core): {raw:8.0f} /s")
@@ -283,8 +277,10 @@ def run(args) -> int:
     print(f"  ratio online / bare litestar: {rate(ours) / rate(baseline):.2f} (goal >= 0.5); "
           f"p99 {ours[3]:.1f} ms (goal < 20)")
     print(f"  ratio online / raw verification: {rate(ours) / raw:.2f}")
+    print(f"  ratio ihanoi empty-code refusal / bare litestar: {rate(floor) / rate(baseline):.2f} "
+          "(the kernel's share: auth, inputs, observe, pool)")
     print(f"  ratio offline / raw verification: {offline / raw:.2f} (goal >= 0.8)")
-    return 1 if ours[4] or baseline[4] else 0
+    return 1 if ours[4] or baseline[4] or floor[4] else 0
 
 
 def main(argv=None) -> int:

@@ -17,8 +17,8 @@ from tests.payments.support import topup
 from transit import credential
 from transit.validator import Validator
 
-RIDER, SENIOR, STUDENT, STAFF, OTHER_STAFF, ADMIN = (
-    "001090012345", "001050011111", "001305022222", "001192034567", "001085011111", "001078056789")
+RIDER, SENIOR, STUDENT, STAFF, METRO_STAFF, ADMIN = (
+    "001090012345", "001050011111", "001305022222", "001192034567", "001088077777", "001078056789")
 
 
 def key() -> dict[str, str]:

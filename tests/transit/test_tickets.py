@@ -9,7 +9,7 @@ import uuid
 from PIL import Image
 
 from tests.payments.support import balance
-from tests.transit.support import ADMIN, RIDER, SENIOR, STAFF, STUDENT, buy, funded, grant, h, key, session
+from tests.transit.support import METRO_STAFF, RIDER, SENIOR, STAFF, STUDENT, buy, funded, grant, h, key, session
 from transit import config, service
 
 
@@ -123,9 +123,9 @@ async def test_a_used_or_pass_ticket_is_not_refunded(client, conn):
 
 async def test_proof_applications_are_decided_by_the_operators_staff_with_an_expiry(client, conn):
     await grant(client, conn, STAFF, "transit_operator", "hanoibus")
-    await grant(client, conn, ADMIN, "transit_operator", "hanoi-metro")
+    await grant(client, conn, METRO_STAFF, "transit_operator", "hanoi-metro")
     student = await funded(client, STUDENT, 500_000)
-    staff, metro = await session(client, STAFF), await session(client, ADMIN)
+    staff, metro = await session(client, STAFF), await session(client, METRO_STAFF)
     sent = await client.post("/v1/transit/applications", params={"category": "student", "operator": "hanoibus"},
                              content=photo(), headers=h(student) | key())
     assert sent.status_code == 201, sent.text
