@@ -255,9 +255,8 @@ class ValidatorController(Controller):
 
     @post("/check", operation_id="CheckTransitCode", status_code=200, identity_level=1,
           summary="An online gate's check: accepted, or refused with a reason code (each code once, fleet-wide)")
-    async def check(self, data: JSONBody[CheckRequest], conn: web.Conn, principal: web.Caller,
-                    state: State) -> CheckResult:
-        return await service.check_online(conn, state.redis, service.ring_of(state), principal, data.code,
+    async def check(self, data: JSONBody[CheckRequest], principal: web.Caller, state: State) -> CheckResult:
+        return await service.check_online(state.pool, state.redis, service.ring_of(state), principal, data.code,
                                           data.route_id, data.vehicle, config.of(state.settings))
 
     @get("/sync", operation_id="SyncTransitValidator", identity_level=1,

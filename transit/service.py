@@ -275,9 +275,13 @@ class KeyRing:
         self.signing: tuple[int, object] | None = None
         self.devices: dict[bytes, object] = {}
         self.verified: set[bytes] = set()  # level-1 bytes whose issuer signature verified
+        self.operator_codes: dict[str, int] = {}
+
+    def stale(self) -> bool:
+        return time.monotonic() - self.loaded_at >= self.TTL
 
     async def load(self, conn: asyncpg.Connection, *, force: bool = False) -> None:
-        if not force and time.monotonic() - self.loaded_at < self.TTL:
+        if not force and not self.stale():
             return
         rows = await store.live_keys(conn)
         self.rows = rows
@@ -566,16 +570,24 @@ def validator_operator(principal: Principal) -> str:
     return scopes[0]
 
 
-async def check_online(conn: asyncpg.Connection, redis, ring: KeyRing, principal: Principal, code_b64: str,
+async def check_online(pool, redis, ring: KeyRing, principal: Principal, code_b64: str,
                        route_id: int, vehicle: str, own: TransitSettings) -> CheckResult:
-    """An always-connected gate: every offline check, then the database's state and Redis's 'used once'."""
+    """An always-connected gate: every offline check, then Redis's 'used once', then the database's state.
+
+    A connection is taken from the pool only when needed (keys or operators not cached, a code that passed
+    every check), so a flood of bad codes costs no database work."""
     slug = validator_operator(principal)
-    operator = await _operator_code(conn, ring, slug)
+    if ring.stale() or slug not in ring.operator_codes:
+        async with pool.acquire() as conn:
+            await ring.load(conn)
+            await _operator_codes(conn, ring, slug)
+    operator = ring.operator_codes.get(slug)
+    if operator is None:
+        raise Forbidden(f"no transit operator {slug!r}")
     try:
         data = b64decode(code_b64, "code")
     except InvalidInput:
         return CheckResult(accepted=False, reason="malformed")
-    await ring.load(conn)
     now = int(time.time())
     try:
         scanned = credential.verify(data, ring.public, now, operator=operator, route=route_id,
@@ -591,9 +603,10 @@ async def check_online(conn: asyncpg.Connection, redis, ring: KeyRing, principal
     fresh = await redis.client.set(redis.key("transit", "used", fingerprint.hex()), b"1", nx=True, ex=ttl)
     if not fresh:
         return CheckResult(accepted=False, reason="already-used", ticket_id=ticket.ticket_id)
-    state = await store.gate_pass(conn, ticket.ticket_id, ticket.device_key,
-                                  f"client:{principal.client_id or principal.sub}", slug, route_id, vehicle,
-                                  fingerprint)
+    async with pool.acquire() as conn:
+        state = await store.gate_pass(conn, ticket.ticket_id, ticket.device_key,
+                                      f"client:{principal.client_id or principal.sub}", slug, route_id, vehicle,
+                                      fingerprint)
     if state["tapped"]:
         return CheckResult(accepted=True, ticket_id=ticket.ticket_id, rider_category=ticket.category)
     if state["status"] is None or state["status"] in ("revoked", "refunded"):
@@ -603,14 +616,9 @@ async def check_online(conn: asyncpg.Connection, redis, ring: KeyRing, principal
     return CheckResult(accepted=False, reason="already-used", ticket_id=ticket.ticket_id)
 
 
-async def _operator_code(conn, ring: KeyRing, slug: str) -> int:
-    codes = getattr(ring, "operator_codes", None)
-    if codes is None or slug not in codes:
-        ring.operator_codes = {r["slug"]: r["code"] for r in await store.operators(conn)}  # type: ignore[attr-defined]
-        codes = ring.operator_codes  # type: ignore[attr-defined]
-    if slug not in codes:
-        raise Forbidden(f"no transit operator {slug!r}")
-    return codes[slug]
+async def _operator_codes(conn, ring: KeyRing, slug: str) -> None:
+    if slug not in ring.operator_codes:
+        ring.operator_codes = {r["slug"]: r["code"] for r in await store.operators(conn)}
 
 
 async def sync(conn: asyncpg.Connection, ring: KeyRing, principal: Principal, own: TransitSettings) -> SyncView:
