@@ -297,13 +297,14 @@ class KeyRing:
         if self.signing is None:
             current = [r for r in self.rows if r["retired_at"] is None]
             if not current:
-                await store.lock_keys(conn)
-                await self.load(conn, force=True)
-                current = [r for r in self.rows if r["retired_at"] is None]
-                if not current:
-                    await self._create(conn)
+                async with conn.transaction():  # the advisory lock holds until the new key is written
+                    await store.lock_keys(conn)
                     await self.load(conn, force=True)
                     current = [r for r in self.rows if r["retired_at"] is None]
+                    if not current:
+                        await self._create(conn)
+                        await self.load(conn, force=True)
+                        current = [r for r in self.rows if r["retired_at"] is None]
             row = current[-1]
             from cryptography.hazmat.primitives.serialization import load_der_private_key
 
