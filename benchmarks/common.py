@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -597,3 +598,22 @@ def error_detail(m: Measurement) -> str:
 
 COLUMNS = f"{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'client CPU':>12}"
 ERRORS_NOTE = "non-200 answers plus socket errors, warm-up included; latency from request write to last body byte"
+
+
+def run_in_throwaway_database(label: str, bench: Callable[[str], Any]) -> int:
+    """Create a database for one benchmark run, run `bench(database_url)` (a coroutine) on uvloop, and drop
+    the database (and any embedded server started for it) whatever happens."""
+    import uuid
+
+    import uvloop
+
+    cleanup: list = []
+    try:
+        admin_url, _, where = resolve_services(cleanup)
+        name = f"ihanoi_bench_{label}_{uuid.uuid4().hex[:8]}"
+        create_database(admin_url, name)
+        cleanup.append(lambda: drop_database(admin_url, name))
+        print(f"PostgreSQL: {safe_url(admin_url)} ({where}), database {name}", flush=True)
+        return uvloop.run(bench(with_database(admin_url, name)))
+    finally:
+        run_cleanup(cleanup)

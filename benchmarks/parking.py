@@ -235,18 +235,7 @@ async def bench(args: argparse.Namespace, url: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    cleanup: list = []
-    try:
-        admin_url, _, where = common.resolve_services(cleanup)
-        name = f"ihanoi_bench_parking_{uuid.uuid4().hex[:8]}"
-        common.create_database(admin_url, name)
-        cleanup.append(lambda: common.drop_database(admin_url, name))
-        print(f"PostgreSQL: {common.safe_url(admin_url)} ({where}), database {name}", flush=True)
-        import uvloop
-
-        return uvloop.run(bench(args, common.with_database(admin_url, name)))
-    finally:
-        common.run_cleanup(cleanup)
+    return common.run_in_throwaway_database("parking", lambda database_url: bench(args, database_url))
 
 
 def main() -> int:
