@@ -21,10 +21,10 @@ from typing import Any
 import asyncpg
 
 from app import identity, ratelimit
+from app import images as photo_files
 from app.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
 from app.identity import Principal
 from app.web import local
-from feedback import photos as photo_files
 from feedback import places, store, views, workflow
 from feedback.calendar import WorkingCalendar
 from feedback.context import Ctx, is_staff_for, nfc, parse_uuid, resident_id, utcnow

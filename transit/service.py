@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import csv
@@ -15,7 +16,7 @@ import uuid
 import asyncpg
 
 import payments
-from app import web
+from app import images, web
 from app.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from app.identity import Principal, profile_of
 from notifications import notify
@@ -48,6 +49,7 @@ from transit.models import (
 
 log = logging.getLogger("ihanoi.transit")
 FREE = ("senior", "child", "disability", "meritorious", "poor-household")
+PROOF_MAX_BYTES = 5 * 1024 * 1024
 PROOF = ("student", "industrial-worker", "disability", "meritorious", "poor-household")
 _KEY_CONTEXT = b"transit-issuer-key"
 
@@ -180,14 +182,6 @@ async def add_card(conn: asyncpg.Connection, principal: Principal, body: CardCre
     return _card(await store.insert_card(conn, uuid.UUID(principal.sub), name, body.birth_date))
 
 
-def _sniff(raw: bytes) -> str | None:
-    if raw.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    return None
-
-
 async def apply(conn: asyncpg.Connection, principal: Principal, category: str, operator_slug: str,
                 photo: bytes, card_id: int | None = None) -> ApplicationView:
     if card_id is not None:
@@ -204,13 +198,10 @@ async def apply(conn: asyncpg.Connection, principal: Principal, category: str, o
         raise InvalidInput.field("operator", f"no transit operator {operator_slug!r}", source="query")
     if not photo:
         raise InvalidInput.field("photo", "send a photo of the proof (JPEG or PNG) as the body")
-    if len(photo) > 5 * 1024 * 1024:
-        raise InvalidInput.field("photo", "at most 5 MB")
-    kind = _sniff(photo)
-    if kind is None:
-        raise InvalidInput.field("photo", "not a JPEG or PNG image")
-    row = await store.insert_application(conn, uuid.UUID(principal.sub), category, operator_slug, photo, kind,
-                                         card_id)
+    # a photo of an ID or a certificate: only its pixels are kept (no EXIF/GPS, no device details)
+    cleaned = await asyncio.to_thread(images.process_photo, photo, max_bytes=PROOF_MAX_BYTES, field="photo")
+    row = await store.insert_application(conn, uuid.UUID(principal.sub), category, operator_slug, cleaned.data,
+                                         cleaned.content_type, card_id)
     return _application(row)
 
 

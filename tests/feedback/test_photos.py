@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageCms, ImageDraw, PngImagePlugin
 
 from app.errors import InvalidInput
-from feedback.photos import MAX_SIDE, THUMBNAIL_SIDE, ProcessedPhoto, process_photo, sniff
+from app.images import MAX_SIDE, THUMBNAIL_SIDE, ProcessedPhoto, process_photo, sniff
 
 GPS_IFD = 0x8825
 ORIENTATION = 0x0112

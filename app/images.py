@@ -1,7 +1,8 @@
-"""Feedback photos: prove an upload is a real JPEG or PNG, strip everything but the pixels, thumbnail it.
+"""Photos people upload: prove an upload is a real JPEG or PNG, strip everything but the pixels, thumbnail it.
 
-Residents attach photos to reports of street problems and staff attach photos to answers; those files
-are shown to other people, so nothing of the uploaded file is passed on except its decoded pixels:
+Every module that takes a photo uses this (feedback's report and answer photos, transit's proofs of a
+rider category). Those files are shown to other people, so nothing of the uploaded file is passed on
+except its decoded pixels:
 
 - The type comes from the magic bytes and a successful decode, never from Content-Type or the file name.
 - Every output file is re-encoded from pixels with empty metadata: no EXIF (GPS, camera, time), no XMP,
