@@ -1,4 +1,4 @@
-"""feedback.photos: only real JPEG/PNG get through, with no metadata left, bounded in size, with a thumbnail."""
+"""app.images, as feedback and transit use it: only real JPEG/PNG get through, no metadata, bounded, thumbnailed."""
 
 from __future__ import annotations
 
