@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import signal
 import socket
@@ -337,3 +338,14 @@ def fcm_url() -> Iterator[str]:
         yield url
     finally:
         stop_process(proc)
+
+
+async def next_event(lines, wanted: str) -> dict:
+    """The data of the next server-sent event named `wanted` from a stream's lines (5 s for each line)."""
+    event = None
+    while True:
+        line = await asyncio.wait_for(anext(lines), 5)
+        if line.startswith("event:"):
+            event = line.split(":", 1)[1].strip()
+        elif line.startswith("data:") and event == wanted:
+            return json.loads(line.split(":", 1)[1])

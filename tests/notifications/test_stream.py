@@ -5,7 +5,6 @@ for the residents of its area, as one event on a shared channel."""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import time
 import uuid
@@ -19,7 +18,7 @@ import redis as sync_redis
 from app import db
 from app.identity.devlogin import sign_in
 from notifications import service
-from tests.conftest import EXTRA_MODULES, IHANOI, ROOT, free_port, process_env, stop_process
+from tests.conftest import EXTRA_MODULES, IHANOI, ROOT, free_port, next_event, process_env, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -47,16 +46,6 @@ async def server_and_worker(start_server, database_url, redis_url):
         stop_process(worker)
         for key in watcher.scan_iter(prefix + "*"):
             watcher.delete(key)
-
-
-async def next_event(lines, wanted: str) -> dict:
-    event = None
-    while True:
-        line = await asyncio.wait_for(anext(lines), 5)
-        if line.startswith("event:"):
-            event = line.split(":", 1)[1].strip()
-        elif line.startswith("data:") and event == wanted:
-            return json.loads(line.split(":", 1)[1])
 
 
 async def test_inbox_stream_gets_new_items_within_a_second(start_server, database_url, redis_url):

@@ -3,9 +3,7 @@ streaming from another within a second (Redis pub/sub through the declared chann
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import json
 import time
 import uuid
 
@@ -19,19 +17,9 @@ from jwt.algorithms import ECAlgorithm
 from app import db
 from app.identity import service as identity
 from payments import service as payments
-from tests.conftest import free_port
+from tests.conftest import free_port, next_event
 
 pytestmark = pytest.mark.e2e
-
-
-async def next_event(lines, wanted: str) -> dict:
-    event = None
-    while True:
-        line = await asyncio.wait_for(anext(lines), 5)
-        if line.startswith("event:"):
-            event = line.split(":", 1)[1].strip()
-        elif line.startswith("data:") and event == wanted:
-            return json.loads(line.split(":", 1)[1])
 
 
 async def test_a_check_in_on_one_process_reaches_a_stream_on_another(start_server, database_url, redis_url):
