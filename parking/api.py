@@ -14,11 +14,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from litestar import Controller, Response, get, post
+from litestar import Controller, Request, Response, get, patch, post
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import FromPath, FromQuery, JSONBody, Parameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app import live as app_live
@@ -32,8 +32,11 @@ from parking.models import (
     GateEvent,
     Lookup,
     Lot,
+    LotChangeList,
     LotCreate,
+    LotEdit,
     LotList,
+    OverstayList,
     PassCode,
     PassCodeCreate,
     Permit,
@@ -58,6 +61,7 @@ Days = Annotated[int, QueryParameter(ge=1, le=366)]
 DateFrom = Annotated[dt.date, QueryParameter(name="from", description="first day (Asia/Ho_Chi_Minh), YYYY-MM-DD")]
 DateTo = Annotated[dt.date, QueryParameter(name="to", description="last day, included")]
 enforcement = guards.role("parking_enforcement")
+Side = Annotated[str, Parameter(pattern="^(in|out)$", description="`in` (check-in) or `out` (check-out)")]
 
 
 
@@ -85,6 +89,18 @@ class LotsController(Controller):
           status_code=201, summary="A lot or on-street zone (parking_admin, or parking_operator of its operator)")
     async def create_lot(self, data: JSONBody[LotCreate], tx: web.Tx, principal: web.Caller) -> Lot:
         return await service.create_lot(tx, principal, data)
+
+    @patch("/lots/{code:str}", operation_id="EditParkingLot", guards=[guards.authenticated],
+           dependencies=web.IDEMPOTENT, summary="Change a lot's name, address, capacity or hours (its operator or the "
+           "city) or assign it a tariff from a future moment (the city); every change audited")
+    async def edit_lot(self, code: FromPath[str], data: JSONBody[LotEdit], tx: web.Tx, principal: web.Caller) -> Lot:
+        return await service.edit_lot(tx, principal, code, data)
+
+    @get("/lots/{code:str}/changes", operation_id="ParkingLotChanges", guards=[guards.authenticated],
+         summary="The lot's edits, newest first: who, when, each field before and after")
+    async def lot_changes(self, code: FromPath[str], conn: web.Conn, principal: web.Caller,
+                          limit: web.Limit = 50) -> LotChangeList:
+        return await service.lot_changes(conn, principal, code, limit)
 
     @get("/tariffs", operation_id="ListParkingTariffs", summary="The city's tariffs, or a lot's own, with their dates")
     async def tariffs(self, conn: web.Conn, lot: FromQuery[str | None] = None) -> TariffList:
@@ -208,4 +224,28 @@ class StaffController(Controller):
                                             config.of(state.settings))
 
 
-ROUTERS = [LotsController, GateController, ResidentController, StaffController]
+class EvidenceController(Controller):
+    path = "/v1/parking"
+    tags = ["Parking"]
+    guards = [guards.authenticated]
+
+    @get("/sessions/{session_id:int}/photos/{side:str}", operation_id="GetParkingSessionPhoto", media_type="image/*",
+         summary="A session's evidence photo from the gate, cleaned (the lot's operator, parking_admin, enforcement)",
+         response_description="the JPEG or PNG, or a JPEG thumbnail with ?thumbnail=true")
+    async def photo(self, session_id: web.Id, side: Side, request: Request, conn: web.Conn, principal: web.Caller,
+                    thumbnail: FromQuery[bool] = False) -> Response[bytes]:
+        content, media_type, digest = await service.session_photo(conn, principal, session_id, side, thumbnail)
+        etag = f'"{digest[:32]}{"t" if thumbnail else ""}"'
+        headers = {"ETag": etag, "Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"}
+        if request.headers.get("if-none-match") == etag:
+            return Response(b"", status_code=304, headers=headers)
+        return Response(content, media_type=media_type, headers=headers)
+
+    @get("/operators/{operator:str}/overstays", operation_id="ParkingOverstays",
+         summary="Gate stays over the maximum: vehicles still inside, then stays flagged at check-out")
+    async def overstays(self, operator: FromPath[str], conn: web.Conn, principal: web.Caller, state: State,
+                        days: Days = 30, limit: web.Limit = 50) -> OverstayList:
+        return await service.overstays(conn, principal, operator, config.of(state.settings), days, limit)
+
+
+ROUTERS = [LotsController, GateController, ResidentController, StaffController, EvidenceController]

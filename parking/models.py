@@ -30,6 +30,42 @@ class LotCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     closes_at: dt.time | None = None
 
 
+Capacity = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+
+
+class TariffAssign(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Price the lot's `vehicle` with the rates of tariff `tariff_id` (the city's or another lot's) from
+    `effective_from` on: a new tariff row of the lot; earlier rows and past sessions are untouched."""
+
+    vehicle: Vehicle
+    tariff_id: int
+    effective_from: dt.datetime
+
+
+class LotEdit(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Only the fields given change. `opens_at` and `closes_at` null (both) make the lot always open."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
+    address: Text | msgspec.UnsetType = msgspec.UNSET
+    capacity_motorbike: Capacity | msgspec.UnsetType = msgspec.UNSET
+    capacity_car: Capacity | msgspec.UnsetType = msgspec.UNSET
+    capacity_large: Capacity | msgspec.UnsetType = msgspec.UNSET
+    opens_at: dt.time | None | msgspec.UnsetType = msgspec.UNSET
+    closes_at: dt.time | None | msgspec.UnsetType = msgspec.UNSET
+    tariffs: Annotated[list[TariffAssign], msgspec.Meta(max_length=3)] | msgspec.UnsetType = msgspec.UNSET
+
+
+class LotChange(msgspec.Struct, kw_only=True):
+    id: int
+    changed_by: str
+    changed_at: dt.datetime
+    changes: dict[str, list]  # field -> [before, after]
+
+
+class LotChangeList(msgspec.Struct):
+    items: list[LotChange]
+
+
 class Space(msgspec.Struct):
     vehicle: Vehicle
     capacity: int
@@ -119,6 +155,17 @@ class Session(msgspec.Struct, kw_only=True):
     debt_vnd: int = 0
 
 
+class Overstay(msgspec.Struct, kw_only=True):
+    session: Session
+    days: int
+    still_parked: bool
+
+
+class OverstayList(msgspec.Struct):
+    max_days: int
+    items: list[Overstay]
+
+
 class CheckOut(msgspec.Struct, kw_only=True):
     session: Session
     fee_vnd: int
@@ -127,6 +174,7 @@ class CheckOut(msgspec.Struct, kw_only=True):
     transaction_id: int | None
     gate: Literal["open"] = "open"
     message: str
+    overstay: bool = False  # longer than IHANOI_PARKING_GATE_MAX_STAY_DAYS: flagged for the operator's staff
 
 
 class StreetStart(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import payments
 from modules import LiveChannel, Module, NotificationCategory, ProblemType, Role, Template, Title
-from parking import api, config, demo, jobs
+from parking import api, config, demo, jobs, service
+
+# An owed fee is settled in the top-up's own transaction, the moment the wallet is credited (the 60 s job
+# parking.settle_debts stays as the safety net).
+payments.on_wallet_credited("parking", service.settle_debts_of)
 
 module = Module(
     name="parking",

@@ -7,6 +7,7 @@ wallet at check-out is caught in a savepoint and becomes a recorded debt, and th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
@@ -19,7 +20,7 @@ import asyncpg
 import msgspec
 
 import payments
-from app import web
+from app import images, web
 from app.errors import Conflict, DomainError, FieldError, Forbidden, InvalidInput, NotFound
 from app.identity import Principal
 from notifications import notify
@@ -34,7 +35,12 @@ from parking.models import (
     GateEvent,
     Lookup,
     Lot,
+    LotChange,
+    LotChangeList,
     LotCreate,
+    LotEdit,
+    Overstay,
+    OverstayList,
     PassCode,
     PassCodeCreate,
     Permit,
@@ -211,22 +217,100 @@ async def list_tariffs(conn: asyncpg.Connection, lot: str | None) -> list[Tariff
     return [Tariff(id=r["id"], lot=r["lot_code"], price=price_of(r)) for r in await store.tariffs(conn, lot_id)]
 
 
+def _hhmm(value: dt.time | None) -> str | None:
+    return None if value is None else f"{value:%H:%M}"
+
+
+async def edit_lot(conn: asyncpg.Connection, principal: Principal, code: str, body: LotEdit) -> Lot:
+    """Name, address, capacity and hours by the lot's operator or the city; tariffs assigned by the city only.
+    Every change is audited (who, when, before and after); sessions are never rewritten: a parked vehicle keeps
+    its tariff, and a capacity below the vehicles inside only shows no free space until they leave."""
+    lot = await store.lock_lot(conn, code)
+    if lot is None:
+        raise NotFound(f"no parking lot {code!r}")
+    if not may_manage(principal, lot["operator_slug"]):
+        raise Forbidden(f"this needs the parking_admin role or parking_operator for {lot['operator_slug']}")
+    given = {f: v for f, v in msgspec.structs.asdict(body).items() if v is not msgspec.UNSET}
+    tariffs = given.pop("tariffs", [])
+    if tariffs and not principal.has_role("parking_admin"):
+        raise _field(Forbidden, "tariffs", "the city (parking_admin) sets prices; an operator cannot")
+    if "name" in given:
+        given["name"] = web_text(given["name"])
+    if "address" in given:
+        given["address"] = web_text(given["address"])
+    if ("opens_at" in given) != ("closes_at" in given) or \
+            ("opens_at" in given and (given["opens_at"] is None) != (given["closes_at"] is None)):
+        raise InvalidInput.field("closes_at", "give both opening and closing times (or both null: always open)")
+    if "opens_at" in given and given["opens_at"] is not None and given["opens_at"] == given["closes_at"]:
+        raise InvalidInput.field("closes_at", "a lot closes at another time than it opens")
+    after = {v: given.get(f"capacity_{v}", lot[f"capacity_{v}"]) for v in VEHICLES}
+    if not any(after.values()):
+        raise InvalidInput.field("capacity_motorbike", "a lot has room for at least one vehicle")
+    changes: dict[str, list] = {}
+    for field, value in given.items():
+        before = lot[field]
+        if value != before:
+            changes[field] = [_hhmm(before), _hhmm(value)] if field in ("opens_at", "closes_at") else [before, value]
+    values = {f: given[f] for f in changes}
+    if values:
+        await store.update_lot(conn, lot["id"], values)
+    seen = set()
+    for n, assign in enumerate(tariffs):
+        where = f"tariffs[{n}]"
+        if assign.vehicle in seen:
+            raise InvalidInput.field(f"{where}.vehicle", "one tariff per vehicle type in one edit")
+        seen.add(assign.vehicle)
+        if assign.effective_from.tzinfo is None:
+            raise InvalidInput.field(f"{where}.effective_from", "a time with its offset, e.g. 2027-01-01T00:00+07:00")
+        if assign.effective_from < now() - dt.timedelta(minutes=1):
+            raise InvalidInput.field(f"{where}.effective_from", "a tariff takes effect from now on, never in the past")
+        source = await store.tariff(conn, assign.tariff_id)
+        if source is None or source["vehicle"] != assign.vehicle:
+            raise InvalidInput.field(f"{where}.tariff_id", f"no {assign.vehicle} tariff {assign.tariff_id}")
+        row = await store.copy_tariff(conn, assign.tariff_id, lot["id"], assign.effective_from)
+        if row is None:
+            raise Conflict(f"this lot has a {assign.vehicle} tariff taking effect at that moment already")
+        changes[f"tariff_{assign.vehicle}"] = [None, {"tariff_id": row["id"], "copied_from": assign.tariff_id,
+                                                      "effective_from": web.local(row["effective_from"]).isoformat()}]
+    if changes:
+        await store.insert_lot_change(conn, lot["id"], principal.sub, changes)
+    return await lot_view(conn, await store.lot(conn, code))
+
+
+async def lot_changes(conn: asyncpg.Connection, principal: Principal, code: str, limit: int) -> LotChangeList:
+    lot = await _lot(conn, code)
+    if not may_manage(principal, lot["operator_slug"]):
+        raise NotFound(f"no parking lot {code!r}")
+    rows = await store.lot_changes(conn, lot["id"], limit)
+    return LotChangeList(items=[LotChange(id=r["id"], changed_by=r["changed_by"], changed_at=web.local(r["changed_at"]),
+                                          changes=r["changes"]) for r in rows])
+
+
 # ---- near me ---------------------------------------------------------------------------------------------------
 
 
 async def near(conn: asyncpg.Connection, *, lat: float, lng: float, radius_m: int, vehicle: str, minutes: int,
                limit: int) -> list[Lot]:
+    """One statement (GiST by distance, the occupancy counter, the tariff in force); the price and the quote are
+    worked out once per tariff, as most lots follow the city's default."""
     at = now()
+    until = at + dt.timedelta(minutes=minutes)
+    priced: dict[int, tuple[list[Price], int]] = {}
     items = []
     for r in await store.near(conn, lat, lng, float(radius_m), vehicle, at, limit):
         capacity = r[f"capacity_{vehicle}"]
-        quote = tariff.fee(rates_of(r), at, at + dt.timedelta(minutes=minutes)) if r["tariff_id"] else None
+        tariff_id = r["tariff_id"]
+        if tariff_id is None:
+            prices, quote = [], None
+        elif tariff_id in priced:
+            prices, quote = priced[tariff_id]
+        else:
+            prices, quote = priced[tariff_id] = [price_of(r)], tariff.fee(rates_of(r), at, until)
         items.append(Lot(code=r["code"], name=r["name"], kind=r["kind"], operator=r["operator_slug"],
                          address=r["address"], latitude=r["latitude"], longitude=r["longitude"],
                          opens_at=r["opens_at"], closes_at=r["closes_at"],
                          spaces=[Space(vehicle=vehicle, capacity=capacity, free=max(0, capacity - r["occupied"]))],
-                         prices=[price_of(r)] if r["tariff_id"] else [], distance_m=round(r["distance"]),
-                         quote_vnd=quote))
+                         prices=prices, distance_m=round(r["distance"]), quote_vnd=quote))
     return items
 
 
@@ -242,34 +326,36 @@ def _check_clock(body: GateEvent, own: ParkingSettings, at: dt.datetime) -> None
                      f"{own.clock_tolerance_seconds} s is accepted: set the device's time", skew_seconds=int(skew))
 
 
-def _photo(body: GateEvent) -> bytes | None:
+async def _photo(body: GateEvent) -> images.ProcessedPhoto | None:
+    """The gate's evidence photo, cleaned by app.images (pixels only: no EXIF, GPS or device details)."""
     if body.photo_base64 is None:
         return None
     try:
         data = base64.b64decode(body.photo_base64, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput.field("photo_base64", "a base64-encoded JPEG or PNG") from None
-    if len(data) > PHOTO_MAX_BYTES:
-        raise InvalidInput.field("photo_base64", f"at most {PHOTO_MAX_BYTES} bytes")
-    if not (data.startswith(b"\xff\xd8\xff") or data.startswith(b"\x89PNG\r\n\x1a\n")):
-        raise InvalidInput.field("photo_base64", "a JPEG or PNG photo")
-    return data
+    return await asyncio.to_thread(images.process_photo, data, max_bytes=PHOTO_MAX_BYTES, field="photo_base64")
 
 
 Identified = tuple[str, str, uuid.UUID | None, str | None]
 
 
-async def _identify(conn: asyncpg.Connection, body: GateEvent, at: dt.datetime) -> Identified:
-    """(plate, via, resident, saved vehicle type) from exactly one of plate, RFID tag or the app's pass code."""
+def _given(body: GateEvent) -> str:
     given = [name for name in ("plate", "rfid_tag", "pass_code") if getattr(body, name) is not None]
     if len(given) != 1:
         raise InvalidInput.field("plate", "give exactly one of plate, rfid_tag or pass_code")
-    if body.rfid_tag is not None:
+    return given[0]
+
+
+async def _identify(conn: asyncpg.Connection, body: GateEvent, at: dt.datetime) -> Identified:
+    """(plate, via, resident, saved vehicle type) from exactly one of plate, RFID tag or the app's pass code."""
+    given = _given(body)
+    if given == "rfid_tag":
         row = await store.vehicle_by_tag(conn, body.rfid_tag.upper())
         if row is None:
             raise _field(NotFound, "rfid_tag", "no vehicle carries this tag")
         return row["plate"], "rfid", row["resident_id"], row["vehicle"]
-    if body.pass_code is not None:
+    if given == "pass_code":
         row = await store.use_pass_code(conn, body.pass_code, at)
         if row is None:
             raise InvalidInput.field("pass_code", "this code is unknown, used or expired: show a new one")
@@ -289,84 +375,127 @@ def _open_at(lot, at: dt.datetime) -> bool:
     return opens <= local < closes if opens < closes else (local >= opens or local < closes)
 
 
+def _no_lot(code: str) -> NotFound:
+    return NotFound(f"no parking lot {code!r}", errors=[FieldError(field="lot", message="no such lot")])
+
+
 async def check_in(conn: asyncpg.Connection, principal: Principal, body: GateEvent, own: ParkingSettings) -> Session:
+    """Plate path in three statements: the lot, owner and tariff (one read), the session's INSERT, the counter's + 1
+    (last: the lot's counter row stays locked only until the commit)."""
     at = now()
     _check_clock(body, own, at)
-    lot = await _lot(conn, body.lot)
+    if _given(body) == "plate":
+        plate, via, resident, saved = plates.normalise(body.plate), "plate", None, None
+    else:
+        lot = await store.lot(conn, body.lot)
+        if lot is None:
+            raise _no_lot(body.lot)
+        _check_gate(principal, lot)  # before a pass code is used up
+        plate, via, resident, saved = await _identify(conn, body, at)
+    lot = await store.check_in_context(conn, body.lot, plate, body.vehicle or saved, at)
+    if lot is None:
+        raise _no_lot(body.lot)
     _check_gate(principal, lot)
     if lot["kind"] != "lot":
         raise InvalidInput.field("lot", "on-street zones have no gate: residents start a session in the app")
-    photo = _photo(body)
-    plate, via, resident, saved = await _identify(conn, body, at)
+    if via == "plate":
+        resident, saved = lot["owner_id"], lot["owner_vehicle"]
     vehicle = body.vehicle or saved
     if vehicle is None:
         raise InvalidInput.field("vehicle", "say which kind of vehicle: motorbike, car or large")
     if not _open_at(lot, at):
         raise LotClosed(f"{lot['name']} opens at {lot['opens_at']:%H:%M}")
     capacity = lot[f"capacity_{vehicle}"]
-    if await store.occupied_by(conn, lot["id"], vehicle) >= capacity:
-        raise LotFull(f"no free space for a {vehicle}", vehicle=vehicle, capacity=capacity)
-    rates = await store.tariff_in_force(conn, lot["id"], vehicle, at)
-    if rates is None:
+    if capacity <= 0:
+        raise LotFull(f"no space for a {vehicle} here", vehicle=vehicle, capacity=capacity)
+    if lot["tariff_id"] is None:
         raise NoTariff(f"no tariff for a {vehicle} at this lot")
-    await store.close_expired_street(conn, plate, at)
-    row = await store.insert_session(conn, lot_id=lot["id"], plate=plate, vehicle=vehicle, via=via,
-                                     resident_id=resident, tariff_id=rates["id"], started_at=at,
-                                     device=principal.client_id or principal.sub, photo=photo)
+    photo = await _photo(body)
+    values = dict(lot_id=lot["id"], plate=plate, vehicle=vehicle, via=via, resident_id=resident,
+                  tariff_id=lot["tariff_id"], started_at=at, device=principal.client_id or principal.sub)
+    row = await store.insert_session(conn, **values)
+    if row is None:  # parked already, or an on-street session of this plate ran out and was never closed
+        await store.close_expired_street(conn, plate, at)
+        row = await store.insert_session(conn, **values)
     if row is None:
         parked = await store.open_session(conn, plate)
         raise _field(AlreadyParked, "plate", f"{plate} is already parked at {parked['lot_code'] if parked else 'a lot'}"
                      " and has not checked out", session_id=parked["id"] if parked else None)
+    if photo is not None:
+        await store.insert_photo(conn, row["id"], "in", photo)
+    if await store.count_in(conn, lot["id"], vehicle, capacity) is None:
+        raise LotFull(f"no free space for a {vehicle}", vehicle=vehicle, capacity=capacity)  # the INSERT rolls back
     return session_view(row, lot["code"])
 
 
 async def _charge_or_debt(conn: asyncpg.Connection, session, operator: str, lot_code: str, amount: int,
                           key: str) -> tuple[int | None, int]:
-    """(transaction id, debt) for `amount` of a session: charged when the wallet holds it, else recorded as owed."""
+    """(transaction id, debt) for `amount` of a session: charged when the wallet holds it, else recorded as owed.
+    No savepoint: payments.charge raises InsufficientFunds and WalletNotFound before it writes anything."""
     if amount <= 0:
         return None, 0
     if session["resident_id"] is not None:
         try:
-            async with conn.transaction():  # a savepoint: a refused charge leaves the session's own writes alone
-                posted = await payments.charge(conn, session["resident_id"], operator, amount, lot_code, key)
+            posted = await payments.charge(conn, session["resident_id"], operator, amount, lot_code, key)
         except (payments.InsufficientFunds, payments.WalletNotFound):
             pass
         else:
-            await store.record_charge(conn, session["id"], posted.transaction_id, amount)
             return posted.transaction_id, 0
     await store.insert_debt(conn, session["id"], session["resident_id"], session["plate"], amount)
     return None, amount
 
 
 async def check_out(conn: asyncpg.Connection, principal: Principal, body: GateEvent, own: ParkingSettings) -> CheckOut:
+    """Plate path: one read (lot, open session, tariff, permit), the session's UPDATE (its lock), the charge through
+    payments (or the debt), the receipt, then one statement linking the charge and freeing the space."""
     at = now()
     _check_clock(body, own, at)
-    lot = await _lot(conn, body.lot)
-    _check_gate(principal, lot)
-    photo = _photo(body)
-    plate, _, _, _ = await _identify(conn, body, at)
-    row = await store.open_session(conn, plate, lock=True)
-    if row is None or row["lot_id"] != lot["id"] or row["via"] == "app":
-        raise _field(NotParked, "plate", f"{plate} has not checked in at {lot['name']}")
-    permit = await store.permit_exists(conn, lot["id"], plate, at.astimezone(web.CITY_TZ).date().replace(day=1))
-    fee = 0 if permit else tariff.fee(rates_of(await store.tariff(conn, row["tariff_id"])), row["started_at"], at)
-    ended = await store.end_session(conn, row["id"], at, fee, principal.client_id or principal.sub, photo)
-    transaction_id, debt = await _charge_or_debt(conn, ended, lot["operator_slug"], lot["code"], fee,
-                                                 f"parking:session:{row['id']}")
+    month = at.astimezone(web.CITY_TZ).date().replace(day=1)
+    if _given(body) == "plate":
+        plate = plates.normalise(body.plate)
+    else:
+        lot = await store.lot(conn, body.lot)
+        if lot is None:
+            raise _no_lot(body.lot)
+        _check_gate(principal, lot)
+        plate = (await _identify(conn, body, at))[0]
+    found = await store.check_out_context(conn, body.lot, plate, month)
+    if found is None:
+        raise _no_lot(body.lot)
+    _check_gate(principal, found)
+    if found["session_id"] is None or found["session_lot_id"] != found["id"] or found["via"] == "app":
+        raise _field(NotParked, "plate", f"{plate} has not checked in at {found['name']}")
+    photo = await _photo(body)
+    stay = at - found["started_at"]
+    overstay = stay > dt.timedelta(days=own.gate_max_stay_days)
+    fee = 0 if found["permit"] else tariff.fee(rates_of(found), found["started_at"], at)
+    ended = await store.end_session(conn, found["session_id"], at, fee, principal.client_id or principal.sub,
+                                    overstay)
+    if ended is None:  # another gate checked it out a moment ago
+        raise _field(NotParked, "plate", f"{plate} has already checked out of {found['name']}")
+    if photo is not None:
+        await store.insert_photo(conn, ended["id"], "out", photo)
+    transaction_id, debt = await _charge_or_debt(conn, ended, found["operator_slug"], found["code"], fee,
+                                                 f"parking:session:{ended['id']}")
     if ended["resident_id"] is not None and fee:
-        data = {"lot": lot["name"], "plate": plate, **_money(fee)}
+        data = {"lot": found["name"], "plate": plate, **_money(fee)}
         if debt:
             await notify(conn, [ended["resident_id"]], "parking.debt_recorded", data, category="parking",
-                         idempotency_key=f"parking:debt:{row['id']}", deep_link="ihanoi://wallet")
+                         idempotency_key=f"parking:debt:{ended['id']}", deep_link="ihanoi://wallet")
         else:
             await notify(conn, [ended["resident_id"]], "parking.receipt", data, category="parking",
-                         idempotency_key=f"parking:receipt:{row['id']}",
+                         idempotency_key=f"parking:receipt:{ended['id']}",
                          deep_link=f"ihanoi://wallet/receipts/{transaction_id}")
-    ended = await store.session(conn, row["id"])
-    message = ("permit: no fee" if permit else "paid" if transaction_id else
+    await store.finish_check_out(conn, ended["id"], found["id"], ended["vehicle"], transaction_id, fee)
+    message = ("permit: no fee" if found["permit"] else "paid" if transaction_id else
                "no fee" if not fee else f"unpaid: {fee} VND recorded as owed")
-    return CheckOut(session=session_view(ended, lot["code"], debt), fee_vnd=fee, paid=debt == 0,
-                    debt_vnd=debt, transaction_id=transaction_id, message=message)
+    if overstay:
+        message += (f"; stayed {stay.days} days, over the {own.gate_max_stay_days}-day maximum: "
+                    "flagged for the operator's staff")
+    view = session_view(ended, found["code"], debt)
+    view.charged_vnd += fee if transaction_id else 0
+    return CheckOut(session=view, fee_vnd=fee, paid=debt == 0, debt_vnd=debt, transaction_id=transaction_id,
+                    message=message, overstay=overstay)
 
 
 # ---- the resident: on-street sessions, saved vehicles, pass codes, permits -------------------------------------
@@ -389,8 +518,9 @@ async def start_street(conn: asyncpg.Connection, principal: Principal, body: Str
     plate = plates.normalise(body.plate)
     if not _open_at(lot, at):
         raise LotClosed(f"{lot['name']} opens at {lot['opens_at']:%H:%M}")
-    if await store.occupied_by(conn, lot["id"], body.vehicle) >= lot[f"capacity_{body.vehicle}"]:
-        raise LotFull(f"no free space for a {body.vehicle}")
+    capacity = lot[f"capacity_{body.vehicle}"]
+    if capacity <= 0:
+        raise LotFull(f"no space for a {body.vehicle} here")
     rates = await store.tariff_in_force(conn, lot["id"], body.vehicle, at)
     if rates is None:
         raise NoTariff(f"no tariff for a {body.vehicle} here")
@@ -402,6 +532,8 @@ async def start_street(conn: asyncpg.Connection, principal: Principal, body: Str
                                      paid_until=until, fee_vnd=fee, device="app", photo=None)
     if row is None:
         raise _field(AlreadyParked, "plate", f"{plate} already has a session running")
+    if await store.count_in(conn, lot["id"], body.vehicle, capacity) is None:
+        raise LotFull(f"no free space for a {body.vehicle}")  # the INSERT rolls back with it
     posted = await payments.charge(conn, _resident(principal), lot["operator_slug"], fee, lot["code"],
                                    f"parking:session:{row['id']}")
     await store.record_charge(conn, row["id"], posted.transaction_id, fee)
@@ -527,12 +659,78 @@ async def lookup(conn: asyncpg.Connection, text: str) -> Lookup:
     return Lookup(plate=plate, valid=False, reason="none", open_debts_vnd=owed)
 
 
+async def overstays(conn: asyncpg.Connection, principal: Principal, operator: str, own: ParkingSettings,
+                    days: int, limit: int) -> OverstayList:
+    """Gate stays over the maximum at the operator's lots: vehicles still inside (abandoned?), then stays flagged at
+    check-out in the last `days` days."""
+    if not (may_manage(principal, operator) or principal.has_role("parking_enforcement")):
+        raise Forbidden(f"this needs parking_operator for {operator}, parking_admin or parking_enforcement")
+    at = now()
+    rows = await store.overstays(conn, operator, dt.timedelta(days=own.gate_max_stay_days),
+                                 at - dt.timedelta(days=days), at, limit)
+    return OverstayList(max_days=own.gate_max_stay_days, items=[
+        Overstay(session=session_view(r), days=((r["ended_at"] or at) - r["started_at"]).days,
+                 still_parked=r["ended_at"] is None) for r in rows])
+
+
+def may_see_evidence(principal: Principal, operator: str) -> bool:
+    return may_manage(principal, operator) or principal.has_role("parking_enforcement")
+
+
+async def session_photo(conn: asyncpg.Connection, principal: Principal, session_id: int, side: str,
+                        thumbnail: bool) -> tuple[bytes, str, str]:
+    """A session's evidence photo (bytes, type, sha256) for the lot's operator and the city's parking staff; for
+    anyone else it does not exist (404), like a session without that photo."""
+    row = await store.photo(conn, session_id, side)
+    if row is None or not may_see_evidence(principal, row["operator_slug"]):
+        raise NotFound(f"no {side} photo of session {session_id}")
+    if row["content"] is None:
+        if row["legacy"] is None:
+            raise NotFound(f"no {side} photo of session {session_id}")
+        try:  # stored as uploaded before photos were cleaned: cleaned now, never served as it came
+            cleaned = await asyncio.to_thread(images.process_photo, bytes(row["legacy"]), max_bytes=PHOTO_MAX_BYTES)
+        except InvalidInput:
+            raise NotFound(f"the {side} photo of session {session_id} cannot be read") from None
+        return ((cleaned.thumbnail, "image/jpeg", cleaned.sha256) if thumbnail
+                else (cleaned.data, cleaned.content_type, cleaned.sha256))
+    if thumbnail:
+        return bytes(row["thumbnail"]), "image/jpeg", row["sha256"]
+    return bytes(row["content"]), row["content_type"], row["sha256"]
+
+
 # ---- background: debts, reminders, expiry ----------------------------------------------------------------------
 
 
+async def _settle_debt(conn: asyncpg.Connection, debt) -> bool:
+    """Charge one open debt (locked by the caller) if the wallet holds it: settled, linked, receipt sent."""
+    try:
+        posted = await payments.charge(conn, debt["resident_id"], debt["operator_slug"], debt["amount_vnd"],
+                                       debt["lot_code"], f"parking:debt:{debt['id']}")
+    except (payments.InsufficientFunds, payments.WalletNotFound):  # raised before anything is written
+        await store.debt_attempted(conn, debt["id"])
+        return False
+    await store.settle_debt(conn, debt["id"], posted.transaction_id)
+    await store.record_charge(conn, debt["session_id"], posted.transaction_id, debt["amount_vnd"])
+    await notify(conn, [debt["resident_id"]], "parking.debt_settled",
+                 {"plate": debt["plate"], **_money(debt["amount_vnd"])}, category="parking",
+                 idempotency_key=f"parking:debt-settled:{debt['id']}",
+                 deep_link=f"ihanoi://wallet/receipts/{posted.transaction_id}")
+    return True
+
+
+async def settle_debts_of(conn: asyncpg.Connection, resident_id: uuid.UUID, credit_transaction_id: int) -> int:
+    """Payments calls this in the top-up's transaction once the wallet is credited (payments.on_wallet_credited):
+    the resident's open debts, oldest first, are charged while the wallet holds them. Returns how many."""
+    settled = 0
+    for debt in await store.open_debts_of(conn, resident_id):
+        settled += await _settle_debt(conn, debt)
+    return settled
+
+
 async def settle_debts(pool, limit: int = 100) -> dict[str, int]:
-    """Payments has no top-up callback, so owed fees are retried here: each open debt is charged again and
-    settled as soon as the wallet holds it (one transaction per debt)."""
+    """The safety net behind settle_debts_of (a top-up credited while parking's hook failed, a debt the hook
+    skipped because this job held it, money credited some other way): every open debt is tried again, one
+    transaction each."""
     counts = {"settled": 0, "still_owed": 0}
     async with pool.acquire() as conn:
         due = [r["id"] for r in await store.debts_due(conn, limit)]
@@ -541,21 +739,7 @@ async def settle_debts(pool, limit: int = 100) -> dict[str, int]:
             debt = await store.debt(conn, debt_id)
             if debt is None:
                 continue
-            try:
-                async with conn.transaction():
-                    posted = await payments.charge(conn, debt["resident_id"], debt["operator_slug"],
-                                                   debt["amount_vnd"], debt["lot_code"], f"parking:debt:{debt_id}")
-            except (payments.InsufficientFunds, payments.WalletNotFound):
-                await store.debt_attempted(conn, debt_id)
-                counts["still_owed"] += 1
-                continue
-            await store.settle_debt(conn, debt_id, posted.transaction_id)
-            await store.record_charge(conn, debt["session_id"], posted.transaction_id, debt["amount_vnd"])
-            await notify(conn, [debt["resident_id"]], "parking.debt_settled",
-                         {"plate": debt["plate"], **_money(debt["amount_vnd"])}, category="parking",
-                         idempotency_key=f"parking:debt-settled:{debt_id}",
-                         deep_link=f"ihanoi://wallet/receipts/{posted.transaction_id}")
-            counts["settled"] += 1
+            counts["settled" if await _settle_debt(conn, debt) else "still_owed"] += 1
     return counts
 
 

@@ -34,15 +34,23 @@ async def lot(conn: asyncpg.Connection, code: str) -> asyncpg.Record | None:
 
 
 async def occupied(conn: asyncpg.Connection, lot_id: int) -> dict[str, int]:
-    rows = await conn.fetch(
-        "SELECT vehicle, count(*) AS n FROM parking_session WHERE lot_id = $1 AND ended_at IS NULL GROUP BY vehicle",
-        lot_id)
-    return {r["vehicle"]: r["n"] for r in rows}
+    """Occupied spaces by vehicle type, from the counter (migration 002)."""
+    rows = await conn.fetch("SELECT vehicle, occupied FROM parking_occupancy WHERE lot_id = $1", lot_id)
+    return {r["vehicle"]: r["occupied"] for r in rows}
 
 
-async def occupied_by(conn: asyncpg.Connection, lot_id: int, vehicle: str) -> int:
+async def count_in(conn: asyncpg.Connection, lot_id: int, vehicle: str, capacity: int) -> int | None:
+    """Take a space: the counter + 1 if it is below `capacity` (> 0), in one statement; None when the lot is full.
+    The row lock is held to the end of the caller's transaction, so call it last (after the session's INSERT)."""
     return await conn.fetchval(
-        "SELECT count(*) FROM parking_session WHERE lot_id = $1 AND vehicle = $2 AND ended_at IS NULL", lot_id, vehicle)
+        """INSERT INTO parking_occupancy AS o (lot_id, vehicle, occupied) VALUES ($1, $2, 1)
+           ON CONFLICT (lot_id, vehicle) DO UPDATE SET occupied = o.occupied + 1 WHERE o.occupied < $3
+           RETURNING occupied""", lot_id, vehicle, capacity)
+
+
+async def count_out(conn: asyncpg.Connection, lot_id: int, vehicle: str) -> None:
+    await conn.execute("UPDATE parking_occupancy SET occupied = occupied - 1 WHERE lot_id = $1 AND vehicle = $2",
+                       lot_id, vehicle)
 
 
 async def tariff_in_force(conn: asyncpg.Connection, lot_id: int, vehicle: str, at: dt.datetime) -> Row:
@@ -82,11 +90,11 @@ async def near(conn: asyncpg.Connection, lat: float, lng: float, radius_m: float
         f"""SELECT l.code, l.name, l.kind, l.operator_slug, l.address, l.latitude, l.longitude, l.opens_at,
                    l.closes_at, l.capacity_motorbike, l.capacity_car, l.capacity_large,
                    (l.location <-> parking_metres($1, $2)) AS distance,
-                   (SELECT count(*) FROM parking_session s
-                     WHERE s.lot_id = l.id AND s.vehicle = $4 AND s.ended_at IS NULL) AS occupied,
+                   coalesce(o.occupied, 0) AS occupied,
                    t.id AS tariff_id, t.mode, t.day_vnd, t.night_vnd, t.day_night_vnd, t.hour_rates, t.month_vnd,
                    t.day_starts, t.day_ends, t.effective_from, t.vehicle
               FROM parking_lot l
+              LEFT JOIN parking_occupancy o ON o.lot_id = l.id AND o.vehicle = $4
               LEFT JOIN LATERAL ({TARIFF_IN_FORCE.format(lot='l.id', vehicle='$4', at='$5')}) t ON true
              WHERE l.location <@ circle(parking_metres($1, $2), $3)
              ORDER BY l.location <-> parking_metres($1, $2) LIMIT $6""", lat, lng, radius_m, vehicle, at, limit)
@@ -108,11 +116,16 @@ async def use_pass_code(conn: asyncpg.Connection, code: str, now: dt.datetime) -
 
 
 async def close_expired_street(conn: asyncpg.Connection, plate: str | None, now: dt.datetime) -> None:
-    """On-street sessions past their paid time end then (by the plate's next check-in, or by the job)."""
+    """On-street sessions past their paid time end then (by the plate's next check-in, or by the job); their
+    spaces are given back to the counter in the same statement."""
     await conn.execute(
-        """UPDATE parking_session SET ended_at = paid_until
-            WHERE via = 'app' AND ended_at IS NULL AND paid_until <= $2 AND ($1::text IS NULL OR plate = $1)""",
-        plate, now)
+        """WITH closed AS (
+             UPDATE parking_session SET ended_at = paid_until
+              WHERE via = 'app' AND ended_at IS NULL AND paid_until <= $2 AND ($1::text IS NULL OR plate = $1)
+             RETURNING lot_id, vehicle),
+           freed AS (SELECT lot_id, vehicle, count(*) AS n FROM closed GROUP BY lot_id, vehicle)
+           UPDATE parking_occupancy o SET occupied = o.occupied - freed.n FROM freed
+            WHERE o.lot_id = freed.lot_id AND o.vehicle = freed.vehicle""", plate, now)
 
 
 async def insert_session(conn: asyncpg.Connection, **v) -> asyncpg.Record | None:
@@ -139,17 +152,83 @@ async def session(conn: asyncpg.Connection, session_id: int, *, lock: bool = Fal
 
 
 async def end_session(conn: asyncpg.Connection, session_id: int, ended_at: dt.datetime, fee: int, device: str | None,
-                      photo: bytes | None) -> asyncpg.Record:
+                      overstay: bool) -> asyncpg.Record | None:
+    """Close an open session (this UPDATE is its lock); None when another check-out closed it first."""
     return await conn.fetchrow(
-        """UPDATE parking_session SET ended_at = $2, fee_vnd = $3, device_out = $4, photo_out = $5 WHERE id = $1
-           RETURNING *""", session_id, ended_at, fee, device, photo)
+        """UPDATE parking_session SET ended_at = $2, fee_vnd = $3, device_out = $4, overstay = $5
+            WHERE id = $1 AND ended_at IS NULL RETURNING *""", session_id, ended_at, fee, device, overstay)
 
 
 async def record_charge(conn: asyncpg.Connection, session_id: int, transaction_id: int, amount: int) -> None:
+    """Link a ledger charge to its session and add it to what the session was charged (once per transaction)."""
     await conn.execute(
-        "INSERT INTO parking_charge (session_id, transaction_id, amount_vnd) VALUES ($1, $2, $3) "
-        "ON CONFLICT (transaction_id) DO NOTHING", session_id, transaction_id, amount)
-    await conn.execute("UPDATE parking_session SET charged_vnd = charged_vnd + $2 WHERE id = $1", session_id, amount)
+        """WITH charged AS (INSERT INTO parking_charge (session_id, transaction_id, amount_vnd) VALUES ($1, $2, $3)
+                            ON CONFLICT (transaction_id) DO NOTHING RETURNING amount_vnd)
+           UPDATE parking_session s SET charged_vnd = s.charged_vnd + charged.amount_vnd FROM charged
+            WHERE s.id = $1""", session_id, transaction_id, amount)
+
+
+async def finish_check_out(conn: asyncpg.Connection, session_id: int, lot_id: int, vehicle: str,
+                           transaction_id: int | None, amount: int) -> None:
+    """The check-out's last statement: the charge linked (if any) and the space given back to the counter.
+    Last, so the lot's counter row is locked only until the commit that follows."""
+    await conn.execute(
+        """WITH charged AS (INSERT INTO parking_charge (session_id, transaction_id, amount_vnd)
+                            SELECT $1, $4, $5 WHERE $4::bigint IS NOT NULL
+                            ON CONFLICT (transaction_id) DO NOTHING RETURNING amount_vnd),
+                linked AS (UPDATE parking_session s SET charged_vnd = s.charged_vnd + charged.amount_vnd FROM charged
+                            WHERE s.id = $1 RETURNING s.id)
+           UPDATE parking_occupancy SET occupied = occupied - 1 WHERE lot_id = $2 AND vehicle = $3""",
+        session_id, lot_id, vehicle, transaction_id, amount)
+
+
+async def check_in_context(conn: asyncpg.Connection, code: str, plate: str, vehicle: str | None,
+                           at: dt.datetime) -> asyncpg.Record | None:
+    """One round trip for a check-in: the lot, the plate's saved owner and vehicle type, and the tariff in force
+    for the vehicle (the one given, else the saved one). None when there is no such lot."""
+    return await conn.fetchrow(
+        f"""WITH o AS (SELECT resident_id, vehicle FROM parking_vehicle WHERE plate = $2
+                        ORDER BY created_at, resident_id LIMIT 1)
+            SELECT l.id, l.code, l.name, l.kind, l.operator_slug, l.opens_at, l.closes_at, l.capacity_motorbike,
+                   l.capacity_car, l.capacity_large, o.resident_id AS owner_id, o.vehicle AS owner_vehicle,
+                   t.id AS tariff_id
+              FROM parking_lot l LEFT JOIN o ON true
+              LEFT JOIN LATERAL ({TARIFF_IN_FORCE.format(lot='l.id', vehicle='coalesce($3, o.vehicle)', at='$4')}) t
+                     ON true
+             WHERE l.code = $1""", code, plate, vehicle, at)
+
+
+async def check_out_context(conn: asyncpg.Connection, code: str, plate: str, month: dt.date) -> asyncpg.Record | None:
+    """One round trip for a check-out: the lot, the plate's open session (not locked: end_session's UPDATE is
+    the lock), the session's tariff, and whether the plate holds this month's permit here."""
+    return await conn.fetchrow(
+        """SELECT l.id, l.code, l.name, l.kind, l.operator_slug,
+                  s.id AS session_id, s.lot_id AS session_lot_id, s.via, s.vehicle, s.resident_id, s.started_at,
+                  t.mode, t.day_vnd, t.night_vnd, t.day_night_vnd, t.hour_rates, t.day_starts, t.day_ends,
+                  EXISTS (SELECT 1 FROM parking_permit p WHERE p.lot_id = l.id AND p.plate = $2 AND p.month = $3)
+                    AS permit
+             FROM parking_lot l
+             LEFT JOIN parking_session s ON s.plate = $2 AND s.ended_at IS NULL
+             LEFT JOIN parking_tariff t ON t.id = s.tariff_id
+            WHERE l.code = $1""", code, plate, month)
+
+
+async def insert_photo(conn: asyncpg.Connection, session_id: int, side: str, photo) -> None:
+    await conn.execute(
+        """INSERT INTO parking_photo (session_id, side, content_type, content, thumbnail, sha256)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        session_id, side, photo.content_type, photo.data, photo.thumbnail, photo.sha256)
+
+
+async def photo(conn: asyncpg.Connection, session_id: int, side: str) -> asyncpg.Record | None:
+    """A session's evidence photo with what authorises it (the lot's operator); `legacy` is a photo stored as
+    uploaded before migration 002 (cleaned when read)."""
+    return await conn.fetchrow(
+        """SELECT l.operator_slug, p.content_type, p.content, p.thumbnail, p.sha256,
+                  CASE WHEN $2 = 'in' THEN s.photo_in ELSE s.photo_out END AS legacy
+             FROM parking_session s JOIN parking_lot l ON l.id = s.lot_id
+             LEFT JOIN parking_photo p ON p.session_id = s.id AND p.side = $2
+            WHERE s.id = $1""", session_id, side)
 
 
 async def insert_debt(conn: asyncpg.Connection, session_id: int, resident_id: uuid.UUID | None, plate: str,
@@ -308,3 +387,58 @@ async def figures(conn: asyncpg.Connection, lot_id: int, since: dt.datetime) -> 
                   (SELECT coalesce(sum(d.amount_vnd), 0) FROM parking_debt d
                      JOIN parking_session s ON s.id = d.session_id
                     WHERE s.lot_id = $1 AND d.settled_at IS NULL)::bigint AS open_debts_vnd""", lot_id, since)
+
+
+async def open_debts_of(conn: asyncpg.Connection, resident_id: uuid.UUID) -> Rows:
+    """A resident's open debts, oldest first, locked; one the settling job holds is skipped (it settles it)."""
+    return await conn.fetch(
+        """SELECT d.*, l.code AS lot_code, l.operator_slug FROM parking_debt d
+             JOIN parking_session s ON s.id = d.session_id JOIN parking_lot l ON l.id = s.lot_id
+            WHERE d.resident_id = $1 AND d.settled_at IS NULL
+            ORDER BY d.id FOR UPDATE OF d SKIP LOCKED""", resident_id)
+
+
+async def lock_lot(conn: asyncpg.Connection, code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(_LOT + " WHERE l.code = $1 FOR UPDATE", code)
+
+
+async def update_lot(conn: asyncpg.Connection, lot_id: int, values: dict) -> None:
+    columns = sorted(values)  # names come from LotEdit's fields, never from the request's keys
+    sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=2))
+    await conn.execute(f"UPDATE parking_lot SET {sets} WHERE id = $1", lot_id, *(values[c] for c in columns))
+
+
+async def copy_tariff(conn: asyncpg.Connection, source_id: int, lot_id: int,
+                      effective_from: dt.datetime) -> asyncpg.Record | None:
+    """A new row for the lot with the rates of tariff `source_id`, from `effective_from` on; None if the lot has a
+    tariff for that vehicle starting at that very moment."""
+    return await conn.fetchrow(
+        """INSERT INTO parking_tariff (lot_id, vehicle, effective_from, mode, day_vnd, night_vnd, day_night_vnd,
+                                       hour_rates, month_vnd, day_starts, day_ends)
+           SELECT $2, vehicle, $3, mode, day_vnd, night_vnd, day_night_vnd, hour_rates, month_vnd, day_starts, day_ends
+             FROM parking_tariff WHERE id = $1
+           ON CONFLICT DO NOTHING RETURNING *""", source_id, lot_id, effective_from)
+
+
+async def insert_lot_change(conn: asyncpg.Connection, lot_id: int, changed_by: str, changes: dict) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "INSERT INTO parking_lot_change (lot_id, changed_by, changes) VALUES ($1, $2, $3) RETURNING *",
+        lot_id, changed_by, changes)
+
+
+async def lot_changes(conn: asyncpg.Connection, lot_id: int, limit: int) -> Rows:
+    return await conn.fetch(
+        "SELECT * FROM parking_lot_change WHERE lot_id = $1 ORDER BY id DESC LIMIT $2", lot_id, limit)
+
+
+async def overstays(conn: asyncpg.Connection, operator: str, longer_than: dt.timedelta, since: dt.datetime,
+                    now: dt.datetime, limit: int) -> Rows:
+    """Gate sessions of the operator's lots over the maximum: vehicles still inside, then those flagged at check-out
+    since `since`, longest first."""
+    return await conn.fetch(
+        """SELECT s.*, l.code AS lot_code FROM parking_session s JOIN parking_lot l ON l.id = s.lot_id
+            WHERE l.operator_slug = $1 AND s.via <> 'app'
+              AND ((s.ended_at IS NULL AND s.started_at < $4::timestamptz - $2::interval)
+                   OR (s.overstay AND s.ended_at >= $3))
+            ORDER BY s.ended_at IS NOT NULL, coalesce(s.ended_at, $4) - s.started_at DESC, s.id LIMIT $5""",
+        operator, longer_than, since, now, limit)

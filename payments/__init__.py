@@ -4,6 +4,10 @@ Other modules move money with one call, inside their own transaction:
 
     from payments import InsufficientFunds, charge, refund
     posted = await charge(conn, resident_id, "hanoibus", 200_000, "monthly-pass", f"pass:{pass_id}")
+
+and may be told, in the top-up's own transaction, when a wallet is credited:
+
+    on_wallet_credited("parking", settle_debts_of)  # async (conn, resident_id, credit_transaction_id)
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from payments.service import (
     charge,
     collected_by_day,
     ensure_operator,
+    on_wallet_credited,
     open_wallet,
     operator_outstanding,
     refund,
 )
 
 __all__ = ["AmountInvalid", "InsufficientFunds", "Posted", "WalletNotFound", "balance_of", "charge", "collected_by_day",
-           "ensure_operator", "module", "open_wallet", "operator_outstanding", "refund"]
+           "ensure_operator", "module", "on_wallet_credited", "open_wallet", "operator_outstanding", "refund"]

@@ -16,6 +16,7 @@ import re
 import secrets
 import unicodedata
 import uuid
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import httpx
@@ -79,6 +80,28 @@ class AmountInvalid(DomainError):
 
 class WalletNotFound(DomainError):
     slug = "wallet-not-found"
+
+
+# ---- other modules told when a wallet is credited ---------------------------------------------------------
+
+# (conn, resident id, credit's ledger transaction id), awaited in the crediting transaction
+WalletCredited = Callable[[asyncpg.Connection, uuid.UUID, int], Awaitable[object]]
+_wallet_credited: dict[str, WalletCredited] = {}
+
+
+def on_wallet_credited(name: str, hook: WalletCredited) -> None:
+    """Call `hook` each time a top-up credits a wallet, in the same transaction, after the credit is posted (e.g.
+    parking settles the resident's open debts at once). Registered once per name (a module's import)."""
+    _wallet_credited[name] = hook
+
+
+async def _credited(conn: asyncpg.Connection, resident: uuid.UUID, transaction_id: int) -> None:
+    for name, hook in list(_wallet_credited.items()):
+        try:
+            async with conn.transaction():  # a savepoint: a subscriber's failure never undoes or blocks the credit
+                await hook(conn, resident, transaction_id)
+        except Exception:  # noqa: BLE001 - the credit stands; the subscriber's own job retries later
+            log.exception("a wallet-credited subscriber failed", extra={"subscriber": name})
 
 
 # ---- checks ----------------------------------------------------------------------------------------------------
@@ -391,6 +414,7 @@ async def _settle(conn: asyncpg.Connection, order, *, paid: bool, by: str, field
                       "balance_vi": _vnd_vi(balance), "balance_en": f"{balance:,}"},
                      category="payments", idempotency_key=f"payments:topup:{order['txn_ref']}",
                      deep_link=f"ihanoi://wallet/receipts/{transaction_id}")
+        await _credited(conn, order["resident_id"], transaction_id)
     status = "paid" if paid else ("expired" if by == "expiry" else "failed")
     return await store.settle_topup(conn, order["id"], status=status, settled_by=by,
                                     response_code=fields.get("vnp_ResponseCode"), bank_code=fields.get("vnp_BankCode"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import time
 import uuid
 
@@ -10,6 +11,7 @@ import jwt
 import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+from PIL import Image
 
 from app.identity import service as identity
 from tests.payments.support import bearer, grant, key, operator, resident_id, topup  # noqa: F401
@@ -17,6 +19,16 @@ from tests.payments.support import bearer, grant, key, operator, resident_id, to
 RESIDENT, OTHER, ADMIN, OFFICER, OPERATOR_STAFF = ("001090012345", "001190054321", "001080033333", "001175022222",
                                                    "001085011111")
 LAT, LNG = 21.0287, 105.8524
+
+
+def camera_jpeg(color=(30, 90, 160)) -> bytes:
+    """A gate camera's JPEG carrying EXIF a stored photo must not keep: the camera's make and a GPS position."""
+    exif = Image.Exif()
+    exif[0x010F] = "GateCam Model X"  # Make
+    exif[0x8825] = {1: "N", 2: (21.0, 1.0, 43.32), 3: "E", 4: (105.0, 51.0, 8.64)}  # GPSInfo
+    out = io.BytesIO()
+    Image.new("RGB", (96, 64), color).save(out, format="JPEG", exif=exif)
+    return out.getvalue()
 
 
 def now_iso() -> str:
