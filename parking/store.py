@@ -83,21 +83,24 @@ async def prices_in_force(conn: asyncpg.Connection, lot_id: int, at: dt.datetime
               CROSS JOIN LATERAL ({TARIFF_IN_FORCE.format(lot='$1', vehicle='v.vehicle', at='$2')}) t""", lot_id, at)
 
 
+# Lots within the radius, nearest first (GiST), each with its occupied spaces (the counter) and tariff for $4.
+NEAR = f"""
+    SELECT l.code, l.name, l.kind, l.operator_slug, l.address, l.latitude, l.longitude, l.opens_at,
+           l.closes_at, l.capacity_motorbike, l.capacity_car, l.capacity_large,
+           (l.location <-> parking_metres($1, $2)) AS distance,
+           coalesce(o.occupied, 0) AS occupied,
+           t.id AS tariff_id, t.mode, t.day_vnd, t.night_vnd, t.day_night_vnd, t.hour_rates, t.month_vnd,
+           t.day_starts, t.day_ends, t.effective_from, t.vehicle
+      FROM parking_lot l
+      LEFT JOIN parking_occupancy o ON o.lot_id = l.id AND o.vehicle = $4
+      LEFT JOIN LATERAL ({TARIFF_IN_FORCE.format(lot='l.id', vehicle='$4', at='$5')}) t ON true
+     WHERE l.location <@ circle(parking_metres($1, $2), $3)
+     ORDER BY l.location <-> parking_metres($1, $2) LIMIT $6"""
+
+
 async def near(conn: asyncpg.Connection, lat: float, lng: float, radius_m: float, vehicle: str, at: dt.datetime,
                limit: int) -> list[asyncpg.Record]:
-    """Lots within the radius, nearest first (GiST), each with its occupied spaces and tariff for `vehicle`."""
-    return await conn.fetch(
-        f"""SELECT l.code, l.name, l.kind, l.operator_slug, l.address, l.latitude, l.longitude, l.opens_at,
-                   l.closes_at, l.capacity_motorbike, l.capacity_car, l.capacity_large,
-                   (l.location <-> parking_metres($1, $2)) AS distance,
-                   coalesce(o.occupied, 0) AS occupied,
-                   t.id AS tariff_id, t.mode, t.day_vnd, t.night_vnd, t.day_night_vnd, t.hour_rates, t.month_vnd,
-                   t.day_starts, t.day_ends, t.effective_from, t.vehicle
-              FROM parking_lot l
-              LEFT JOIN parking_occupancy o ON o.lot_id = l.id AND o.vehicle = $4
-              LEFT JOIN LATERAL ({TARIFF_IN_FORCE.format(lot='l.id', vehicle='$4', at='$5')}) t ON true
-             WHERE l.location <@ circle(parking_metres($1, $2), $3)
-             ORDER BY l.location <-> parking_metres($1, $2) LIMIT $6""", lat, lng, radius_m, vehicle, at, limit)
+    return await conn.fetch(NEAR, lat, lng, radius_m, vehicle, at, limit)
 
 
 async def vehicle_by_tag(conn: asyncpg.Connection, tag: str) -> asyncpg.Record | None:
