@@ -141,5 +141,6 @@ def build_module_list(modules, disabled) -> ModuleList:
                 enabled=m.name not in disabled,
             )
             for m in modules
+            if m.home_screen
         ]
     )

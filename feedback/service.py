@@ -208,6 +208,19 @@ async def _begin(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, repor
     return row, workflow.check(row, action, standing)
 
 
+async def lock_version(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, report_id: int) -> str:
+    """Lock a report the caller may see for the rest of the transaction and give its version (status and last
+    change): a page shown before someone else acted compares it and does not act on a report that changed."""
+    row = await store.get_report(conn, report_id, utcnow(), for_update=True)
+    if row is None or not views.is_visible(ctx, principal, row):
+        raise NotFound(f"no report {report_id}")
+    return version_of(row["status"], row["updated_at"])
+
+
+def version_of(status: str, updated_at: dt.datetime) -> str:
+    return f"{status}@{updated_at.astimezone(dt.UTC).isoformat()}"
+
+
 async def receive(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, report_id: int,
                   urgency: str | None) -> Report:
     now = utcnow()

@@ -414,3 +414,15 @@ async def unit_stats(conn: asyncpg.Connection, *, since: dt.datetime, now: dt.da
              FROM report
             WHERE submitted_at >= $1 AND duplicate_of IS NULL AND ($3::text IS NULL OR unit_code = $3)
             GROUP BY unit_code ORDER BY unit_code""", since, now, unit)
+
+
+async def weekly_unit_figures(conn: asyncpg.Connection, *, unit: str, since: dt.datetime) -> list[asyncpg.Record]:
+    """Per week (Monday, city time) of sending: received, answered and answered on time, for the unit's chart."""
+    return await conn.fetch(
+        """SELECT date_trunc('week', submitted_at AT TIME ZONE 'Asia/Ho_Chi_Minh')::date AS week,
+                  count(*) AS received,
+                  count(*) FILTER (WHERE answered_at IS NOT NULL) AS answered,
+                  count(*) FILTER (WHERE answered_on_time) AS answered_on_time
+             FROM report
+            WHERE unit_code = $1 AND submitted_at >= $2 AND duplicate_of IS NULL
+            GROUP BY 1 ORDER BY 1""", unit, since)

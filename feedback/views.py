@@ -325,3 +325,42 @@ async def stats(conn: asyncpg.Connection, ctx: Ctx, *, days: int, unit: str | No
         on_time_rate=round(r["answered_on_time"] / r["answered"], 4) if r["answered"] else None,
         open=r["open"], overdue=r["overdue"], ratings=r["ratings"],
         average_rating=round(r["average_rating"], 2) if r["average_rating"] is not None else None) for r in rows])
+
+
+# ---- the staff console -------------------------------------------------------------------------------------
+
+
+async def possible_duplicates(conn: asyncpg.Connection, ctx: Ctx, principal: Principal,
+                              report_id: int) -> list[ReportSummary]:
+    """Open reports of the same category near this one, sent in the days before it: what a clerk may merge it
+    into (the same rule that offers them to a resident before sending)."""
+    from feedback.service import DUPLICATE_DAYS, DUPLICATE_RADIUS_M
+
+    now = utcnow()
+    row = await visible_report(conn, ctx, principal, report_id, now)
+    if not is_staff_for(ctx, principal, row["unit_code"]):
+        raise Forbidden(f"this needs the staff role for {row['unit_code']}")
+    nearby = await store.nearby_open(
+        conn, category=row["category_code"], latitude=row["latitude"], longitude=row["longitude"],
+        radius_m=DUPLICATE_RADIUS_M, since=row["submitted_at"] - dt.timedelta(days=DUPLICATE_DAYS), limit=6, now=now)
+    return [summary(r, ctx) for r in nearby if r["id"] != report_id][:5]
+
+
+async def weekly_figures(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, unit_code: str, *,
+                         weeks: int) -> list[dict[str, Any]]:
+    """The unit's figures per week over the last `weeks` (empty weeks included), for its staff."""
+    if ctx.units.get(unit_code) is None:
+        raise NotFound(f"no unit {unit_code!r}")
+    if not is_staff_for(ctx, principal, unit_code):
+        raise Forbidden(f"this needs the staff role for {unit_code}")
+    today = local(utcnow()).date()
+    first = today - dt.timedelta(days=today.weekday() + 7 * (weeks - 1))
+    since = dt.datetime.combine(first, dt.time(), tzinfo=local(utcnow()).tzinfo)
+    rows = {r["week"]: r for r in await store.weekly_unit_figures(conn, unit=unit_code, since=since)}
+    figures = []
+    for i in range(weeks):
+        week = first + dt.timedelta(days=7 * i)
+        r = rows.get(week)
+        figures.append({"week": week, "received": r["received"] if r else 0, "answered": r["answered"] if r else 0,
+                        "answered_on_time": r["answered_on_time"] if r else 0})
+    return figures

@@ -14,7 +14,17 @@ edit anywhere else:
   `settings.of(name)`; the README's configuration table lists them (a test checks);
 - cli is a click group mounted as `ihanoi <name> ...`;
 - live channels are the Redis pub/sub channels it streams on (`app.live`);
-- jobs run in `ihanoi worker`, readiness checks join `/readyz`, and `seed` fills demo data.
+- jobs run in `ihanoi worker`, readiness checks join `/readyz`, and `seed` fills demo data;
+- console pages are the module's operator pages in the staff console (`/console`, the `console` package):
+  `console=[ConsolePage("items", Title(...), render, roles=("fixture_keeper",), act=act, templates=folder)]`.
+  The console signs the person in (VNeID, session cookie), checks they hold one of `roles` (any scope;
+  the page checks the scope itself, as every service does), lists the page in its menu and serves it at
+  `/console/m/<module>/<slug>` inside its layout, with its headers (CSP without inline scripts, no-store).
+  `render(view)` gets a `ConsoleView` (the connection, the caller, the language, the query string, a CSRF
+  token and `view.render(template, **values)`, Jinja2 with autoescaping over `templates`) and returns the
+  page's HTML. A form on the page posts back to the same URL with `view.csrf_field`; the console refuses
+  it without the session's token, then calls `act(view, form)` inside a transaction (an error rolls it
+  back and is shown on the page) and shows what `act` returns as the outcome.
 """
 
 from __future__ import annotations
@@ -168,6 +178,50 @@ class LiveChannel:
     keyed: bool = False
 
 
+@dataclass
+class ConsoleView:
+    """What a console page's `render` and `act` get (built by the console for each request)."""
+
+    conn: Any
+    principal: Any  # app.identity.Principal: who is signed in to the console
+    language: Literal["vi", "en"]
+    query: Mapping[str, str]
+    state: Any  # the app's state (identity, redis, settings)
+    csrf_token: str
+    render: Callable[..., str]  # render(template_name, **values) -> HTML, autoescaped
+
+    @property
+    def csrf_field(self) -> str:
+        """The hidden input every form of the page carries (already HTML)."""
+        from markupsafe import Markup
+
+        return Markup('<input type="hidden" name="csrf" value="{}">').format(self.csrf_token)
+
+    def pick(self, vi: str, en: str) -> str:
+        return en if self.language == "en" else vi
+
+
+@dataclass(frozen=True)
+class ConsolePage:
+    """An operator page of the module in the staff console: `/console/m/<module>/<slug>`."""
+
+    slug: str
+    title: Title
+    render: Callable[[ConsoleView], Awaitable[str]]
+    # the person needs one of these roles (any scope) to see the page and its menu entry
+    roles: Sequence[str] = ()
+    act: Callable[[ConsoleView, Mapping[str, str]], Awaitable[str | None]] | None = None
+    templates: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.slug.replace("-", "_")):
+            raise ValueError(f"console page {self.slug!r} must be lower-kebab or lower_snake")
+        if not self.roles:
+            raise ValueError(f"console page {self.slug}: name the roles that may open it")
+        if self.templates is not None and not self.templates.is_dir():
+            raise ValueError(f"console page {self.slug}: templates folder {self.templates} does not exist")
+
+
 # A readiness check gets the app's state; it raises (or returns False) when the module cannot serve.
 ReadinessCheck = Callable[[Any], Awaitable[bool | None]]
 # A seed gets a connection and a progress callback; it returns what it created, e.g. {"reports": 120}.
@@ -196,6 +250,9 @@ class Module:
     settings: Settings | None = None
     cli: Any = None  # a click.Group, mounted as `ihanoi <its name>`
     live: Sequence[LiveChannel] = ()
+    console: Sequence[ConsolePage] = ()
+    # False for a module residents never open (the staff console): it is left off the home screen's list.
+    home_screen: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -209,3 +266,6 @@ class Module:
             raise ValueError(f"module {self.name}: migrations folder {self.migrations} does not exist")
         if self.cli is not None and not hasattr(self.cli, "add_command"):
             raise ValueError(f"module {self.name}: cli must be a click group")
+        slugs = [page.slug for page in self.console]
+        if len(set(slugs)) != len(slugs):
+            raise ValueError(f"module {self.name}: console page slugs must be unique: {slugs}")

@@ -98,6 +98,20 @@ async def list_broadcasts(conn: asyncpg.Connection, principal: Principal) -> lis
     return [_broadcast_view(r, {}) for r in await store.list_broadcasts(conn, uuid.UUID(principal.sub))]
 
 
+async def awaiting_approval(conn: asyncpg.Connection, principal: Principal) -> list[Broadcast]:
+    """City-wide broadcasts waiting for a second admin, for admins (others see none)."""
+    if not principal.has_role("admin"):
+        return []
+    return [_broadcast_view(r, {}) for r in await store.broadcasts_awaiting_approval(conn)]
+
+
+async def texts_of(conn: asyncpg.Connection, identity: IdentityRuntime, principal: Principal,
+                   broadcast_id: int) -> dict[str, str]:
+    """The broadcast's words in both languages, for whoever may see it (an approver reads before approving)."""
+    row = await _visible_broadcast(conn, identity, principal, broadcast_id)
+    return {k: row[k] for k in ("title_vi", "body_vi", "title_en", "body_en")}
+
+
 async def approve_broadcast(conn: asyncpg.Connection, identity: IdentityRuntime, principal: Principal,
                             broadcast_id: int) -> Broadcast:
     """A city-wide broadcast needs a second admin: anyone but its author."""

@@ -337,6 +337,11 @@ async def list_broadcasts(conn: asyncpg.Connection, created_by: uuid.UUID) -> li
     )
 
 
+async def broadcasts_awaiting_approval(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {BROADCAST_COLUMNS} FROM broadcast WHERE status = 'awaiting_approval' ORDER BY id DESC LIMIT 100")
+
+
 async def set_broadcast_status(conn: asyncpg.Connection, broadcast_id: int, status: str, **stamps: Any) -> None:
     sets = ", ".join(f"{column} = ${i}" for i, column in enumerate(stamps, start=3))
     await conn.execute(

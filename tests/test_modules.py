@@ -14,14 +14,16 @@ async def test_home_screen_lists_modules_in_catalog_order(client):
     response = await client.get("/v1/modules")
     assert response.status_code == 200
     listed = response.json()["modules"]
-    assert [m["name"] for m in listed] == [*(m.name for m in catalog.load()), "fixture", "second"]
+    # a module residents never open (the staff console) is no tile on their home screen
+    assert [m["name"] for m in listed] == [*(m.name for m in catalog.load() if m.home_screen), "fixture", "second"]
+    assert "console" not in [m["name"] for m in listed]
     assert listed[-2:] == [
         {"name": "fixture", "title": {"vi": "Thử nghiệm", "en": "Fixture"}, "icon": "flask",
          "min_identity_level": 1, "enabled": True},
         {"name": "second", "title": {"vi": "Mô-đun thứ hai", "en": "Second module"}, "icon": "star",
          "min_identity_level": 2, "enabled": True},
     ]
-    for entry, module in zip(listed, TEST_MODULES, strict=True):
+    for entry, module in zip(listed, [m for m in TEST_MODULES if m.home_screen], strict=True):
         assert entry["title"] == {"vi": module.title.vi, "en": module.title.en}
     assert "max-age" in response.headers["cache-control"]
 
@@ -33,7 +35,7 @@ async def test_configured_order_and_disabled_module(make_client, settings):
     async with make_client(configured) as client:
         listed = (await client.get("/v1/modules")).json()["modules"]
         assert [(m["name"], m["enabled"]) for m in listed] == [
-            ("second", True), *((m.name, True) for m in catalog.load()), ("fixture", False)]
+            ("second", True), *((m.name, True) for m in catalog.load() if m.home_screen), ("fixture", False)]
         # a disabled module's routes are not mounted
         assert (await client.get("/v1/fixture/items/1")).status_code == 404
         assert (await client.get("/v1/second/hello")).json() == {"xin_chao": "Xin chào"}

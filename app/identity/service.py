@@ -392,6 +392,12 @@ async def list_grants(conn: asyncpg.Connection, resident_id: uuid.UUID) -> list[
     return [_grant_view(r) for r in await store.list_grants(conn, resident_id)]
 
 
+async def role_audit(conn: asyncpg.Connection, *, resident_id: uuid.UUID | None = None,
+                     limit: int = 100) -> list[dict[str, Any]]:
+    """The latest grants and revocations (of one resident, or everyone's), newest first; for admins' eyes."""
+    return [dict(r) for r in await store.role_audit(conn, resident_id=resident_id, limit=limit)]
+
+
 def actor_of(principal: Principal) -> str:
     return f"resident:{principal.sub}" if principal.kind == "resident" else f"client:{principal.client_id}"
 

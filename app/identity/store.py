@@ -223,3 +223,10 @@ async def insert_client(conn: asyncpg.Connection, *, client_id: str, name: str, 
 
 async def get_client(conn: asyncpg.Connection, client_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM machine_client WHERE id = $1 AND disabled_at IS NULL", client_id)
+
+
+async def role_audit(conn: asyncpg.Connection, *, resident_id: uuid.UUID | None, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT a.id, a.at, a.actor, a.action, a.resident_id, r.full_name, a.role, a.scope, a.grant_id, a.request_id "
+        "FROM role_audit a LEFT JOIN resident r ON r.id = a.resident_id "
+        "WHERE $1::uuid IS NULL OR a.resident_id = $1 ORDER BY a.id DESC LIMIT $2", resident_id, limit)

@@ -25,6 +25,8 @@ from app import web
 from app.errors import Conflict, DomainError, NotFound
 from app.identity import Principal, guards
 from modules import (
+    ConsolePage,
+    ConsoleView,
     Job,
     JobContext,
     LiveChannel,
@@ -175,6 +177,22 @@ async def count_ticks(ctx: JobContext) -> None:
     await ctx.redis.client.incr(ctx.redis.key("fixture", "ticks"))
 
 
+async def items_page(view: ConsoleView) -> str:
+    """An operator page in the staff console, through the module hook: the store's items, and a form."""
+    rows = await view.conn.fetch("SELECT id, name, quantity FROM fixture_item ORDER BY id DESC LIMIT 20")
+    return view.render("items.html", items=rows)
+
+
+async def add_item(view: ConsoleView, form) -> str:
+    name = (form.get("name") or "").strip()
+    if not name:
+        from app.errors import InvalidInput
+
+        raise InvalidInput.field("name", "name the item")
+    await view.conn.execute("INSERT INTO fixture_item (name, quantity) VALUES ($1, 1)", name)
+    return view.pick(f"Đã thêm {name}", f"Added {name}")
+
+
 async def redis_flag_clear(state: State) -> bool:
     return not await state.redis.client.exists(state.redis.key("fixture", "broken"))
 
@@ -199,6 +217,8 @@ module = Module(
     }),
     cli=cli,
     live=[LiveChannel("stock", "stock changes of one item", keyed=True)],
+    console=[ConsolePage("items", Title("Kho hàng", "Store items"), items_page, roles=("fixture_keeper",),
+                         act=add_item, templates=Path(__file__).parent / "console")],
 )
 
 
