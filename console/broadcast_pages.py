@@ -105,10 +105,13 @@ async def _detail(request: Request, conn, staff: session.Staff, broadcast_id: in
         return render(request, "message.html", staff=staff, status=code, message=text, message_kind="error",
                       title=t("Thông báo chung", "Broadcast"))
     template = "broadcast_counts.html" if request.headers.get("hx-request") == "true" else "broadcast.html"
+    # the approve button is for another admin than the author (who would only be refused)
+    authored = any(b.id == broadcast_id for b in await broadcasts.list_broadcasts(conn, staff.principal))
     return render(request, template, staff=staff, status=status, message=message,
                   message_kind="error" if status >= 400 else "info", title=t("Thông báo chung", "Broadcast")
                   + f" #{broadcast.id}", b=broadcast, texts=texts,
-                  may_approve=(broadcast.status == "awaiting_approval" and staff.principal.has_role("admin")))
+                  may_approve=(broadcast.status == "awaiting_approval" and staff.principal.has_role("admin")
+                               and not authored))
 
 
 @get("/broadcasts/{broadcast_id:int}", include_in_schema=False)

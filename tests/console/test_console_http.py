@@ -258,3 +258,68 @@ async def test_english_switch(client, setup):
     assert switched.status_code == 303
     page = await client.get("/console/feedback")
     assert '<html lang="en">' in page.text and "Feedback queue" in page.text
+
+
+async def test_report_page_shows_photos_duplicates_and_takes_every_staff_step(client, conn, setup):
+    from tests.feedback.support import LAT_50M, upload
+
+    resident = setup["resident"]
+    photo = await upload(client, resident)
+    twin = await submit(client, resident, latitude=LAT_50M, duplicates_checked=True, photos=[{"id": photo}])
+    await signed_in(client, CLERK)
+    page = await client.get(f"/console/feedback/reports/{twin['id']}")
+    assert f"/console/feedback/photos/{photo}?size=thumbnail" in page.text
+    assert f'href="/console/feedback/reports/{setup["report"]["id"]}"' in page.text  # offered as a duplicate
+    image = await client.get(f"/console/feedback/photos/{photo}", params={"size": "thumbnail"})
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    csrf = csrf_of(page.text)
+
+    async def step(report_id: int, action: str, **fields) -> httpx.Response:
+        current = await client.get(f"/console/feedback/reports/{report_id}")
+        return await client.post(f"/console/feedback/reports/{report_id}/{action}",
+                                 data={"csrf": csrf, "version": version_of(current.text), **fields})
+
+    assert (await step(twin["id"], "note", text="Đã gọi điện cho tổ trưởng dân phố")).status_code == 303
+    clerk_id = page.text.split('name="assignee_id"><option value="', 1)[1].split('"', 1)[0]
+    assert (await step(twin["id"], "assign", assignee_id=clerk_id)).status_code == 303
+    assert (await step(twin["id"], "receive", urgency="urgent")).status_code == 303
+    assert (await step(twin["id"], "start")).status_code == 303
+    short = await step(twin["id"], "answer", text="ngắn")
+    assert short.status_code == 400 and "10" in short.text  # the service's rule, shown on the page
+    assert (await step(twin["id"], "merge", into=str(setup["report"]["id"]))).status_code == 303
+    shown = await client.get(f"/console/feedback/reports/{twin['id']}")
+    assert "Đã gọi điện cho tổ trưởng dân phố" in shown.text and "nội bộ" in shown.text
+    assert await report_status(client, resident, twin["id"]) == "closed"
+    third = await submit(client, resident, duplicates_checked=True, description="Đèn đường hỏng cả tuần nay rồi")
+    moved = await step(third["id"], "transfer", unit=OTHER_WARD, reason="Thuộc địa bàn phường Ba Đình")
+    assert moved.status_code == 303
+    gone = await client.get(moved.headers["location"])
+    assert gone.status_code == 403  # now another ward's
+    fourth = await submit(client, resident, duplicates_checked=True, description="Lấn chiếm vỉa hè bán hàng rong")
+    rejected = await step(fourth["id"], "reject", template="thieu-thong-tin", details="ảnh chụp rõ vị trí")
+    assert rejected.status_code == 303
+    assert await report_status(client, resident, fourth["id"]) == "rejected"
+
+
+async def test_weekly_figures_chart(client, setup):
+    await signed_in(client, CLERK)
+    page = await client.get("/console/feedback/figures", params={"unit": WARD, "weeks": 8})
+    assert page.status_code == 200
+    assert page.text.count("<rect class=\"bar-received\"") == 8 + 1  # a bar a week, and the legend's swatch
+    assert "<td>1</td>" in page.text  # this week's report in the table
+    other = await client.get("/console/feedback/figures", params={"unit": OTHER_WARD})
+    assert other.status_code == 403
+
+
+async def test_the_session_key_expires_when_idle(client, setup):
+    from console.session import _key
+
+    await signed_in(client, CLERK)
+    redis = client.app.state.redis
+    key = _key(redis, client.cookies[COOKIE])
+    assert 1790 <= await redis.client.ttl(key) <= 1800  # IHANOI_CONSOLE_IDLE_MINUTES, 30 by default
+    await redis.client.expire(key, 5)
+    assert (await client.get("/console/feedback")).status_code == 200
+    assert await redis.client.ttl(key) > 1790  # each request starts the idle time again
+    await redis.client.delete(key)  # what expiry does
+    assert (await client.get("/console/feedback")).status_code == 303
