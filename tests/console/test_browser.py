@@ -55,6 +55,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 # demo residents of the VNeID stand-in: pick them on its page as a person would
 CLERK_DEMO, ADMIN_DEMO, SECOND_ADMIN_DEMO = 1, 3, 0
 SCREENS = os.environ.get("CONSOLE_SCREENSHOTS")
+if SCREENS:
+    Path(SCREENS).mkdir(parents=True, exist_ok=True)
 
 
 async def _grant(conn, rt: IdentityRuntime, personal_id: str, role: str, scope: str = "") -> None:
@@ -80,8 +82,15 @@ async def server(databases, redis_url, tmp_path_factory):
             await _grant(conn, rt, DEMO_RESIDENTS[SECOND_ADMIN_DEMO]["personal_id"], "admin")
     finally:
         await conn.close()
+    base, proc = _serve(database_url, redis_url, tmp_path_factory.mktemp("console") / "server.log")
+    try:
+        yield base
+    finally:
+        stop_process(proc)
+
+
+def _serve(database_url: str, redis_url: str, log_path: Path) -> tuple[str, subprocess.Popen]:
     port = free_port()
-    log_path = tmp_path_factory.mktemp("console") / "server.log"
     env = process_env(DATABASE_URL=database_url, REDIS_URL=redis_url, IHANOI_EXTRA_MODULES=EXTRA_MODULES,
                       IHANOI_REDIS_PREFIX=f"test:{uuid.uuid4().hex[:8]}:", IHANOI_LOG_LEVEL="WARNING")
     with open(log_path, "wb") as log:
@@ -90,9 +99,10 @@ async def server(databases, redis_url, tmp_path_factory):
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(base, proc)
-        yield base
-    finally:
+    except Exception:
         stop_process(proc)
+        raise
+    return base, proc
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -164,7 +174,6 @@ async def browser_sign_in(page, path: str, *, demo: int | None = None, personal_
 
 async def screenshot(page, name: str) -> None:
     if SCREENS:
-        Path(SCREENS).mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(Path(SCREENS) / name), full_page=True)
 
 
