@@ -323,3 +323,21 @@ async def test_the_session_key_expires_when_idle(client, setup):
     assert await redis.client.ttl(key) > 1790  # each request starts the idle time again
     await redis.client.delete(key)  # what expiry does
     assert (await client.get("/console/feedback")).status_code == 303
+
+
+async def test_map_tiles_come_from_the_configured_url(make_client, conn, database_url, redis_url):
+    from app.settings import load_settings
+    from tests.conftest import MASTER_KEY
+
+    tiled = load_settings({"IHANOI_ENV": "test", "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+                           "IHANOI_MASTER_KEY": MASTER_KEY, "IHANOI_PUBLIC_URL": "http://ihanoi.test",
+                           "IHANOI_LOG_LEVEL": "WARNING",
+                           "IHANOI_CONSOLE_TILES_URL": "https://tiles.example.vn/{z}/{x}/{y}.png"})
+    async with make_client(tiled) as client:
+        await grant(client, conn, CLERK, "staff", WARD)
+        report = await submit(client, await bearer(client, RESIDENT_A))
+        await signed_in(client, CLERK)
+        page = await client.get(f"/console/feedback/reports/{report['id']}")
+        # Hoàn Kiếm lake (21.0287, 105.8524) at zoom 16 is tile x 52037, y 28850 (slippy-map numbering)
+        assert '<image href="https://tiles.example.vn/16/52037/28850.png"' in page.text
+        assert "img-src 'self' data: https://tiles.example.vn;" in page.headers["content-security-policy"]
