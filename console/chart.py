@@ -10,7 +10,8 @@ SERIES = (("received", "Nhận", "Received", "bar-received"), ("answered", "Đã
 
 
 def weekly_chart(rows: list[dict], t) -> Markup:
-    peak = max([1, *(r[key] for r in rows for key, *_ in SERIES)])
+    peak = max([2, *(r[key] for r in rows for key, *_ in SERIES)])
+    peak += peak % 2  # even, so the middle grid line is a whole number
     step = (WIDTH - LEFT - 10) / max(len(rows), 1)
     bar = step / (len(SERIES) + 1)
     plot = HEIGHT - BOTTOM - TOP
@@ -20,7 +21,7 @@ def weekly_chart(rows: list[dict], t) -> Markup:
         y = TOP + plot * (1 - fraction)
         parts.append(f'<line class="grid" x1="{LEFT}" x2="{WIDTH - 10}" y1="{y:.1f}" y2="{y:.1f}"/>'
                      f'<text class="axis" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                     f'{round(peak * fraction)}</text>')
+                     f'{int(peak * fraction)}</text>')
     for i, row in enumerate(rows):
         x0 = LEFT + i * step + bar / 2
         for j, (key, vi, en, css) in enumerate(SERIES):

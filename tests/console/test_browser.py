@@ -202,6 +202,10 @@ async def test_staff_answer_a_report_from_the_queue_and_the_resident_gets_it(ser
         inbox = (await client.get("/v1/notifications", headers=resident)).json()["items"]
     answered = [item for item in inbox if item["data"].get("id") == report_id and "Tổ vệ sinh" in item["body"]]
     assert answered, inbox
+    await page.click("nav a[href='/console/feedback/figures']")
+    await page.wait_for_url("**/console/feedback/figures")
+    assert await page.locator("svg.chart rect.bar-answered").count() > 0
+    await screenshot(page, "figures.png")
 
 
 async def test_a_second_admin_approves_a_city_broadcast(server, new_page):
@@ -229,9 +233,15 @@ async def test_a_second_admin_approves_a_city_broadcast(server, new_page):
     await approver.click("#approve")
     await approver.wait_for_url(f"**{broadcast_path}?done=approve")
     assert await approver.inner_text("#broadcast-status") == "scheduled"
-    # the author's open page follows along (htmx polls the counts)
-    await author.goto(broadcast_path)
-    await author.wait_for_function("document.querySelector('#broadcast-status').textContent === 'scheduled'")
+    # the author's page, left open, follows along without a reload (htmx polls the status and counts)
+    # (polled from here: a wait_for_function would evaluate a string, which the page's CSP rightly forbids)
+    status = author.locator("#broadcast-status")
+    for _ in range(50):
+        if await status.inner_text() == "scheduled":
+            break
+        await author.wait_for_timeout(200)
+    assert await status.inner_text() == "scheduled"
+    assert author.url.endswith(broadcast_path)
 
 
 async def test_a_clerk_of_another_ward_cannot_open_the_report(server, new_page):
