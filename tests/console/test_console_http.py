@@ -311,9 +311,10 @@ async def test_weekly_figures_chart(client, setup):
     assert other.status_code == 403
 
 
-async def test_the_session_key_expires_when_idle(client, setup):
-    from console.session import _key
+async def test_an_idle_session_expires_and_its_identity_session_ends(client, setup):
+    from console.session import _idle_index, _key
 
+    api = await bearer(client, CLERK)
     await signed_in(client, CLERK)
     redis = client.app.state.redis
     key = _key(redis, client.cookies[COOKIE])
@@ -321,8 +322,15 @@ async def test_the_session_key_expires_when_idle(client, setup):
     await redis.client.expire(key, 5)
     assert (await client.get("/console/feedback")).status_code == 200
     assert await redis.client.ttl(key) > 1790  # each request starts the idle time again
-    await redis.client.delete(key)  # what expiry does
+    await redis.client.delete(key)  # what expiry does, at the time the index says
+    index = _idle_index(redis)
+    (member,) = await redis.client.zrange(index, 0, -1)
+    await redis.client.zadd(index, {member: 1})
     assert (await client.get("/console/feedback")).status_code == 303
+    # the next console request (anyone's) ended the identity session it held
+    sessions = (await client.get("/v1/me/sessions", headers=api)).json()["sessions"]
+    assert [s["device_name"] for s in sessions] == ["Thiết bị thử"]
+    assert await redis.client.zcard(index) == 0
 
 
 async def test_map_tiles_come_from_the_configured_url(make_client, conn, database_url, redis_url):
