@@ -349,3 +349,24 @@ async def test_map_tiles_come_from_the_configured_url(make_client, conn, databas
         # Hoàn Kiếm lake (21.0287, 105.8524) at zoom 16 is tile x 52037, y 28850 (slippy-map numbering)
         assert '<image href="https://tiles.example.vn/16/52037/28850.png"' in page.text
         assert "img-src 'self' data: https://tiles.example.vn;" in page.headers["content-security-policy"]
+
+
+async def test_roles_and_broadcasts_ask_for_a_recent_sign_in(client, conn, setup, monkeypatch):
+    import time
+    from types import SimpleNamespace
+
+    from app.identity import service as identity_service
+
+    await grant(client, conn, ADMIN, "admin")
+    await signed_in(client, ADMIN, next="/console/admin")
+    csrf = csrf_of((await client.get("/console/admin")).text)
+    # sixteen minutes later, as the identity rules see it
+    later = time.time() + 16 * 60
+    monkeypatch.setattr(identity_service, "time", SimpleNamespace(time=lambda: later))
+    asked = await client.post("/console/admin/lookup", data={"csrf": csrf, "personal_id": CLERK})
+    assert asked.status_code == 403 and 'href="/console/login/start?next=' in asked.text
+    made = await client.post("/console/broadcasts", data={
+        "csrf": csrf, "key": "s" * 16, "target_unit": WARD, "title_vi": "a", "body_vi": "b", "title_en": "c",
+        "body_en": "d"})
+    assert made.status_code == 403 and "đăng nhập gần đây" in made.text
+    assert await conn.fetchval("SELECT count(*) FROM broadcast WHERE idempotency_key = $1", "console:" + "s" * 16) == 0
