@@ -202,6 +202,13 @@ async def test_staff_answer_a_report_from_the_queue_and_the_resident_gets_it(ser
         inbox = (await client.get("/v1/notifications", headers=resident)).json()["items"]
     answered = [item for item in inbox if item["data"].get("id") == report_id and "Tổ vệ sinh" in item["body"]]
     assert answered, inbox
+    # the queue's filters update the list in place (htmx): answered reports are no longer open ones
+    await page.click("nav a[href='/console/feedback']")
+    await page.wait_for_url("**/console/feedback")
+    assert await page.locator(f"a[href='/console/feedback/reports/{report_id}']").count() == 0
+    await page.select_option("#f-status", "answered")
+    await page.locator(f"#queue a[href='/console/feedback/reports/{report_id}']").wait_for()
+    assert "status=answered" in page.url  # pushed, so the filtered list has an address
     await page.click("nav a[href='/console/feedback/figures']")
     await page.wait_for_url("**/console/feedback/figures")
     assert await page.locator("svg.chart rect.bar-answered").count() > 0
