@@ -38,6 +38,10 @@ def translator(lang: str):
     return t
 
 
+URGENCY_LABELS = {"normal": ("Thông thường", "Normal"), "complex": ("Phức tạp", "Complex"),
+                  "urgent": ("Khẩn", "Urgent")}
+
+
 def when(moment: dt.datetime | None) -> str:
     """A time as the city reads it."""
     return moment.astimezone(CITY_TZ).strftime("%d/%m/%Y %H:%M") if moment else ""
@@ -80,7 +84,8 @@ def render(request: Request, template: str, *, staff: Staff | None, status: int 
     lang = language(request)
     t = translator(lang)
     context = {
-        "lang": lang, "t": t, "staff": staff, "title": title, "message": message, "message_kind": message_kind,
+        "lang": lang, "t": t, "urgency_label": lambda code: t(*URGENCY_LABELS.get(code, (code, code))),
+        "staff": staff, "title": title, "message": message, "message_kind": message_kind,
         "csrf_field": Markup('<input type="hidden" name="csrf" value="{}">').format(staff.csrf) if staff else "",
         "path": request.url.path, "here": _here(request), "module_pages": module_pages(request, staff),
         "is_admin": bool(staff and staff.principal.has_role("admin")),

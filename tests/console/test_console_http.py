@@ -258,6 +258,8 @@ async def test_english_switch(client, setup):
     assert switched.status_code == 303
     page = await client.get("/console/feedback")
     assert '<html lang="en">' in page.text and "Feedback queue" in page.text
+    report = await client.get(f"/console/feedback/reports/{setup['report']['id']}")
+    assert "Urgency: Normal" in report.text
 
 
 async def test_report_page_shows_photos_duplicates_and_takes_every_staff_step(client, conn, setup):
@@ -284,6 +286,7 @@ async def test_report_page_shows_photos_duplicates_and_takes_every_staff_step(cl
     assert (await step(twin["id"], "assign", assignee_id=clerk_id)).status_code == 303
     assert (await step(twin["id"], "receive", urgency="urgent")).status_code == 303
     assert (await step(twin["id"], "start")).status_code == 303
+    assert "Mức độ: Khẩn" in (await client.get(f"/console/feedback/reports/{twin['id']}")).text  # not the code
     short = await step(twin["id"], "answer", text="ngắn")
     assert short.status_code == 400 and "10" in short.text  # the service's rule, shown on the page
     assert (await step(twin["id"], "merge", into=str(setup["report"]["id"]))).status_code == 303
