@@ -324,10 +324,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the broadcast's target unit: a ward, or `hanoi` for the whole city")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds the whole run may take")
     parser.add_argument("--raw-seconds", type=float, default=5.0, help="seconds the stand-in's raw intake is measured")
+    parser.add_argument("--fcm-concurrency", type=int, default=None,
+                        help="IHANOI_FCM_CONCURRENCY for the worker (default: the worker's own default)")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the database (to look at it)")
     args = parser.parse_args(argv)
     if args.devices < 1 or args.timeout <= 0 or args.raw_seconds <= 0:
         parser.error("--devices must be >= 1, --timeout and --raw-seconds > 0")
+    if args.fcm_concurrency is not None and args.fcm_concurrency < 1:
+        parser.error("--fcm-concurrency must be >= 1")
     return args
 
 
@@ -394,8 +398,10 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"starting `ihanoi worker` (broadcast {broadcast_id} to {args.target}) ...", flush=True)
         started = time.monotonic()
-        worker = Server("worker", [*ihanoi_command(), "worker"],
-                        {**app_env, "IHANOI_FCM_ENDPOINT": f"http://{HOST}:{stand_in_port}"}, workdir / "worker.log",
+        worker_env = {**app_env, "IHANOI_FCM_ENDPOINT": f"http://{HOST}:{stand_in_port}"}
+        if args.fcm_concurrency is not None:
+            worker_env["IHANOI_FCM_CONCURRENCY"] = str(args.fcm_concurrency)
+        worker = Server("worker", [*ihanoi_command(), "worker"], worker_env, workdir / "worker.log",
                         stop_grace=STOP_GRACE)
         cleanup.append(worker.stop)
         result = asyncio.run(run_broadcast(args, database_url, worker, stand_in, stand_in_port, broadcast_id,
@@ -420,7 +426,8 @@ def run(args: argparse.Namespace) -> int:
     sending_rate = n / (push_s - first) if push_s > first else 0.0
     sending_cpu = worker_mem.cpu_s - result.first_accept_cpu_s
     print("\niHaNoi broadcast benchmark")
-    print(f"  devices          {n:,} (one active device per resident), target {args.target}, urgency normal")
+    print(f"  devices          {n:,} (one active device per resident), target {args.target}, urgency normal, "
+          f"FCM requests in flight: {args.fcm_concurrency or 'the default'}")
     print(f"  seeding          {seed_seconds:.1f} s (set-based SQL in chunks of {SEED_CHUNK:,}, then ANALYZE; "
           "not measured)")
     print(f"  first message    {result.first_accept_s:.1f} s after the worker was started (start-up included)")
