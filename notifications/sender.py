@@ -196,7 +196,9 @@ class FirebaseSender:
     config, a `requests.Session` built per request by the auth flow, httpx's request/response model and httpcore's
     pool bookkeeping); aiohttp (HTTP/1.1 keep-alive, C parser) posts the same bytes for about 0.09 ms. There are no
     transport retries: the delivery worker owns retries (firebase-admin's default 500/503 retries, which slept 7 s and
-    hid one-off faults, were already switched off). FCM accepts HTTP/1.1 as well as HTTP/2.
+    hid one-off faults, were already switched off). FCM accepts HTTP/1.1 as well as HTTP/2; firebase-admin's client
+    spoke HTTP/2 to Google (and HTTP/1.1 to a plain-http stand-in, which uvicorn serves), this one speaks HTTP/1.1 to
+    both, over up to `max_in_flight` connections instead of one multiplexed one.
 
     At most `max_in_flight` requests are in flight per sender (`IHANOI_FCM_CONCURRENCY`, shared by every batch being
     sent at once), over at most as many keep-alive connections. A batch goes out as one request per message; a
@@ -250,8 +252,6 @@ class FirebaseSender:
                 keepalive_timeout=4.0,
             ),
             timeout=aiohttp.ClientTimeout(total=self._timeout),
-            skip_auto_headers=("User-Agent",),
-            headers={"User-Agent": "ihanoi-push"},
         )
 
     async def send(self, messages: Sequence[PushMessage]) -> list[PushResult]:
