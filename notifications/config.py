@@ -18,7 +18,7 @@ class PushSettings(msgspec.Struct, frozen=True, kw_only=True):
 SETTINGS = Settings(PushSettings, {
     "IHANOI_FCM_PROJECT": ("fcm_project", "Firebase project id the pushes are sent for"),
     "IHANOI_FCM_ENDPOINT": ("fcm_endpoint", "FCM base URL; dev/test default: the local FCM stand-in at `/stand-in/fcm`; prod: Google"),
-    "IHANOI_FCM_CONCURRENCY": ("fcm_concurrency", "FCM requests in flight per worker (default 16; more helps over a slow network)"),
+    "IHANOI_FCM_CONCURRENCY": ("fcm_concurrency", "FCM requests in flight per worker, over as many keep-alive connections (default 16; more helps over a slow network)"),
     "IHANOI_PUSH_LEASE": ("push_lease_seconds", "seconds before a push claimed by a worker that died is sent again (default 60)"),
     "GOOGLE_APPLICATION_CREDENTIALS": ("google_credentials", "prod: service-account file firebase-admin signs in with"),
 })

@@ -1,8 +1,9 @@
 """A local stand-in for FCM's HTTP v1 `messages:send`, for dev, tests and benchmarks. Nothing here calls Google.
 
-The real firebase-admin client is pointed at it (see `notifications.sender.FirebaseSender(endpoint=...)`). It speaks
-the same protocol: `POST {base}/v1/projects/{project}/messages:send` with `{"message": {...}, "validate_only": bool}`,
-answering 200 `{"name": "projects/{project}/messages/{id}"}` or FCM's error envelope
+The push sender (firebase-admin's credential and message encoding) is pointed at it (see
+`notifications.sender.FirebaseSender(endpoint=...)`). It speaks the same protocol (HTTP/1.1, as served by uvicorn):
+`POST {base}/v1/projects/{project}/messages:send` with `{"message": {...}, "validate_only": bool}`, answering
+200 `{"name": "projects/{project}/messages/{id}"}` or FCM's error envelope
 `{"error": {"code", "message", "status", "details": [{"@type": "...FcmError", "errorCode": ...}]}}`.
 
 Two ways to run it:

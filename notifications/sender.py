@@ -3,11 +3,11 @@
 A sender sends one batch (at most 500, FCM's and firebase-admin's limit) and answers one `PushResult` per message,
 in order. It never retries: the delivery worker decides what to do with each error code.
 
-`FirebaseSender` goes through the real firebase-admin client (`messaging.send_each_async`). With `endpoint` set (dev,
+`FirebaseSender` uses firebase-admin's credential, message encoding and error mapping, and sends FCM HTTP v1
+`messages:send` requests itself over one keep-alive aiohttp pool (see the class for why). With `endpoint` set (dev,
 test, benchmarks) it talks to a server speaking FCM's HTTP v1 protocol, normally `notifications.fcm_stand_in` mounted
 at `{base_url}/stand-in/fcm`, with a dummy bearer token; with `endpoint=None` it talks to Google with application
-default credentials (production only, never in tests).
-"""
+default credentials (production only, never in tests)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import aiohttp
 import firebase_admin
 import google.auth.credentials
+import google.auth.transport.requests
+import httpx
+import msgspec
 from firebase_admin import credentials, exceptions, messaging
+from firebase_admin._http_client import METRICS_HEADERS as _METRICS_HEADERS
+from google.auth.credentials import TokenState
 
 log = logging.getLogger(__name__)
 
@@ -166,67 +172,37 @@ def _check(message: PushMessage) -> str | None:
     return None
 
 
-def _use_endpoint(app: firebase_admin.App, fcm_url: str, timeout: float) -> Any:
-    """Point `app`'s messaging service at `fcm_url` and give it a fresh async HTTP client without internal retries.
-
-    The one place that touches firebase-admin internals (checked against firebase-admin 7.7.0):
-    - `_MessagingService._fcm_url` is the per-instance URL built from the class attribute `FCM_URL` in __init__;
-      setting it on this app's instance (not the class) leaves other apps, e.g. a real sender, alone.
-    - `_MessagingService._async_client` is the `HttpxAsyncClient` that `send_each_async` uses. By default it wraps
-      httpx in `HttpxRetryTransport` with `HttpxRetry(max_retries=4, status_forcelist=[500, 503],
-      backoff_factor=0.5)`: a 500/503 is sent up to 5 times in all, sleeping 0 + 1 + 2 + 4 s in between (7 s)
-      before the error surfaces, and a single transient fault (`times: 1`) is hidden entirely. The delivery worker
-      owns retries, so we install the same client class with `max_retries=0`: one attempt, every 500/503 surfaces
-      at once. (The SDK never retries 429 either way: 429 is not in the list and Retry-After is not honoured.)
-      Connection errors and timeouts were never retried on this path (httpx transport retries=0).
-    - Left as it is: the credential's auth flow (`GoogleAuthCredentialFlow`, above the transport) answers a 401 by
-      refreshing the OAuth token and re-sending, up to 2 times. Against Google a 401 may really be an expired token;
-      it is also how FCM answers THIRD_PARTY_AUTH_ERROR, which therefore reaches FCM 3 times before it surfaces.
-    - httpx clients are bound to the event loop they first run on, so `FirebaseSender` calls this again when it
-      finds itself on a new loop.
-    - Called once per shard (firebase app) of a `FirebaseSender`: each gets its own client, so its own pool.
-    Returns the installed client (its `aclose()` is public).
-    """
-    from firebase_admin._http_client import HttpxAsyncClient
-    from firebase_admin._retry import HttpxRetry
-
-    service = messaging._get_messaging_service(app)
-    service._fcm_url = fcm_url
-    client = HttpxAsyncClient(credential=service._credential, timeout=timeout, retry_config=HttpxRetry(max_retries=0))
-    service._async_client = client
-    return client
-
-
-@dataclass
-class _Shard:
-    """One firebase app of a sender: its own firebase-admin HTTP client, so its own connection pool."""
-
-    app: firebase_admin.App
-    client: Any = None  # the HttpxAsyncClient installed on the current event loop, None until first used there
-    in_flight: int = 0
-
-
 class FirebaseSender:
-    """`PushSender` through firebase-admin's `send_each_async`, over a few named firebase apps per sender.
+    """`PushSender`: firebase-admin's credential and message encoding, HTTP v1 requests sent over one aiohttp pool.
 
-    Why `send_each_async` and not `send_each` in a thread: the async path runs on our event loop over httpx clients
-    (HTTP/2 to Google, keep-alive HTTP/1.1 to a local stand-in) with no thread per message; `send_each` starts a
-    ThreadPoolExecutor of up to 500 threads for every batch. Its built-in 500/503 retries are removed in
-    `_use_endpoint`.
+    What stays firebase-admin's (one firebase app per sender, checked against firebase-admin 7.7.0):
+    - the credential: `app.credential.get_credential()`, a google-auth credential. Its `before_request` (the same call
+      firebase-admin's `GoogleAuthCredentialFlow` makes per request) fills the Authorization header, refreshing the
+      access token when it is stale. Here it runs once per token, not per message: the prepared headers are reused
+      until the token changes or google-auth no longer calls it fresh (a few minutes before it expires), and then it
+      runs in a thread, so fetching a token never blocks the event loop. A 401 is answered like firebase-admin does:
+      an explicit `refresh()` and the request sent again, up to 2 times (so FCM's THIRD_PARTY_AUTH_ERROR, a 401,
+      reaches FCM 3 times before it surfaces).
+    - the message: `messaging.Message` encoded by `_MessagingService.encode_message`, sent as `{"message": ...}`, with
+      the service's own FCM headers (`X-GOOG-API-FORMAT-VERSION`, `X-FIREBASE-CLIENT`) and firebase-admin's metrics
+      header.
+    - the errors: a non-2xx answer becomes the `httpx.HTTPStatusError` firebase-admin's async client would raise and
+      goes through the service's `_handle_fcm_httpx_error`, which reads `error.details[].errorCode` into
+      `UnregisteredError`, `QuotaExceededError` and the rest; a connection that cannot be made becomes an
+      `httpx.ConnectError` (UnavailableError), a timeout an `httpx.TimeoutException` (DeadlineExceededError), any
+      other transport failure UnknownError, as on firebase-admin's path.
 
-    At most `max_in_flight` requests are in flight per sender (`IHANOI_FCM_CONCURRENCY`, shared by every batch
-    being sent at once): a batch goes out as one-message `send_each_async` calls through that window rather than
-    one call that starts all 500 requests together. One-message calls also keep a failure outside the HTTP
-    exchange from failing the others.
+    What is ours: the HTTP exchange. `send_each_async` costs about 1 ms of CPU per message (a deep copy of its retry
+    config, a `requests.Session` built per request by the auth flow, httpx's request/response model and httpcore's
+    pool bookkeeping); aiohttp (HTTP/1.1 keep-alive, C parser) posts the same bytes for about 0.09 ms. There are no
+    transport retries: the delivery worker owns retries (firebase-admin's default 500/503 retries, which slept 7 s and
+    hid one-off faults, were already switched off). FCM accepts HTTP/1.1 as well as HTTP/2; firebase-admin's client
+    spoke HTTP/2 to Google (and HTTP/1.1 to a plain-http stand-in, which uvicorn serves), this one speaks HTTP/1.1 to
+    both, over up to `max_in_flight` connections instead of one multiplexed one.
 
-    The window is spread over shards of at most `per_client` requests, each shard a firebase app of its own (one
-    firebase-admin `HttpxAsyncClient`, so one httpcore connection pool), created when the window first needs it.
-    Why: httpcore's pool walks every pooled connection on each request start and each response close, and for every
-    idle one asks anyio whether the socket is readable (which rebuilds the socket's attribute table with a
-    getpeername() and then poll()s), and counts the idle connections again for each idle one. Measured over loopback
-    HTTP/1.1 on 2 cores, one client with 16 connections spent 36% of the worker's CPU there (2.0 ms CPU a message
-    in all); four clients of four connections each send the same 16 at once for about 1.1 ms a message. Against
-    Google (HTTP/2) each shard is one connection with up to `per_client` streams.
+    At most `max_in_flight` requests are in flight per sender (`IHANOI_FCM_CONCURRENCY`, shared by every batch being
+    sent at once), over at most as many keep-alive connections. A batch goes out as one request per message; a
+    failure outside the HTTP exchange fails only its own message.
     """
 
     def __init__(
@@ -237,10 +213,9 @@ class FirebaseSender:
         *,
         timeout: float = 30.0,
         max_in_flight: int = 16,
-        per_client: int = 4,
     ) -> None:
-        if max_in_flight < 1 or per_client < 1:
-            raise ValueError("max_in_flight and per_client must be at least 1")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         if credential is None:
             credential = StandInCredential() if endpoint else credentials.ApplicationDefault()
         self.project_id = project_id
@@ -248,35 +223,36 @@ class FirebaseSender:
         base = self.endpoint + "/v1/projects/{0}/messages:send" if self.endpoint else GOOGLE_FCM_URL
         self.fcm_url = base.format(project_id)
         self.max_in_flight = max_in_flight
-        self.max_clients = -(-max_in_flight // per_client)  # ceil
-        self.per_client = -(-max_in_flight // self.max_clients)  # the window spread evenly
         self._timeout = timeout
-        self._credential = credential
-        self._shards: list[_Shard] = []  # apps outlive event loops; their clients do not
-        self._live = 0  # shards with a client on the current loop: self._shards[:self._live]
+        self._app = firebase_admin.initialize_app(
+            credential, {"projectId": project_id, "httpTimeout": timeout}, name=f"ihanoi-push-{next(_app_names)}",
+        )
+        # The messaging service is used for its FCM headers and its error mapping only; it never sends here.
+        self._service = messaging._get_messaging_service(self._app)
+        self._google_credential = self._app.credential.get_credential()
+        self._base_headers = {**_METRICS_HEADERS, **self._service._fcm_headers, "Content-Type": "application/json"}
+        self._auth_request: Any = None  # google-auth's requests transport, built once, for token refreshes only
+        self._headers: dict[str, str] | None = None  # _base_headers + the credential's, for `_headers_token`
+        self._headers_token: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._window: asyncio.Semaphore | None = None
-        self._add_app()  # the first app at once (as before); the others when the window first needs them
+        self._auth_lock: asyncio.Lock | None = None
+        self._session: aiohttp.ClientSession | None = None
 
-    def _add_app(self) -> _Shard:
-        app = firebase_admin.initialize_app(
-            self._credential, {"projectId": self.project_id, "httpTimeout": self._timeout},
-            name=f"ihanoi-push-{next(_app_names)}",
+    def _start_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        # aiohttp sessions and asyncio primitives belong to the loop they first ran on: new ones for this loop
+        self._loop = loop
+        self._window = asyncio.Semaphore(self.max_in_flight)
+        self._auth_lock = asyncio.Lock()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=self.max_in_flight,
+                # under the 5 s after which common servers (uvicorn's default, many proxies) drop an idle
+                # connection, so a request is never written to a connection the server is closing
+                keepalive_timeout=4.0,
+            ),
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
         )
-        shard = _Shard(app)
-        self._shards.append(shard)
-        return shard
-
-    def _shard(self) -> _Shard:
-        """The least busy shard on this loop, a new one if every live shard has `per_client` in flight."""
-        live = self._shards[: self._live]
-        shard = min(live, key=lambda s: s.in_flight) if live else None
-        if shard is None or (shard.in_flight >= self.per_client and self._live < self.max_clients):
-            shard = self._shards[self._live] if self._live < len(self._shards) else self._add_app()
-            shard.client = _use_endpoint(shard.app, self.fcm_url, self._timeout)
-            shard.in_flight = 0
-            self._live += 1
-        return shard
 
     async def send(self, messages: Sequence[PushMessage]) -> list[PushResult]:
         if len(messages) > MAX_BATCH:
@@ -285,46 +261,125 @@ class FirebaseSender:
             return []
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            # httpx clients (and asyncio primitives) belong to the loop they first ran on: new ones for this loop
-            self._loop = loop
-            self._window = asyncio.Semaphore(self.max_in_flight)
-            self._live = 0
+            self._start_on(loop)
         return list(await asyncio.gather(*(self._send_one(message) for message in messages)))
 
     async def _send_one(self, message: PushMessage) -> PushResult:
         problem = _check(message)
-        if problem:  # firebase-admin would raise ValueError before sending
+        body = None
+        if not problem:
+            try:
+                encoded = messaging._MessagingService.encode_message(to_fcm_message(message))
+                body = msgspec.json.encode({"message": encoded})
+            except (ValueError, TypeError, msgspec.EncodeError) as error:
+                problem = str(error)
+        if body is None:  # firebase-admin would have raised ValueError before sending
             log.warning("push refused before sending: %s", problem)
             return PushResult(token=str(message.token), ok=False, error_code="INVALID_ARGUMENT")
-        fcm = to_fcm_message(message)
         assert self._window is not None
         async with self._window:
-            shard = self._shard()
-            shard.in_flight += 1
             try:
-                [response] = (await messaging.send_each_async([fcm], app=shard.app)).responses
-            except exceptions.FirebaseError:
-                # send_each_async answers per message; it raises (UnknownError) only when something outside the HTTP
-                # exchange fails, e.g. refreshing credentials. Whether the request went out is unknown.
+                status, content, headers = await self._post(body)
+            except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                return self._failed(message.token, self._service._handle_fcm_httpx_error(_as_httpx_error(error)))
+            except Exception:
+                # e.g. google-auth failing to refresh the token: whether the request went out is unknown
                 log.exception("FCM send failed outside the HTTP exchange")
                 return PushResult(token=message.token, ok=False, error_code="UNKNOWN")
-            finally:
-                shard.in_flight -= 1
-        if response.success:
-            return PushResult(token=message.token, ok=True, message_id=response.message_id)
-        code = error_code(response.exception)
-        retry_after = retry_after_seconds(response.exception) if code in ("QUOTA_EXCEEDED", "UNAVAILABLE") else None
-        return PushResult(token=message.token, ok=False, error_code=code, retry_after=retry_after)
+        if 200 <= status < 300:
+            try:
+                name = _decode_name(content).name
+            except msgspec.DecodeError:
+                log.warning("FCM answered %s without a message name", status)
+                return PushResult(token=message.token, ok=False, error_code="UNKNOWN")
+            return PushResult(token=message.token, ok=True, message_id=name)
+        request = httpx.Request("POST", self.fcm_url)
+        response = httpx.Response(status, headers=headers, content=content, request=request)
+        error = httpx.HTTPStatusError(f"FCM answered {status}", request=request, response=response)
+        return self._failed(message.token, self._service._handle_fcm_httpx_error(error))
+
+    @staticmethod
+    def _failed(token: str, error: exceptions.FirebaseError) -> PushResult:
+        code = error_code(error)
+        retry_after = retry_after_seconds(error) if code in ("QUOTA_EXCEEDED", "UNAVAILABLE") else None
+        return PushResult(token=token, ok=False, error_code=code, retry_after=retry_after)
+
+    async def _post(self, body: bytes) -> tuple[int, bytes, list[tuple[str, str]] | None]:
+        """One `messages:send`, sent again after a 401 with a refreshed token (twice at most, as firebase-admin)."""
+        assert self._session is not None
+        refreshes = 0
+        while True:
+            headers = await self._auth_headers()
+            async with self._session.post(self.fcm_url, data=body, headers=headers) as response:
+                content = await response.read()
+                status = response.status
+                # the answer's headers are read only for errors (Retry-After): not on the hot path
+                answer_headers = None if 200 <= status < 300 else list(response.headers.items())
+            if status != 401 or refreshes >= 2:
+                return status, content, answer_headers
+            refreshes += 1
+            await self._refresh(headers)
+
+    def _headers_fresh(self) -> bool:
+        credential = self._google_credential
+        if self._headers is None:
+            return False
+        if credential.token is None:  # a credential without tokens (anonymous): nothing to refresh
+            return True
+        return credential.token == self._headers_token and credential.token_state is TokenState.FRESH
+
+    async def _auth_headers(self) -> dict[str, str]:
+        if self._headers_fresh():
+            return self._headers  # type: ignore[return-value]
+        assert self._auth_lock is not None
+        async with self._auth_lock:  # one refresh at a time; the others wait and then find the headers fresh
+            if not self._headers_fresh():
+                headers = dict(self._base_headers)
+                await asyncio.to_thread(self._before_request, headers)
+                self._headers, self._headers_token = headers, self._google_credential.token
+        return self._headers  # type: ignore[return-value]
+
+    def _before_request(self, headers: dict[str, str]) -> None:
+        """google-auth's per-request step (refresh when not fresh, then apply the token), in a worker thread."""
+        if self._auth_request is None:
+            self._auth_request = google.auth.transport.requests.Request()
+        self._google_credential.before_request(self._auth_request, "POST", self.fcm_url, headers)
+
+    async def _refresh(self, used: dict[str, str]) -> None:
+        """A forced refresh after a 401, unless another request already replaced the headers it was sent with."""
+        assert self._auth_lock is not None
+        async with self._auth_lock:
+            if self._headers is not used:
+                return
+            if self._auth_request is None:
+                self._auth_request = google.auth.transport.requests.Request()
+            await asyncio.to_thread(self._google_credential.refresh, self._auth_request)
+            self._headers = None  # rebuilt with the new token by the next _auth_headers
 
     async def aclose(self) -> None:
-        """Close the HTTP clients and delete the firebase apps."""
-        if self._loop is asyncio.get_running_loop():
-            for shard in self._shards[: self._live]:
-                await shard.client.aclose()
-        # delete_app() calls the service's close(), which does asyncio.run(aclose()): not allowed on a running
-        # loop, fine (and then a no-op on the closed client) in a worker thread.
-        for shard in self._shards:
-            await asyncio.to_thread(firebase_admin.delete_app, shard.app)
-        self._shards.clear()
-        self._live = 0
+        """Close the HTTP session and delete the firebase app."""
+        if self._session is not None and self._loop is asyncio.get_running_loop():
+            await self._session.close()
+        self._session = None
         self._loop = None
+        if self._app is not None:
+            # delete_app() calls the service's close(), which does asyncio.run(aclose()) on firebase-admin's own
+            # (unused) httpx client: not allowed on a running loop, fine in a worker thread.
+            await asyncio.to_thread(firebase_admin.delete_app, self._app)
+            self._app = None  # type: ignore[assignment]
+
+
+class _Name(msgspec.Struct):
+    name: str
+
+
+_decode_name = msgspec.json.Decoder(_Name).decode
+
+
+def _as_httpx_error(error: BaseException) -> httpx.HTTPError:
+    """The httpx error firebase-admin's async client would have raised for this aiohttp failure."""
+    if isinstance(error, TimeoutError):  # aiohttp's timeouts (ServerTimeoutError too) are TimeoutErrors
+        return httpx.TimeoutException(str(error) or "timed out")
+    if isinstance(error, aiohttp.ClientConnectorError):  # the connection could not be made: nothing was sent
+        return httpx.ConnectError(str(error))
+    return httpx.TransportError(f"{type(error).__name__}: {error}")

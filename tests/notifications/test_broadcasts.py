@@ -64,7 +64,11 @@ def key() -> dict[str, str]:
 async def run_worker(conn, redis, fcm_url, client):
     pool = TransactionPool(conn)
     await broadcasts.fan_out(pool, client.app.state.identity.units)
-    return await delivery.send_due(pool, redis, FirebaseSender(project_id="ihanoi-test", endpoint=fcm_url))
+    sender = FirebaseSender(project_id="ihanoi-test", endpoint=fcm_url)
+    try:
+        return await delivery.send_due(pool, redis, sender)
+    finally:
+        await sender.aclose()
 
 
 async def test_ward_staff_broadcast_reaches_the_ward_only(client, conn, redis, fcm_url, stand_in):

@@ -7,7 +7,6 @@ import datetime as dt
 import uuid
 
 import httpx
-import pytest
 import pytest_asyncio
 
 from app import web
@@ -25,9 +24,11 @@ async def stand_in(fcm_url):
         yield control
 
 
-@pytest.fixture
-def sender(fcm_url):
-    return FirebaseSender(project_id=PROJECT, endpoint=fcm_url)
+@pytest_asyncio.fixture
+async def sender(fcm_url):
+    firebase = FirebaseSender(project_id=PROJECT, endpoint=fcm_url)
+    yield firebase
+    await firebase.aclose()  # its HTTP session and firebase app
 
 
 class CountingSender:

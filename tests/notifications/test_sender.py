@@ -1,10 +1,11 @@
-"""FirebaseSender through the real firebase-admin client to the FCM stand-in running as a real HTTP server.
+"""FirebaseSender (firebase-admin's credential, encoding and error mapping) to the FCM stand-in as a real HTTP server.
 
 The stand-in runs under uvicorn in a subprocess (the tests' event loop is session-wide, so no server in-process).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import email.utils
 import socket
 import time
@@ -13,10 +14,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import google.auth.credentials
 import httpx
 import pytest
 import pytest_asyncio
-from firebase_admin import messaging
+from firebase_admin import credentials, messaging
 
 from notifications.sender import (
     FirebaseSender,
@@ -238,6 +240,60 @@ async def test_senders_do_not_share_endpoints(sender: FirebaseSender) -> None:
     assert sender.fcm_url.startswith("http://127.0.0.1:")
     assert messaging._MessagingService.FCM_URL.startswith("https://fcm.googleapis.com/")  # no global patching
     await google.aclose()
+
+
+class _Expiring(google.auth.credentials.Credentials):
+    """An access token that google-auth refreshes when it is stale, counting the refreshes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refreshes = 0
+
+    def refresh(self, request) -> None:
+        self.refreshes += 1
+        self.token = f"token-{self.refreshes}"
+        self.expiry = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(hours=1)  # google-auth: naive UTC
+
+
+class _AppCredential(credentials.Base):
+    def __init__(self, credential: google.auth.credentials.Credentials) -> None:
+        self._credential = credential
+
+    def get_credential(self) -> google.auth.credentials.Credentials:
+        return self._credential
+
+
+async def test_access_token_is_refreshed_by_google_auth_once_per_token(
+    stand_in_url: str, control: httpx.AsyncClient
+) -> None:
+    token = _Expiring()
+    sender = FirebaseSender(PROJECT, endpoint=stand_in_url, credential=_AppCredential(token))
+    try:
+        results = await sender.send([push(f"r-{i}") for i in range(50)])
+        assert all(r.ok for r in results)
+        assert token.refreshes == 1  # no token yet: one refresh, then the same token for every request
+
+        token.expiry = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=1)  # about to expire
+        assert all(r.ok for r in await sender.send([push(f"s-{i}") for i in range(20)]))
+        assert token.refreshes == 2
+
+        await fault(control, token="ios", answer="THIRD_PARTY_AUTH_ERROR")  # a 401: refreshed and sent again
+        [result] = await sender.send([push("ios")])
+        assert result.error_code == "THIRD_PARTY_AUTH_ERROR"
+        assert token.refreshes == 4
+        assert (await stats(control))["answers"] == {"OK": 70, "THIRD_PARTY_AUTH_ERROR": 3}
+    finally:
+        await sender.aclose()
+
+
+async def test_no_connection_is_unavailable() -> None:
+    sender = FirebaseSender(PROJECT, endpoint=f"http://127.0.0.1:{_free_port()}", timeout=5)
+    try:
+        [result] = await sender.send([push("nobody-listens")])
+    finally:
+        await sender.aclose()
+    # as firebase-admin maps httpx.ConnectError: UnavailableError, which the delivery worker retries
+    assert (result.ok, result.error_code, result.retry_after) == (False, "UNAVAILABLE", None)
 
 
 def test_token_messages_do_not_warn() -> None:
