@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from modules import Module
 
 CATALOG: tuple[str, ...] = ("notifications:module", "feedback:module", "payments:module", "parking:module",
-                            "transit:module", "console:module")
+                            "transit:module", "console:module", "health:module")
 
 
 class CatalogError(ValueError):

@@ -1,0 +1,34 @@
+"""The health module's settings."""
+
+from __future__ import annotations
+
+import msgspec
+
+from modules import Settings
+
+
+class HealthSettings(msgspec.Struct, frozen=True, kw_only=True):
+    data_key: str | None = None
+    share_code_seconds: int = 300
+    share_access_minutes: int = 240
+    emergency_minutes: int = 60
+    consent_max_days: int = 366
+    max_bundle_bytes: int = 5 * 1024 * 1024
+    max_bundle_entries: int = 1000
+    page_max: int = 200
+
+
+SETTINGS = Settings(HealthSettings, {
+    "IHANOI_HEALTH_DATA_KEY": ("data_key", "32 random bytes, base64: encrypts health records at rest, their own key apart from IHANOI_MASTER_KEY (prod: required; dev/test derive one from the master key)"),
+    "IHANOI_HEALTH_SHARE_CODE_SECONDS": ("share_code_seconds", "seconds the share code (QR) a resident shows at a visit may be redeemed (default 300)"),
+    "IHANOI_HEALTH_SHARE_ACCESS_MINUTES": ("share_access_minutes", "minutes a facility may read the record after redeeming a share code (default 240)"),
+    "IHANOI_HEALTH_EMERGENCY_MINUTES": ("emergency_minutes", "minutes an emergency (break-glass) access lasts (default 60)"),
+    "IHANOI_HEALTH_CONSENT_MAX_DAYS": ("consent_max_days", "longest consent a resident may give a facility or clinician, in days (default 366)"),
+    "IHANOI_HEALTH_MAX_BUNDLE_BYTES": ("max_bundle_bytes", "largest FHIR transaction Bundle accepted, in bytes (default 5 MiB)"),
+    "IHANOI_HEALTH_MAX_BUNDLE_ENTRIES": ("max_bundle_entries", "most entries in one FHIR transaction Bundle (default 1000)"),
+    "IHANOI_HEALTH_PAGE_MAX": ("page_max", "largest `_count` of a FHIR search page (default 200)"),
+})
+
+
+def of(settings) -> HealthSettings:
+    return settings.of("health")

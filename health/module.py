@@ -1,0 +1,34 @@
+"""The health module as the kernel sees it: routes, declarations, settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from health import api, config
+from modules import Module, NotificationCategory, Role, Template, Title
+
+module = Module(
+    name="health",
+    title=Title(vi="Sức khỏe", en="Health"),
+    icon="health",
+    routers=api.ROUTERS,
+    migrations=Path(__file__).parent / "migrations",
+    min_identity_level=2,
+    roles=[
+        Role("health_facility", Title("Hệ thống cơ sở y tế", "Health facility system"), "record",
+             "the facility's code: its system (a machine client) writes visits over FHIR and reads what "
+             "residents shared with the facility"),
+        Role("health_clinician", Title("Nhân viên y tế", "Clinician"), "record",
+             "the facility's code: a resident who treats patients there reads what they shared with the "
+             "facility or with them, and may open a record in an emergency"),
+        Role("health_admin", Title("Quản lý y tế thành phố", "City health administration"), "none",
+             "no scope: registers facilities"),
+    ],
+    notification_categories=[NotificationCategory("health", Title("Sức khỏe", "Health"), templates=[
+        Template("health.emergency_access", "Hồ sơ sức khỏe được mở khẩn cấp",
+                 "{facility} đã mở hồ sơ sức khỏe của bạn lúc {at_vi} trong tình huống khẩn cấp. Lý do: {reason}",
+                 "Your health record was opened in an emergency",
+                 "{facility} opened your health record at {at_en} in an emergency. Reason: {reason}"),
+    ])],
+    settings=config.SETTINGS,
+)
