@@ -18,6 +18,7 @@ Functions other parts of the module may call (names are stable; new ones are add
     await put_resource(conn, cipher, resource_type=, resource_id=, patient_id=, facility_id=, resource=,
                        index=Index(...)) -> StoredResource   # by id (the Patient resource: id = patient id)
     await get_resource(conn, cipher, resource_type, resource_id) -> StoredResource | None
+    await resource_by_source(conn, cipher, resource_type, facility_id, source_key) -> Record(id, patient_id) | None
     await find_resources(conn, cipher, Query(patient_id=..., types=(...), date_from=, date_to=, category=(...),
                          codes=(...), updated_from=, updated_to=, encounter_id=), limit=, after=(effective_at, id),
                          newest_first=True) -> list[StoredResource]
@@ -201,8 +202,9 @@ def _sealed(cipher: HealthCipher, resource_type: str, resource_id: uuid.UUID, re
 
 async def upsert_resource(conn: asyncpg.Connection, cipher: HealthCipher, *, resource_type: str,
                           patient_id: uuid.UUID, facility_id: int | None, source_key: str, resource: dict,
-                          index: Index) -> tuple[StoredResource, bool]:
-    """Insert, or update the resource the same facility sent before under the same identifier."""
+                          index: Index, new_id: uuid.UUID | None = None) -> tuple[StoredResource, bool]:
+    """Insert (as `new_id` when given), or update the resource the same facility sent before under the same
+    identifier."""
     hashed = source_hash(cipher, source_key)
     codes = code_hashes(cipher, index.codes)
     for _ in range(2):  # a concurrent first insert of the same identifier makes the second pass an update
@@ -219,7 +221,7 @@ async def upsert_resource(conn: asyncpg.Connection, cipher: HealthCipher, *, res
                 resource_type, existing["id"], patient_id, index.effective_at, list(index.category), codes,
                 index.status, index.encounter_id, _sealed(cipher, resource_type, existing["id"], resource))
             return _stored(cipher, row), False
-        new_id = uuid.uuid4()
+        new_id = new_id or uuid.uuid4()
         row = await conn.fetchrow(
             f"""INSERT INTO health_resource (resource_type, id, patient_id, facility_id, source_hash, effective_at,
                                              category, codes, status, encounter_id, content, last_updated)
@@ -250,6 +252,15 @@ async def put_resource(conn: asyncpg.Connection, cipher: HealthCipher, *, resour
         code_hashes(cipher, index.codes), index.status, index.encounter_id,
         _sealed(cipher, resource_type, resource_id, resource))
     return _stored(cipher, row)
+
+
+async def resource_by_source(conn: asyncpg.Connection, cipher: HealthCipher, resource_type: str,
+                             facility_id: int | None, source_key: str) -> Record | None:
+    """The id and patient of what this facility sent before under this identifier, without opening it."""
+    return await conn.fetchrow(
+        """SELECT id, patient_id FROM health_resource
+            WHERE resource_type = $1 AND facility_id IS NOT DISTINCT FROM $2 AND source_hash = $3""",
+        resource_type, facility_id, source_hash(cipher, source_key))
 
 
 async def get_resource(conn: asyncpg.Connection, cipher: HealthCipher, resource_type: str,

@@ -1,0 +1,191 @@
+"""FHIR for facilities: transactions all or nothing, resends update, validation answered as OperationOutcome,
+read, search with paging, $everything; a facility without consent reads nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from tests.health.support import (
+    FHIR_JSON,
+    PATIENT,
+    PATIENT_BHYT,
+    bearer,
+    bundle,
+    condition,
+    encounter,
+    facility,
+    fhir_get,
+    observation,
+    patient,
+    send,
+    visit,
+)
+
+
+async def consent(client, facility_code: str, personal_id: str = PATIENT, days: int = 30) -> dict:
+    headers = await bearer(client, personal_id)
+    until = (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).isoformat()
+    response = await client.post("/v1/health/consents", json={"facility": facility_code, "expires_at": until},
+                                 headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_metadata_is_a_capability_statement(client):
+    response = await client.get("/fhir/metadata")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/fhir+json")
+    body = response.json()
+    assert body["resourceType"] == "CapabilityStatement"
+    assert {r["type"] for r in body["rest"][0]["resource"]} >= {"Patient", "Observation", "AuditEvent"}
+
+
+async def test_a_transaction_stores_a_visit_and_a_resend_updates_it(client, conn):
+    code, his = await facility(client, conn)
+    patient_id = await visit(client, his)
+    counts = await conn.fetchval("SELECT count(*) FROM health_resource WHERE patient_id = $1::uuid", patient_id)
+    assert counts == 4
+    again = await send(client, his, bundle(
+        ("urn:uuid:p1", patient()), ("urn:uuid:e1", encounter("v1-enc", status="finished")),
+        (None, observation("v1-obs", value=80, encounter={"reference": "urn:uuid:e1"})),
+        (None, condition("v1-cond", encounter={"reference": "urn:uuid:e1"}))))
+    assert [e["response"]["status"] for e in again["entry"]] == ["200 OK"] * 4
+    assert await conn.fetchval("SELECT count(*) FROM health_resource WHERE patient_id = $1::uuid", patient_id) == 4
+    # the urn:uuid reference became the stored Encounter's id; the pulse is the new value
+    await consent(client, code)
+    found = await fhir_get(client, his, "Observation", patient=patient_id)
+    assert found["total"] == 1
+    obs = found["entry"][0]["resource"]
+    assert obs["valueQuantity"]["value"] == 80 and obs["meta"]["versionId"] == "2"
+    assert obs["encounter"]["reference"] == again["entry"][1]["response"]["location"].rsplit("/_history", 1)[0]
+
+
+async def test_the_patient_is_matched_by_personal_id_and_bhyt(client, conn):
+    _, his = await facility(client, conn)
+    first = await visit(client, his, prefix="a")
+    # a second facility names the same person by BHYT card only
+    _, other = await facility(client, conn, name="Phòng khám Đa khoa Hà Nội")
+    answer = await send(client, other, bundle(
+        ("urn:uuid:p1", {"resourceType": "Patient",
+                         "identifier": [{"system": "https://ihanoi.hanoi.gov.vn/fhir/sid/bhyt",
+                                         "value": PATIENT_BHYT}]}),
+        (None, observation("b-obs"))))
+    assert answer["entry"][0]["response"]["location"].split("/")[1] == first
+    assert await conn.fetchval("SELECT count(*) FROM health_patient") >= 1
+    assert await conn.fetchval("SELECT count(*) FROM health_resource WHERE patient_id = $1::uuid "
+                               "AND resource_type = 'Observation'", first) == 2
+
+
+async def test_invalid_resources_are_refused_with_each_problem_named_and_nothing_stored(client, conn):
+    _, his = await facility(client, conn)
+    before = await conn.fetchval("SELECT count(*) FROM health_resource")
+    bad = bundle(
+        ("urn:uuid:p1", patient(gender="mail")),
+        (None, observation("x1", status="bogus")),
+        (None, observation("x2", effectiveDateTime="2026-13-45")),
+        (None, condition("x3", code="not-icd")),
+        (None, observation("x4", subject="urn:uuid:nobody")),
+        (None, {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "unknown": 1,
+                "subject": {"reference": "urn:uuid:p1"}, "identifier": [{"system": "s", "value": "v"}]}),
+    )
+    response = await client.post("/fhir", content=msgspec.json.encode(bad), headers=his | FHIR_JSON)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    where = {e for issue in outcome["issue"] for e in issue["expression"]}
+    assert "Bundle.entry[0].resource.gender" in where
+    assert "Bundle.entry[1].resource.status" in where
+    assert "Bundle.entry[2].resource.effectiveDateTime" in where
+    assert "Bundle.entry[3].resource.code.coding[0].code" in where
+    assert "Bundle.entry[5].resource.unknown" in where
+    assert await conn.fetchval("SELECT count(*) FROM health_resource") == before
+
+
+async def test_a_transaction_is_all_or_nothing(client, conn):
+    """The last entry names a resource that does not exist: nothing of the first ones is kept."""
+    _, his = await facility(client, conn)
+    before = await conn.fetchval("SELECT (SELECT count(*) FROM health_resource) + (SELECT count(*) FROM "
+                                 "health_patient) + (SELECT count(*) FROM health_access_log)")
+    body = bundle(("urn:uuid:p1", patient("001190054321", "HT3010987654321")), ("urn:uuid:e1", encounter("e")),
+                  (None, observation("o", encounter={"reference": "Encounter/5b0e7f0e-8d6e-4c47-9d1e-0c0a7f1f2a3b"})),
+                  (None, observation("o2", subject="urn:uuid:missing")))
+    outcome = await send(client, his, body, expect=422)
+    problems = {(i["expression"][0], i["code"]) for i in outcome["issue"]}
+    assert ("Bundle.entry[2].resource.encounter", "not-found") in problems
+    assert ("Bundle.entry[3].resource.subject", "not-found") in problems
+    after = await conn.fetchval("SELECT (SELECT count(*) FROM health_resource) + (SELECT count(*) FROM "
+                                "health_patient) + (SELECT count(*) FROM health_access_log)")
+    assert after == before
+
+
+async def test_an_unknown_patient_and_oversized_bundles_are_refused(client, conn):
+    _, his = await facility(client, conn)
+    unknown = bundle(("urn:uuid:p1", {"resourceType": "Patient", "identifier": [
+        {"system": "https://ihanoi.hanoi.gov.vn/fhir/sid/bhyt", "value": "GD4790000000001"}]}),
+        (None, observation("u")))
+    outcome = await send(client, his, unknown, expect=422)
+    assert outcome["issue"][0]["code"] == "not-found" and "unknown patient" in outcome["issue"][0]["diagnostics"]
+    many = bundle(*[(None, observation(f"m{i}")) for i in range(10_000)])
+    outcome = await send(client, his, many, expect=413)
+    assert outcome["issue"][0]["expression"] == ["Bundle.entry"]
+    assert "10000 entries" in outcome["issue"][0]["diagnostics"]
+    huge = bundle(("urn:uuid:p1", patient()), (None, observation("h", note=[{"text": "x" * (10 * 1024 * 1024)}])))
+    response = await client.post("/fhir", content=msgspec.json.encode(huge), headers=his | FHIR_JSON)
+    assert response.status_code == 413
+    assert response.json()["resourceType"] == "OperationOutcome"
+    not_json = await client.post("/fhir", content=b"{not json", headers=his | FHIR_JSON)
+    assert not_json.status_code == 400 and not_json.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_a_facility_without_consent_reads_nothing(client, conn):
+    _, his = await facility(client, conn)
+    patient_id = await visit(client, his)
+    written = await send(client, his, bundle(("urn:uuid:p1", patient()), (None, observation("z"))))
+    obs_location = written["entry"][1]["response"]["location"].rsplit("/_history", 1)[0]
+    for path, params in ((obs_location, {}), ("Observation", {"patient": patient_id}),
+                         (f"Patient/{patient_id}/$everything", {}), ("Patient", {"_id": patient_id}),
+                         (f"Patient/{patient_id}", {})):
+        outcome = await fhir_get(client, his, path, expect=403, **params)
+        assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "forbidden"
+        assert "entry" not in outcome
+
+
+async def test_search_pages_with_next_links_and_filters(client, conn):
+    code, his = await facility(client, conn)
+    observations = [(None, observation(f"s{i}", when=f"2026-04-{i + 1:02d}T08:00:00+07:00",
+                                       category="laboratory" if i % 2 else "vital-signs",
+                                       code="2345-7" if i % 2 else "8867-4")) for i in range(25)]
+    answer = await send(client, his, bundle(("urn:uuid:p1", patient()), *observations))
+    patient_id = answer["entry"][0]["response"]["location"].split("/")[1]
+    await consent(client, code)
+    seen, page, pages = [], await fhir_get(client, his, "Observation", patient=patient_id, _count=10), 1
+    while True:
+        seen += [e["resource"]["effectiveDateTime"] for e in page["entry"]]
+        following = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        if not following:
+            break
+        path = following[0].split("/fhir/", 1)[1]
+        page = (await client.get(f"/fhir/{path}", headers=his)).json()
+        pages += 1
+    assert pages == 3 and len(seen) == 25 and len(set(seen)) == 25
+    assert seen == sorted(seen, reverse=True)  # newest first
+    labs = await fhir_get(client, his, "Observation", patient=patient_id, category="laboratory")
+    assert labs["total"] == 12
+    by_code = await fhir_get(client, his, "Observation", patient=patient_id, code="http://loinc.org|2345-7")
+    assert by_code["total"] == 12
+    april_first_week = await fhir_get(client, his, "Observation", patient=patient_id,
+                                      date=["ge2026-04-01", "lt2026-04-08"])
+    assert april_first_week["total"] == 7
+    def hour(delta: int) -> str:
+        return (dt.datetime.now(dt.UTC) + dt.timedelta(hours=delta)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    for bound, total in ((f"ge{hour(1)}", 0), (f"ge{hour(-1)}", 25), (f"lt{hour(-1)}", 0)):
+        since = await fhir_get(client, his, "Observation", patient=patient_id, _lastUpdated=bound)
+        assert since["total"] == total, bound
+    everything = await fhir_get(client, his, f"Patient/{patient_id}/$everything", _count=20)
+    assert everything["entry"][0]["resource"]["resourceType"] == "Patient"
+    assert len(everything["entry"]) == 21 and any(link["relation"] == "next" for link in everything["link"])
+    bad = await fhir_get(client, his, "Observation", expect=400, patient=patient_id, date="xx2026")
+    assert bad["issue"][0]["expression"] == ["date"]
