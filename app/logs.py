@@ -26,13 +26,15 @@ def current_request_id() -> str | None:
 # Keys whose values never reach a log, whatever they hold.
 SENSITIVE_KEYS = re.compile(
     r"(personal_?id|pin|cccd|cmnd|national_?id|password|secret|token|authorization|cookie|"
-    r"phone|email|birth|health|diagnos|record|address|full_?name)",
+    r"phone|email|birth|health|diagnos|record|address|full_?name|bhyt|insurance)",
     re.IGNORECASE,
 )
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # JWTs and bearer credentials
     (re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]*"), "[jwt]"),
     (re.compile(r"(?i)(bearer\s+)[\w.~+/=-]+"), r"\1[redacted]"),
+    # BHYT (health insurance) card numbers: 2 letters, a benefit level 1-5, 12 digits (before the digit runs below)
+    (re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[1-5]\d{12}(?![A-Za-z0-9])"), "[bhyt]"),
     # 12-digit personal identification numbers and 9-digit old ID cards
     (re.compile(r"(?<!\d)\d{12}(?!\d)"), "[personal-id]"),
     (re.compile(r"(?<!\d)\d{9}(?!\d)"), "[id]"),
