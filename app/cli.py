@@ -104,6 +104,8 @@ async def _migrate(settings: Settings, *, quiet: bool = False) -> int:
 
 
 async def _seed(settings: Settings) -> dict[str, int]:
+    import inspect
+
     from app.asgi import resolve_modules
     from app.db import create_pool
 
@@ -115,8 +117,9 @@ async def _seed(settings: Settings) -> dict[str, int]:
     pool = await create_pool(settings.database_url, min_size=1, max_size=2, timeout=settings.db_timeout)
     try:
         for module in modules:
+            extra = {"settings": settings} if "settings" in inspect.signature(module.seed).parameters else {}
             async with pool.acquire() as conn:
-                created = await module.seed(conn, lambda line, m=module: _echo(f"  {m.name}: {line}"))
+                created = await module.seed(conn, lambda line, m=module: _echo(f"  {m.name}: {line}"), **extra)
             for what, count in created.items():
                 totals[f"{module.name}.{what}"] = count
                 _echo(f"seed: {module.name} {what}: {count}")

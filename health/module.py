@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from health import api, config
+from health import api, config, demo
+from health.cli import cli
 from modules import Module, NotificationCategory, Role, Template, Title
 
 module = Module(
@@ -31,4 +32,6 @@ module = Module(
                  "{facility} opened your health record at {at_en} in an emergency. Reason: {reason}"),
     ])],
     settings=config.SETTINGS,
+    seed=demo.seed,
+    cli=cli,
 )

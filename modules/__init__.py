@@ -224,7 +224,8 @@ class ConsolePage:
 
 # A readiness check gets the app's state; it raises (or returns False) when the module cannot serve.
 ReadinessCheck = Callable[[Any], Awaitable[bool | None]]
-# A seed gets a connection and a progress callback; it returns what it created, e.g. {"reports": 120}.
+# A seed gets a connection and a progress callback; it returns what it created, e.g. {"reports": 120}. A seed
+# that declares a keyword `settings` gets the app's settings too (a module sealing demo data with its own key).
 Seed = Callable[[Any, Callable[[str], None]], Awaitable[Mapping[str, int]]]
 
 

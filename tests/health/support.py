@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 
@@ -22,12 +23,13 @@ ICD10 = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
+_BHYT_CODES = itertools.count(50000)  # unique in the run (the demo's and the CLI test's are below 02000)
 
 
 async def facility(client, conn, code: str | None = None, name: str = "Bệnh viện Bạch Mai") -> tuple[str, dict]:
     """A facility and its system, a machine client holding health_facility:<code>, signed in."""
     code = code or f"bv-{uuid.uuid4().hex[:8]}"
-    bhyt_code = f"{uuid.uuid4().int % 100000:05d}"
+    bhyt_code = f"{next(_BHYT_CODES):05d}"
     await store.insert_facility(conn, code=code, name=name, kind="hospital", bhyt_code=bhyt_code)
     private = ec.generate_private_key(ec.SECP256R1())
     client_id = f"his-{uuid.uuid4().hex[:8]}"
