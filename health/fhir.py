@@ -78,7 +78,7 @@ OBSERVATION_CATEGORIES = frozenset({"social-history", "vital-signs", "imaging", 
                                     "exam", "therapy", "activity"})
 
 
-class Issue(msgspec.Struct, omit_defaults=True):
+class Issue(msgspec.Struct):
     """One OperationOutcome issue: what is wrong and where (a FHIRPath expression)."""
 
     diagnostics: str
@@ -103,7 +103,13 @@ class FhirError(Exception):
 
 
 def outcome(issues: list[Issue]) -> dict:
-    return {"resourceType": "OperationOutcome", "issue": [msgspec.to_builtins(i) for i in issues]}
+    def issue(i: Issue) -> dict:
+        body = {"severity": i.severity, "code": i.code, "diagnostics": i.diagnostics}
+        if i.expression:
+            body["expression"] = i.expression
+        return body
+
+    return {"resourceType": "OperationOutcome", "issue": [issue(i) for i in issues]}
 
 
 def dumps(body: dict) -> bytes:

@@ -264,8 +264,11 @@ async def _resolve(conn: asyncpg.Connection, entry: _Entry, urls: dict[str, tupl
             kind, target = parsed
             owner = None if target is None else targets.get((kind, target))
             if target is not None and owner is None:
-                row = await store.resource_exists(conn, kind, target)
-                owner = None if row is None else row["patient_id"]
+                if kind == "Patient":  # a record may exist before any facility sent its Patient (a consent first)
+                    owner = target if await store.patient(conn, target) is not None else None
+                else:
+                    row = await store.resource_exists(conn, kind, target)
+                    owner = None if row is None else row["patient_id"]
             if owner is None:
                 issues.append(Issue(diagnostics=f"{text} names nothing held here", expression=[path],
                                     code="not-found"))
@@ -301,7 +304,6 @@ async def transaction(conn: asyncpg.Connection, rt, cipher: HealthCipher, settin
         raise FhirError(422, issues)
     at = now()
     # 1. who each entry is: Patients matched by their identifiers, others by the facility's own identifier
-    targets: dict[tuple[str, uuid.UUID], uuid.UUID] = {}  # (type, id) written now -> its patient (filled below)
     sources: dict[tuple[str, str], int] = {}
     for entry in entries:
         if entry.kind == "Patient":
@@ -314,39 +316,52 @@ async def transaction(conn: asyncpg.Connection, rt, cipher: HealthCipher, settin
                                 expression=[f"{entry.path}.identifier"], code="duplicate"))
             continue
         sources[key] = entry.index
-        found = await store.resource_by_source(conn, cipher, entry.kind, actor.facility_id, entry.source_key)
-        entry.target, entry.existed = (found["id"], True) if found else (uuid.uuid4(), False)
     if issues:
         raise FhirError(422, issues)
-    # 2. references: urn:uuid of this Bundle, or resources held here, of the same patient
-    urls: dict[str, tuple[str, uuid.UUID, uuid.UUID]] = {}
+    known = await store.resources_by_source(conn, cipher, actor.facility_id, list(sources)) if sources else {}
     for entry in entries:
-        if entry.kind == "Patient" and entry.target is not None:
-            targets[("Patient", entry.target)] = entry.target
+        if entry.kind != "Patient":
+            found = known.get((entry.kind, entry.source_key))
+            entry.target, entry.existed = (found, True) if found else (uuid.uuid4(), False)
+    # 2. references: urn:uuid of this Bundle, or resources held here, of the same patient
+    by_url = {e.full_url: e for e in entries if e.full_url}
+    patients: dict[uuid.UUID, bool] = {e.target: True for e in entries if e.kind == "Patient"}
     resources = [e for e in entries if e.kind != "Patient"]
     for entry in resources:  # the patient of each, before checking that references agree on it
         subject = fhir._reference(entry.resource.get(fhir.PATIENT_FIELD[entry.kind])) or ""
         if subject.startswith("urn:uuid:"):
-            named = next((e for e in entries if e.full_url == subject), None)
+            named = by_url.get(subject)
             entry.patient_id = named.patient_id if named is not None and named.kind == "Patient" else None
         else:
             parsed = fhir.parse_reference(subject)
-            if parsed and parsed[0] == "Patient" and parsed[1] is not None and await store.patient(conn, parsed[1]):
-                entry.patient_id = parsed[1]
-    for entry in entries:
-        if entry.full_url and entry.target is not None:
-            urls[entry.full_url] = (entry.kind, entry.target, entry.patient_id)
-        if entry.kind != "Patient" and entry.target is not None and entry.patient_id is not None:
-            targets[(entry.kind, entry.target)] = entry.patient_id
+            if parsed and parsed[0] == "Patient" and parsed[1] is not None:
+                if parsed[1] not in patients:
+                    patients[parsed[1]] = await store.patient(conn, parsed[1]) is not None
+                entry.patient_id = parsed[1] if patients[parsed[1]] else None
+    urls = {e.full_url: (e.kind, e.target, e.patient_id) for e in entries if e.full_url and e.target is not None}
+    targets: dict[tuple[str, uuid.UUID], uuid.UUID] = {
+        (e.kind, e.target): e.patient_id for e in entries if e.target is not None and e.patient_id is not None}
     for entry in resources:
         entry.resource = fhir.deep_copy(entry.resource)
         issues.extend(await _resolve(conn, entry, urls, targets))
     if issues:
         raise FhirError(422, issues)
-    # 3. write, Patients first; then say who wrote what, once per patient
+    # 3. write, Patients first, the rest in a few round trips; then say who wrote what, once per patient
     answers: list[dict | None] = [None] * len(bundle["entry"])
     written: dict[uuid.UUID, dict[str, int]] = {}
-    for entry in sorted(entries, key=lambda e: e.kind != "Patient"):
+
+    def answer(entry: _Entry, version: int, last_updated: dt.datetime, created: bool) -> None:
+        counts = written.setdefault(entry.patient_id, {})
+        counts[entry.kind] = counts.get(entry.kind, 0) + 1
+        answers[entry.index] = {
+            "fullUrl": f"{base_url}/{entry.kind}/{entry.target}",
+            "response": {"status": "201 Created" if created else "200 OK",
+                         "location": f"{entry.kind}/{entry.target}/_history/{version}",
+                         "etag": f'W/"{version}"', "lastModified": last_updated.isoformat()},
+        }
+
+    writes: list[store.Write] = []
+    for entry in entries:
         terms = fhir.index_terms(entry.kind, entry.resource, at)
         encounter = fhir.parse_reference(terms.pop("encounter") or "")
         index = store.Index(**terms, encounter_id=encounter[1] if encounter and encounter[0] == "Encounter" else None)
@@ -355,19 +370,20 @@ async def transaction(conn: asyncpg.Connection, rt, cipher: HealthCipher, settin
             stored = await store.put_resource(conn, cipher, resource_type="Patient", resource_id=entry.target,
                                               patient_id=entry.target, facility_id=actor.facility_id,
                                               resource=entry.resource, index=index)
-            created = before is None
+            answer(entry, stored.version, stored.last_updated, before is None)
         else:
-            stored, created = await store.upsert_resource(
-                conn, cipher, resource_type=entry.kind, patient_id=entry.patient_id, facility_id=actor.facility_id,
-                source_key=entry.source_key, resource=entry.resource, index=index, new_id=entry.target)
-        counts = written.setdefault(stored.patient_id, {})
-        counts[entry.kind] = counts.get(entry.kind, 0) + 1
-        answers[entry.index] = {
-            "fullUrl": f"{base_url}/{entry.kind}/{stored.id}",
-            "response": {"status": "201 Created" if created else "200 OK",
-                         "location": f"{entry.kind}/{stored.id}/_history/{stored.version}",
-                         "etag": f'W/"{stored.version}"', "lastModified": stored.last_updated.isoformat()},
-        }
+            writes.append(store.Write(resource_type=entry.kind, id=entry.target, patient_id=entry.patient_id,
+                                      source_key=entry.source_key, resource=entry.resource, index=index,
+                                      existed=entry.existed))
+    if writes:
+        try:
+            versions = await store.write_resources(conn, cipher, actor.facility_id, writes, at)
+        except store.ConcurrentWrite:
+            raise FhirError.one(409, "another transaction wrote some of these identifiers at the same moment: send "
+                                     "the Bundle again (it then updates them)", code="conflict") from None
+        for entry in resources:
+            version, last_updated = versions[entry.target]
+            answer(entry, version, last_updated, not entry.existed)
     for patient_id, counts in written.items():
         what = "transaction: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
         await log_access(conn, cipher, actor, patient_id, action="write", purpose="visit", what=what)

@@ -17,8 +17,10 @@ Functions other parts of the module may call (names are stable; new ones are add
         # the same (facility, type, source_key = identifier "system|value") updates, never duplicates
     await put_resource(conn, cipher, resource_type=, resource_id=, patient_id=, facility_id=, resource=,
                        index=Index(...)) -> StoredResource   # by id (the Patient resource: id = patient id)
+    await write_resources(conn, cipher, facility_id, [Write(...)], at) -> {id: (version, last_updated)}  # batched
     await get_resource(conn, cipher, resource_type, resource_id) -> StoredResource | None
     await resource_by_source(conn, cipher, resource_type, facility_id, source_key) -> Record(id, patient_id) | None
+    await resources_by_source(conn, cipher, facility_id, [(type, source_key)]) -> {(type, source_key): id}
     await find_resources(conn, cipher, Query(patient_id=..., types=(...), date_from=, date_to=, category=(...),
                          codes=(...), updated_from=, updated_to=, encounter_id=), limit=, after=(effective_at, id),
                          newest_first=True) -> list[StoredResource]
@@ -234,6 +236,56 @@ async def upsert_resource(conn: asyncpg.Connection, cipher: HealthCipher, *, res
     raise RuntimeError("resource upsert lost twice to concurrent writers")
 
 
+class Write(msgspec.Struct, frozen=True, kw_only=True):
+    """One resource of a facility's transaction, its id already decided (`existed`: it is an update)."""
+
+    resource_type: str
+    id: uuid.UUID
+    patient_id: uuid.UUID
+    source_key: str
+    resource: dict
+    index: Index
+    existed: bool
+
+
+class ConcurrentWrite(RuntimeError):
+    """Another transaction wrote one of the same identifiers first: sending again updates it."""
+
+
+async def write_resources(conn: asyncpg.Connection, cipher: HealthCipher, facility_id: int | None,
+                          writes: Sequence[Write], at: dt.datetime) -> dict[uuid.UUID, tuple[int, dt.datetime]]:
+    """Many resources of one facility in a few round trips (pipelined inserts and updates, one read-back):
+    the version and last_updated of each id. The same identifiers update, never duplicate."""
+    inserts, updates = [], []
+    for w in writes:
+        content = _sealed(cipher, w.resource_type, w.id, w.resource)
+        codes = code_hashes(cipher, w.index.codes)
+        if w.existed:
+            updates.append((w.resource_type, w.id, facility_id, w.patient_id, w.index.effective_at,
+                            list(w.index.category), codes, w.index.status, w.index.encounter_id, content, at))
+        else:
+            inserts.append((w.resource_type, w.id, w.patient_id, facility_id, source_hash(cipher, w.source_key),
+                            w.index.effective_at, list(w.index.category), codes, w.index.status, w.index.encounter_id,
+                            content, at))
+    if inserts:
+        await conn.executemany(
+            """INSERT INTO health_resource (resource_type, id, patient_id, facility_id, source_hash, effective_at,
+                                            category, codes, status, encounter_id, content, last_updated)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+               ON CONFLICT (resource_type, facility_id, source_hash) DO NOTHING""", inserts)
+    if updates:
+        await conn.executemany(
+            """UPDATE health_resource SET patient_id = $4, version = version + 1, effective_at = $5, category = $6,
+                      codes = $7, status = $8, encounter_id = $9, content = $10, last_updated = $11
+                WHERE resource_type = $1 AND id = $2 AND facility_id IS NOT DISTINCT FROM $3""", updates)
+    rows = await conn.fetch("SELECT id, version, last_updated FROM health_resource WHERE id = ANY($1::uuid[])",
+                            [w.id for w in writes])
+    found = {r["id"]: (r["version"], r["last_updated"]) for r in rows}
+    if len(found) != len(writes):
+        raise ConcurrentWrite("another transaction wrote one of these identifiers first")
+    return found
+
+
 async def put_resource(conn: asyncpg.Connection, cipher: HealthCipher, *, resource_type: str,
                        resource_id: uuid.UUID, patient_id: uuid.UUID, facility_id: int | None, resource: dict,
                        index: Index) -> StoredResource:
@@ -261,6 +313,23 @@ async def resource_by_source(conn: asyncpg.Connection, cipher: HealthCipher, res
         """SELECT id, patient_id FROM health_resource
             WHERE resource_type = $1 AND facility_id IS NOT DISTINCT FROM $2 AND source_hash = $3""",
         resource_type, facility_id, source_hash(cipher, source_key))
+
+
+async def resources_by_source(conn: asyncpg.Connection, cipher: HealthCipher, facility_id: int | None,
+                              keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], uuid.UUID]:
+    """What this facility sent before under these (type, identifier) pairs, in one query."""
+    hashes = {source_hash(cipher, key): (kind, key) for kind, key in keys}
+    rows = await conn.fetch(
+        """SELECT resource_type, source_hash, id FROM health_resource
+            WHERE resource_type = ANY($1::text[]) AND facility_id IS NOT DISTINCT FROM $2
+              AND source_hash = ANY($3::bytea[])""",
+        list({kind for kind, _ in keys}), facility_id, list(hashes))
+    found: dict[tuple[str, str], uuid.UUID] = {}
+    for row in rows:
+        kind, key = hashes[bytes(row["source_hash"])]
+        if kind == row["resource_type"]:
+            found[(kind, key)] = row["id"]
+    return found
 
 
 async def get_resource(conn: asyncpg.Connection, cipher: HealthCipher, resource_type: str,

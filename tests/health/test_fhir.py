@@ -189,3 +189,35 @@ async def test_search_pages_with_next_links_and_filters(client, conn):
     assert len(everything["entry"]) == 21 and any(link["relation"] == "next" for link in everything["link"])
     bad = await fhir_get(client, his, "Observation", expect=400, patient=patient_id, date="xx2026")
     assert bad["issue"][0]["expression"] == ["date"]
+
+
+async def test_a_record_shared_before_any_visit_takes_writes_by_patient_id(client, conn):
+    """The resident shows a share code first; the facility then writes by the Patient id it was given."""
+    code, his = await facility(client, conn)
+    resident = await bearer(client, "001190054321")
+    shown = (await client.post("/v1/health/share-codes", json={}, headers=resident)).json()
+    redeemed = await client.post("/v1/health/share-codes/redeem", json={"code": shown["code"]}, headers=his)
+    patient_id = redeemed.json()["patient"]
+    answer = await send(client, his, bundle((None, observation("first", subject=f"Patient/{patient_id}"))))
+    assert answer["entry"][0]["response"]["status"] == "201 Created"
+    found = await fhir_get(client, his, "Observation", patient=f"Patient/{patient_id}")
+    assert found["total"] == 1
+
+
+async def test_answers_are_valid_fhir_r4b(client, conn):
+    from fhir.resources.R4B import get_fhir_model_class
+
+    code, his = await facility(client, conn)
+    patient_id = await visit(client, his)
+    await consent(client, code)
+    get_fhir_model_class("CapabilityStatement").model_validate((await client.get("/fhir/metadata")).json())
+    for path, params in (("Observation", {"patient": patient_id}), (f"Patient/{patient_id}/$everything", {})):
+        get_fhir_model_class("Bundle").model_validate(await fhir_get(client, his, path, **params))
+    outcome = await fhir_get(client, his, "Observation", expect=400)
+    get_fhir_model_class("OperationOutcome").model_validate(outcome)
+    # the kernel's own refusals leave as OperationOutcome too: no token, a bad token
+    for headers, status in (({}, 401), ({"Authorization": "Bearer nonsense"}, 401)):
+        response = await client.get("/fhir/Observation", params={"patient": patient_id}, headers=headers)
+        assert response.status_code == status
+        assert response.headers["content-type"].startswith("application/fhir+json")
+        get_fhir_model_class("OperationOutcome").model_validate(response.json())
