@@ -24,6 +24,7 @@ from health.fhir import FhirError, Issue
 from health.models import (
     FHIR_JSON,
     AccessLog,
+    ClinicianList,
     Consent,
     ConsentCreate,
     ConsentList,
@@ -170,6 +171,11 @@ class ResidentController(Controller):
           summary="Share the record with a facility (or one clinician of it) until a date")
     async def give(self, data: JSONBody[ConsentCreate], tx: web.Tx, principal: web.Caller, state: State) -> Consent:
         return await service.give_consent(tx, cipher_of(state.settings), config.of(state.settings), principal, data)
+
+    @get("/facilities/{code:str}/clinicians", operation_id="ListHealthClinicians",
+         summary="The clinicians of a facility, to share with one of them personally")
+    async def clinicians(self, code: FromPath[str], conn: web.Conn) -> ClinicianList:
+        return await service.clinicians(conn, code)
 
     @post("/consents/{consent_id:int}/revoke", operation_id="RevokeHealthConsent", status_code=200,
           summary="Stop sharing, from the next request on")

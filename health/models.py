@@ -41,6 +41,15 @@ class FacilityList(msgspec.Struct):
     items: list[Facility]
 
 
+class Clinician(msgspec.Struct):
+    id: str
+    name: str | None
+
+
+class ClinicianList(msgspec.Struct):
+    items: list[Clinician]
+
+
 class ConsentCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     facility: FacilityCode
     expires_at: dt.datetime

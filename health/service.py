@@ -36,6 +36,8 @@ from health.fhir import FhirError, Issue
 from health.models import (
     AccessEntry,
     AccessLog,
+    Clinician,
+    ClinicianList,
     Consent,
     ConsentCreate,
     ConsentList,
@@ -886,6 +888,16 @@ async def add_facility(conn: asyncpg.Connection, body: FacilityCreate) -> Facili
     except asyncpg.UniqueViolationError:
         raise InvalidInput.field("code", "a facility with this code or BHYT facility code exists already") from None
     return facility_view(row)
+
+
+async def clinicians(conn: asyncpg.Connection, code: str) -> ClinicianList:
+    """Whom a resident may share with personally at a facility: the residents holding its clinician role."""
+    if await store.facility_by_code(conn, code) is None:
+        raise NotFound("no such facility")
+    ids = await identity.holders_of(conn, "health_clinician", [code])
+    names = await names_of(conn, ids) if ids else {}
+    return ClinicianList(items=sorted((Clinician(id=str(i), name=names.get(i)) for i in ids),
+                                      key=lambda c: (c.name or "", c.id)))
 
 
 async def list_facilities(conn: asyncpg.Connection) -> list[Facility]:

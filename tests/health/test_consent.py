@@ -90,6 +90,8 @@ async def test_a_clinician_reads_what_was_shared_with_them_or_their_facility(cli
     doctor = await bearer(client, CLINICIAN)
     await fhir_get(client, doctor, "Observation", expect=403, patient=patient_id)
     resident = await bearer(client, PATIENT)
+    listed = (await client.get(f"/v1/health/facilities/{code}/clinicians", headers=resident)).json()["items"]
+    assert [c["id"] for c in listed] == [str(clinician_id)]
     await share(client, resident, code, clinician=str(clinician_id))
     assert (await fhir_get(client, doctor, "Observation", patient=patient_id))["total"] == 1
     # shared with the clinician, not the facility: its system still reads nothing
