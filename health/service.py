@@ -72,6 +72,7 @@ class Actor:
     label: str  # client:<id> or resident:<uuid>, as the access log records it
     facility: asyncpg.Record | None
     resident_id: uuid.UUID | None
+    principal: Principal | None = None
 
     @property
     def facility_id(self) -> int | None:
@@ -94,7 +95,8 @@ async def actor_of(conn: asyncpg.Connection, principal: Principal, facility_code
         codes = [facility_code]
     if not codes:
         if principal.kind == "resident":
-            return Actor(kind="resident", label=label, facility=None, resident_id=uuid.UUID(principal.sub))
+            return Actor(kind="resident", label=label, facility=None, resident_id=uuid.UUID(principal.sub),
+                         principal=principal)
         raise Forbidden("this needs the health_facility role")
     if len(codes) > 1:
         raise InvalidInput.field("X-Facility", "this caller serves several facilities: name one", source="header")
@@ -102,7 +104,7 @@ async def actor_of(conn: asyncpg.Connection, principal: Principal, facility_code
     if facility is None:
         raise Forbidden(f"facility {codes[0]} is not registered")
     resident = uuid.UUID(principal.sub) if principal.kind == "resident" else None
-    return Actor(kind=kind, label=label, facility=facility, resident_id=resident)
+    return Actor(kind=kind, label=label, facility=facility, resident_id=resident, principal=principal)
 
 
 async def may_read(conn: asyncpg.Connection, actor: Actor, patient: asyncpg.Record, at: dt.datetime) -> str | None:
@@ -135,6 +137,8 @@ async def require_read(conn: asyncpg.Connection, cipher: HealthCipher, actor: Ac
     if purpose is None:
         raise FhirError.one(403, "the patient has not shared their record with this facility or clinician (no "
                                  "consent in force, no emergency access)", code="forbidden")
+    if purpose == "own" and actor.principal is not None:  # the resident's own record: a recent level-2 sign-in
+        identity.require_level(actor.principal, 2, RESIDENT_AUTH_AGE)
     await log_access(conn, cipher, actor, patient["id"], action=action, purpose=purpose, what=what)
     return purpose
 

@@ -220,3 +220,28 @@ async def test_bhyt_and_personal_id_numbers_stay_out_of_logs_and_storage(client,
                           ("health_emergency_access", "reason_enc"), ("health_access_log", "reason_enc")):
         blobs = await conn.fetch(f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL")
         assert blobs and not [b for (b,) in blobs if PATIENT_BHYT.encode() in bytes(b) or PATIENT.encode() in bytes(b)]
+
+
+async def test_the_resident_reads_their_own_record_only_after_a_recent_sign_in(client, conn):
+    import time
+
+    import jwt
+
+    _, his = await facility(client, conn)
+    patient_id = await visit(client, his)
+    resident = await bearer(client, PATIENT)
+    own = await fhir_get(client, resident, "Observation", patient=patient_id)
+    assert own["total"] == 1
+    log = (await client.get("/v1/health/access-log", headers=resident)).json()
+    assert [e["action"] for e in log["items"]] == ["write"]  # the resident's own reads are not "accesses"
+    # someone else's record is not theirs
+    await fhir_get(client, await bearer(client, "001190054321"), "Observation", expect=403, patient=patient_id)
+    # signed in an hour ago: step up, for the FHIR read and the consent screens alike
+    token = resident["Authorization"].removeprefix("Bearer ")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    stale = {"Authorization": "Bearer " + client.app.state.identity.keys.sign(
+        claims | {"auth_time": int(time.time()) - 3600})}
+    outcome = await fhir_get(client, stale, "Observation", expect=403, patient=patient_id)
+    assert outcome["issue"][0]["details"]["coding"][0]["code"] == "step-up-required"
+    response = await client.get("/v1/health/consents", headers=stale)
+    assert response.status_code == 403 and response.json()["type"].endswith("step-up-required")
