@@ -221,3 +221,45 @@ async def test_answers_are_valid_fhir_r4b(client, conn):
         assert response.status_code == status
         assert response.headers["content-type"].startswith("application/fhir+json")
         get_fhir_model_class("OperationOutcome").model_validate(response.json())
+
+
+async def test_odd_bundles_are_outcomes_never_500(client, conn):
+    _, his = await facility(client, conn)
+    await visit(client, his)  # PATIENT holds PATIENT_BHYT from now on
+    before = await conn.fetchval("SELECT count(*) FROM health_resource")
+    good_obs = observation("odd")
+    odd = [
+        b"", b"[]", b"null", b'"Bundle"', b'{"resourceType": "Bundle"}',
+        {"resourceType": "Bundle", "type": "batch", "entry": []},
+        {"resourceType": "Bundle", "type": "transaction", "entry": "x"},
+        {"resourceType": "Bundle", "type": "transaction", "entry": [1, "two", None]},
+        {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": "x", "request": {}}]},
+        {"resourceType": "Bundle", "type": "transaction", "entry": [{"resource": {"resourceType": 7}}]},
+        {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Practitioner"}, "request": {"method": "POST", "url": "Practitioner"}}]},
+        {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": good_obs, "request": {"method": "DELETE", "url": "Observation/1"}}]},
+        {"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "http://elsewhere/Patient/1", "resource": good_obs,
+             "request": {"method": "POST", "url": "Observation"}}]},
+        bundle((None, good_obs | {"subject": {"reference": 12}})),
+        bundle((None, good_obs | {"subject": {"reference": "Patient/not-a-uuid"}})),
+        bundle((None, good_obs | {"subject": {"reference": "Encounter/5b0e7f0e-8d6e-4c47-9d1e-0c0a7f1f2a3b"}})),
+        bundle((None, good_obs | {"identifier": [{"system": "s"}]})),
+        bundle((None, good_obs | {"valueQuantity": {"value": 10**30}})),
+        bundle(("urn:uuid:p1", patient()), ("urn:uuid:p1", patient())),
+        bundle(("urn:uuid:p1", patient()), (None, observation("dup")), (None, observation("dup"))),
+        bundle(("urn:uuid:p1", patient(personal_id="001090012346", bhyt=PATIENT_BHYT)), (None, observation("o"))),
+        bundle(("urn:uuid:p1", patient() | {"identifier": [{"system": "https://ihanoi.hanoi.gov.vn/fhir/sid/"
+                                                                      "personal-id", "value": "12345"}]}),),
+    ]
+    for body in odd:
+        raw = body if isinstance(body, bytes) else msgspec.json.encode(body)
+        response = await client.post("/fhir", content=raw, headers=his | FHIR_JSON)
+        assert 400 <= response.status_code < 500, (body, response.status_code, response.text)
+        outcome = response.json()
+        assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"], outcome
+        assert all(i["diagnostics"] and i["severity"] == "error" for i in outcome["issue"])
+    wrong_type = await client.post("/fhir", content=b"<Bundle/>", headers=his | {"Content-Type": "application/xml"})
+    assert wrong_type.status_code == 415 and wrong_type.json()["resourceType"] == "OperationOutcome"
+    assert await conn.fetchval("SELECT count(*) FROM health_resource") == before
