@@ -245,3 +245,32 @@ async def test_the_resident_reads_their_own_record_only_after_a_recent_sign_in(c
     assert outcome["issue"][0]["details"]["coding"][0]["code"] == "step-up-required"
     response = await client.get("/v1/health/consents", headers=stale)
     assert response.status_code == 403 and response.json()["type"].endswith("step-up-required")
+
+
+async def test_the_city_registers_facilities_and_a_clinician_opens_an_emergency(client, conn):
+    admin = "001080033333"
+    await grant(client, conn, admin, "health_admin")
+    headers = await bearer(client, admin)
+    body = {"code": "bv-thanh-nhan", "name": "Bệnh viện Thanh Nhàn", "kind": "hospital", "bhyt_code": "01777"}
+    created = await client.post("/v1/health/facilities", json=body, headers=headers | key())
+    assert created.status_code == 201, created.text
+    assert (await client.post("/v1/health/facilities", json=body, headers=headers | key())).status_code == 400
+    resident = await bearer(client, PATIENT)
+    assert (await client.post("/v1/health/facilities", json=body | {"code": "x-y"}, headers=resident | key())
+            ).status_code == 403
+    listed = (await client.get("/v1/health/facilities")).json()["items"]
+    assert {"code": "bv-thanh-nhan", "name": "Bệnh viện Thanh Nhàn", "kind": "hospital",
+            "bhyt_code": "01777"} in listed
+    # a clinician of it opens a record in an emergency: the resident is told, and sees who
+    _, his = await facility(client, conn)
+    patient_id = await visit(client, his)
+    await grant(client, conn, CLINICIAN, "health_clinician", "bv-thanh-nhan")
+    doctor = await bearer(client, CLINICIAN)
+    opened = await client.post("/v1/health/emergency-access", headers=doctor | key(),
+                               json={"patient": patient_id, "reason": "Sốc phản vệ tại phòng cấp cứu"})
+    assert opened.status_code == 201, opened.text
+    assert (await fhir_get(client, doctor, "Observation", patient=patient_id))["total"] == 1
+    log = (await client.get("/v1/health/access-log", headers=resident)).json()["items"]
+    assert log[0]["who"] == "clinician" and log[0]["facility"] == "bv-thanh-nhan" and log[0]["purpose"] == "emergency"
+    inbox = (await client.get("/v1/notifications", headers=resident)).json()["items"]
+    assert any("Bệnh viện Thanh Nhàn" in n["body"] for n in inbox if n["category"] == "health")
