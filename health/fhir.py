@@ -152,7 +152,7 @@ def validate(resource: Any, path: str) -> list[Issue]:
         issues.append(Issue(
             diagnostics="an identifier with system and value is required: the facility's own id of this record, so "
                         "that sending it again updates it", expression=[f"{path}.identifier"], code="required"))
-    if kind in PATIENT_FIELD and not _reference(resource.get(PATIENT_FIELD[kind])):
+    if kind in PATIENT_FIELD and not reference_of(resource.get(PATIENT_FIELD[kind])):
         issues.append(Issue(diagnostics="the patient is required (a reference to a Patient)",
                             expression=[f"{path}.{PATIENT_FIELD[kind]}"], code="required"))
     return issues
@@ -256,7 +256,8 @@ def identifier_key(resource: dict) -> str | None:
 # ---- references ----------------------------------------------------------------------------------------------
 
 
-def _reference(value: Any) -> str | None:
+def reference_of(value: Any) -> str | None:
+    """The `reference` string of a Reference, or None."""
     return value.get("reference") if isinstance(value, dict) and isinstance(value.get("reference"), str) else None
 
 
@@ -381,7 +382,7 @@ def index_terms(kind: str, resource: dict, now: dt.datetime) -> dict:
         "category": tuple(dict.fromkeys(category)),
         "codes": tuple(dict.fromkeys(codes)),
         "status": status if isinstance(status, str) else None,
-        "encounter": _reference(encounter),
+        "encounter": reference_of(encounter),
     }
 
 

@@ -334,7 +334,7 @@ async def transaction(conn: asyncpg.Connection, rt, cipher: HealthCipher, settin
     patients: dict[uuid.UUID, bool] = {e.target: True for e in entries if e.kind == "Patient"}
     resources = [e for e in entries if e.kind != "Patient"]
     for entry in resources:  # the patient of each, before checking that references agree on it
-        subject = fhir._reference(entry.resource.get(fhir.PATIENT_FIELD[entry.kind])) or ""
+        subject = fhir.reference_of(entry.resource.get(fhir.PATIENT_FIELD[entry.kind])) or ""
         if subject.startswith("urn:uuid:"):
             named = by_url.get(subject)
             entry.patient_id = named.patient_id if named is not None and named.kind == "Patient" else None

@@ -53,3 +53,28 @@ async def test_a_tampered_access_log_row_breaks_the_chain(conn, settings):
                        patient["id"])
     await conn.execute("SET LOCAL session_replication_role = origin")
     assert await store.verify_chain(conn, cipher, patient["id"]) == 2
+
+
+async def test_concurrent_appends_keep_one_unbroken_chain(pool, settings):
+    """Reads of one record from many connections at once: each append waits for the patient row, so the
+    chain has no fork and no gap (committed for real: this test uses the pool, not the test's transaction)."""
+    import asyncio
+    import uuid
+
+    cipher = crypto.cipher_of(settings)
+    async with pool.acquire() as conn, conn.transaction():
+        resident = await identity.demo_resident(conn, key=f"chain-{uuid.uuid4().hex}", full_name="Chuỗi")
+        patient = await store.ensure_patient(conn, cipher, resident)
+
+    async def reader(n: int) -> None:
+        for i in range(10):
+            async with pool.acquire() as conn, conn.transaction():
+                await store.append_access(conn, cipher, patient["id"], actor=f"client:his-{n}", actor_kind="facility",
+                                          facility_id=None, action="read", purpose="consent", what=f"read {i}")
+
+    await asyncio.gather(*(reader(n) for n in range(4)))
+    async with pool.acquire() as conn:
+        seqs = [r["seq"] for r in await conn.fetch(
+            "SELECT seq FROM health_access_log WHERE patient_id = $1 ORDER BY seq", patient["id"])]
+        assert seqs == list(range(1, 41))
+        assert await store.verify_chain(conn, cipher, patient["id"]) is None
