@@ -263,3 +263,27 @@ async def test_odd_bundles_are_outcomes_never_500(client, conn):
     wrong_type = await client.post("/fhir", content=b"<Bundle/>", headers=his | {"Content-Type": "application/xml"})
     assert wrong_type.status_code == 415 and wrong_type.json()["resourceType"] == "OperationOutcome"
     assert await conn.fetchval("SELECT count(*) FROM health_resource") == before
+
+
+async def test_everything_filters_by_type_and_dates(client, conn):
+    code, his = await facility(client, conn)
+    answer = await send(client, his, bundle(
+        ("urn:uuid:p1", patient()), ("urn:uuid:e1", encounter("f-enc")),
+        (None, observation("f-old", when="2025-01-15T08:00:00+07:00")),
+        (None, observation("f-new", when="2026-06-15T08:00:00+07:00")),
+        (None, condition("f-cond", encounter={"reference": "urn:uuid:e1"}))))
+    patient_id = answer["entry"][0]["response"]["location"].split("/")[1]
+    await consent(client, code)
+
+    async def kinds(**params) -> list[str]:
+        found = await fhir_get(client, his, f"Patient/{patient_id}/$everything", **params)
+        return sorted(e["resource"]["resourceType"] for e in found["entry"])
+
+    assert await kinds() == ["Condition", "Encounter", "Observation", "Observation", "Patient"]
+    assert await kinds(_type="Condition,Patient") == ["Condition", "Patient"]
+    assert await kinds(_type="Observation", start="2026-01-01") == ["Observation"]
+    assert await kinds(_type="Observation", end="2025-12") == ["Observation"]
+    assert await kinds(_type="Observation", start="2027") == []
+    bad = await fhir_get(client, his, f"Patient/{patient_id}/$everything", expect=400, _type="Practitioner")
+    assert bad["issue"][0]["expression"] == ["_type"]
+    assert (await fhir_get(client, his, f"Encounter/{patient_id}/$everything", expect=404))["issue"]
