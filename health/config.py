@@ -16,6 +16,11 @@ class HealthSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_bundle_bytes: int = 5 * 1024 * 1024
     max_bundle_entries: int = 1000
     page_max: int = 200
+    social_insurance_url: str | None = None
+    outbox_max_attempts: int = 12
+    outbox_backoff_seconds: int = 30
+    outbox_backoff_max_seconds: int = 6 * 3600
+    display_grant_max_days: int = 366
 
 
 SETTINGS = Settings(HealthSettings, {
@@ -27,6 +32,11 @@ SETTINGS = Settings(HealthSettings, {
     "IHANOI_HEALTH_MAX_BUNDLE_BYTES": ("max_bundle_bytes", "largest FHIR transaction Bundle accepted, in bytes (default 5 MiB)"),
     "IHANOI_HEALTH_MAX_BUNDLE_ENTRIES": ("max_bundle_entries", "most entries in one FHIR transaction Bundle (default 1000)"),
     "IHANOI_HEALTH_PAGE_MAX": ("page_max", "largest `_count` of a FHIR search page (default 200)"),
+    "IHANOI_HEALTH_SOCIAL_INSURANCE_URL": ("social_insurance_url", "base URL of the social-insurance (VSS) visit endpoint finished visits are sent to (dev/test default: the local stand-in at /stand-in/social-insurance; prod: visits wait in the outbox until set)"),
+    "IHANOI_HEALTH_OUTBOX_MAX_ATTEMPTS": ("outbox_max_attempts", "tries of one finished visit before it is marked failed for a person to look at (default 12)"),
+    "IHANOI_HEALTH_OUTBOX_BACKOFF_SECONDS": ("outbox_backoff_seconds", "seconds before the first retry of a visit the receiver did not take; doubled at each try, with jitter (default 30)"),
+    "IHANOI_HEALTH_OUTBOX_BACKOFF_MAX_SECONDS": ("outbox_backoff_max_seconds", "longest wait between two tries of a visit, in seconds (default 21600)"),
+    "IHANOI_HEALTH_DISPLAY_GRANT_MAX_DAYS": ("display_grant_max_days", "longest a resident may let an app (the VNeID display) read their health summary, in days (default 366)"),
 })
 
 

@@ -6,13 +6,18 @@ from pathlib import Path
 
 from health import api, config, demo
 from health.cli import cli
+from health.outbound import jobs as outbound_jobs
+from health.outbound import stand_in as outbound_stand_in
+from health.resident import api as resident_api
 from modules import Module, NotificationCategory, Role, Template, Title
 
 module = Module(
     name="health",
     title=Title(vi="Sức khỏe", en="Health"),
     icon="health",
-    routers=api.ROUTERS,
+    routers=[*api.ROUTERS, *resident_api.ROUTERS],
+    jobs=outbound_jobs.JOBS,
+    dev_routers=[outbound_stand_in.create_router()],
     migrations=Path(__file__).parent / "migrations",
     min_identity_level=2,
     roles=[
@@ -22,6 +27,9 @@ module = Module(
         Role("health_clinician", Title("Nhân viên y tế", "Clinician"), "record",
              "the facility's code: a resident who treats patients there reads what they shared with the "
              "facility or with them, and may open a record in an emergency"),
+        Role("health_display", Title("Ứng dụng hiển thị sổ sức khỏe (VNeID)", "Health summary display (VNeID)"), "none",
+             "no scope: an app (a machine client) that shows a resident's health summary, only while that "
+             "resident has granted it"),
         Role("health_admin", Title("Quản lý y tế thành phố", "City health administration"), "none",
              "no scope: registers facilities"),
     ],

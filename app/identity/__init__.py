@@ -12,6 +12,7 @@ from app.identity.service import (
     demo_resident,
     holders_of,
     holds_role_for,
+    machine_client,
     names_of,
     profile_of,
     require_level,
@@ -20,5 +21,5 @@ from app.identity.units import Unit, UnitDirectory, units_file_directory
 
 __all__ = [
     "IdentityRuntime", "Principal", "Profile", "Unit", "UnitDirectory", "covers_unit", "demo_resident", "guards",
-    "holders_of", "holds_role_for", "names_of", "profile_of", "require_level", "units_file_directory",
+    "holders_of", "holds_role_for", "machine_client", "names_of", "profile_of", "require_level", "units_file_directory",
 ]

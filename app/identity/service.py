@@ -458,6 +458,12 @@ async def names_of(conn: asyncpg.Connection, resident_ids: list[uuid.UUID]) -> d
 # ---- machine clients ---------------------------------------------------------------------------------------
 
 
+async def machine_client(conn: asyncpg.Connection, client_id: str) -> tuple[str, tuple[str, ...]] | None:
+    """An enabled machine client's (name, roles), for a module that lets residents pick an app; None if unknown."""
+    row = await store.get_client(conn, client_id)
+    return None if row is None else (row["name"], tuple(row["roles"]))
+
+
 async def add_client(conn: asyncpg.Connection, *, client_id: str, name: str, roles: list[str], scope: str,
                      public_jwk: dict[str, Any]) -> None:
     for role in roles:

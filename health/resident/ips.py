@@ -1,0 +1,266 @@
+"""The International Patient Summary of a resident's record, from the FHIR resources the facilities sent.
+
+Pure functions over resources (dicts as stored): which section a resource belongs to, the line a resident reads
+for it, its clinical date, and the FHIR `document` Bundle whose Composition is LOINC 60591-5. An empty section
+carries an `emptyReason` (list-empty-reason `unavailable`: the record holds nothing, which is not the same as
+"none known").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from app.web import CITY_TZ
+
+LOINC = "http://loinc.org"
+EMPTY_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/list-empty-reason"
+IPS_PROFILE = "http://hl7.org/fhir/uv/ips/StructureDefinition/Composition-uv-ips"
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    key: str
+    loinc: str
+    loinc_display: str
+    vi: str
+    en: str
+    types: tuple[str, ...]
+    limit: int | None = None  # recent visits: the last few, the timeline has the rest
+
+
+SECTIONS: tuple[SectionSpec, ...] = (
+    SectionSpec("allergies", "48765-2", "Allergies and adverse reactions Document", "Dị ứng",
+                "Allergies and intolerances", ("AllergyIntolerance",)),
+    SectionSpec("problems", "11450-4", "Problem list - Reported", "Bệnh, vấn đề sức khỏe", "Problems",
+                ("Condition",)),
+    SectionSpec("medications", "10160-0", "History of Medication use Narrative", "Thuốc đang dùng", "Medications",
+                ("MedicationRequest", "MedicationStatement")),
+    SectionSpec("immunizations", "11369-6", "History of Immunization Narrative", "Tiêm chủng", "Immunizations",
+                ("Immunization",)),
+    SectionSpec("results", "30954-2", "Relevant diagnostic tests/laboratory data Narrative",
+                "Kết quả xét nghiệm, cận lâm sàng", "Results", ("Observation", "DiagnosticReport"), 50),
+    SectionSpec("visits", "46240-8", "History of Hospitalizations+Outpatient visits Narrative", "Lần khám gần đây",
+                "Recent visits", ("Encounter",), 10),
+)
+BY_TYPE = {t: spec for spec in SECTIONS for t in spec.types}
+EMPTY = {"vi": "Chưa có thông tin trong hồ sơ", "en": "No information available"}
+# A problem no longer going on, a medicine no longer taken, a visit entered in error: not in the summary
+# (the timeline and $everything still show them).
+_NOT_CURRENT = {
+    "Condition": {"resolved", "inactive", "remission"},
+    "AllergyIntolerance": {"resolved", "inactive"},
+    "MedicationRequest": {"cancelled", "stopped", "entered-in-error", "draft"},
+    "MedicationStatement": {"stopped", "entered-in-error", "not-taken"},
+}
+
+
+def _parse(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        if len(value) == 4:
+            return dt.datetime(int(value), 1, 1, tzinfo=dt.UTC)
+        if len(value) == 7:
+            return dt.datetime(int(value[:4]), int(value[5:7]), 1, tzinfo=dt.UTC)
+        if len(value) == 10:  # a date alone: midnight in Hanoi, as the facility meant it
+            day = dt.date.fromisoformat(value)
+            return dt.datetime.combine(day, dt.time(), tzinfo=CITY_TZ).astimezone(dt.UTC)
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
+def clinical_date(resource: dict) -> dt.datetime | None:
+    """When it happened, as the resident would date it (a visit's start, a test's time, a prescription's)."""
+    kind = resource.get("resourceType")
+    candidates: list[Any] = []
+    if kind == "Encounter":
+        period = resource.get("period") or {}
+        candidates = [period.get("start"), period.get("end")]
+    elif kind in ("Observation", "DiagnosticReport"):
+        candidates = [resource.get("effectiveDateTime"), (resource.get("effectivePeriod") or {}).get("start"),
+                      resource.get("issued")]
+    elif kind == "Condition":
+        candidates = [resource.get("onsetDateTime"), resource.get("recordedDate")]
+    elif kind == "AllergyIntolerance":
+        candidates = [resource.get("onsetDateTime"), resource.get("recordedDate")]
+    elif kind == "MedicationRequest":
+        candidates = [resource.get("authoredOn")]
+    elif kind == "MedicationStatement":
+        candidates = [resource.get("effectiveDateTime"), (resource.get("effectivePeriod") or {}).get("start"),
+                      resource.get("dateAsserted")]
+    elif kind == "Immunization":
+        candidates = [resource.get("occurrenceDateTime"), resource.get("recorded")]
+    elif kind == "DocumentReference":
+        candidates = [resource.get("date")]
+    for value in candidates:
+        moment = _parse(value)
+        if moment is not None:
+            return moment
+    return None
+
+
+def concept_text(concept: Any) -> str | None:
+    if not isinstance(concept, dict):
+        return None
+    if concept.get("text"):
+        return str(concept["text"])
+    for coding in concept.get("coding") or ():
+        if coding.get("display"):
+            return str(coding["display"])
+    for coding in concept.get("coding") or ():
+        if coding.get("code"):
+            return str(coding["code"])
+    return None
+
+
+def first_code(concept: Any) -> str | None:
+    """`system|code` of a concept's first coding, as FHIR search writes it."""
+    if not isinstance(concept, dict):
+        return None
+    for coding in concept.get("coding") or ():
+        if coding.get("code"):
+            return f"{coding.get('system', '')}|{coding['code']}"
+    return None
+
+
+def _quantity(value: Any) -> str | None:
+    if not isinstance(value, dict) or value.get("value") is None:
+        return None
+    number = value["value"]
+    shown = f"{number:g}" if isinstance(number, float) else str(number)
+    return f"{shown} {value.get('unit') or value.get('code') or ''}".strip()
+
+
+def _status(resource: dict) -> str | None:
+    for key in ("clinicalStatus", "verificationStatus"):
+        text = concept_text(resource.get(key))
+        if text:
+            return text
+    status = resource.get("status")
+    return str(status) if status else None
+
+
+def describe(resource: dict) -> tuple[str, str | None]:
+    """(what it is, detail) for one resource, in the facility's words."""
+    kind = resource.get("resourceType")
+    if kind == "MedicationRequest" or kind == "MedicationStatement":
+        name = concept_text(resource.get("medicationCodeableConcept")) or "Thuốc"
+        dosage = resource.get("dosageInstruction") or resource.get("dosage") or []
+        detail = dosage[0].get("text") if dosage and isinstance(dosage[0], dict) else None
+        return name, detail
+    if kind == "Immunization":
+        return concept_text(resource.get("vaccineCode")) or "Vắc xin", resource.get("lotNumber")
+    if kind == "Observation":
+        value = (_quantity(resource.get("valueQuantity")) or concept_text(resource.get("valueCodeableConcept"))
+                 or resource.get("valueString"))
+        return concept_text(resource.get("code")) or "Chỉ số", str(value) if value is not None else None
+    if kind == "DiagnosticReport":
+        return concept_text(resource.get("code")) or "Kết quả", resource.get("conclusion")
+    if kind == "Encounter":
+        kinds = [concept_text(t) for t in resource.get("type") or []]
+        reasons = [concept_text(r) for r in resource.get("reasonCode") or []]
+        what = next((k for k in kinds if k), None) or (resource.get("class") or {}).get("display") or "Lần khám"
+        return what, ", ".join(r for r in reasons if r) or None
+    if kind == "DocumentReference":
+        return concept_text(resource.get("type")) or resource.get("description") or "Tài liệu", resource.get(
+            "description")
+    return concept_text(resource.get("code")) or kind or "", None
+
+
+def is_current(resource: dict) -> bool:
+    kind = resource.get("resourceType", "")
+    if resource.get("status") == "entered-in-error":
+        return False
+    clinical = resource.get("clinicalStatus")
+    codes = {c.get("code") for c in (clinical or {}).get("coding") or ()} if isinstance(clinical, dict) else set()
+    if kind in ("Condition", "AllergyIntolerance"):
+        return not (codes & _NOT_CURRENT[kind])
+    if kind in _NOT_CURRENT:
+        return resource.get("status") not in _NOT_CURRENT[kind]
+    return True
+
+
+def _sort_key(resource: dict) -> tuple[float, str]:
+    moment = clinical_date(resource)
+    return (moment.timestamp() if moment else 0.0, str(resource.get("id", "")))
+
+
+def group(resources: Iterable[dict]) -> dict[str, list[dict]]:
+    """Resources by section key, newest first, cut to the section's limit; resources no section takes are left."""
+    grouped: dict[str, list[dict]] = {spec.key: [] for spec in SECTIONS}
+    for resource in resources:
+        spec = BY_TYPE.get(resource.get("resourceType", ""))
+        if spec is not None and is_current(resource):
+            grouped[spec.key].append(resource)
+    for spec in SECTIONS:
+        grouped[spec.key].sort(key=_sort_key, reverse=True)
+        if spec.limit is not None:
+            del grouped[spec.key][spec.limit:]
+    return grouped
+
+
+def document_bundle(patient: dict, grouped: dict[str, list[dict]], *, language: str, base_url: str,
+                    now: dt.datetime) -> dict:
+    """A FHIR `document` Bundle: the IPS Composition first, then the Patient, then every resource a section lists."""
+    def full_url(resource: dict) -> str:
+        return f"{base_url}/fhir/{resource['resourceType']}/{resource['id']}"
+
+    def reference(resource: dict) -> dict:
+        return {"reference": f"{resource['resourceType']}/{resource['id']}"}
+
+    timestamp = now.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    sections = []
+    included: dict[str, dict] = {}
+    for spec in SECTIONS:
+        entries = grouped.get(spec.key, [])
+        title = spec.en if language == "en" else spec.vi
+        section: dict[str, Any] = {
+            "title": title,
+            "code": {"coding": [{"system": LOINC, "code": spec.loinc, "display": spec.loinc_display}]},
+        }
+        if entries:
+            lines = "".join(f"<li>{_escape(describe(r)[0])}</li>" for r in entries)
+            section["text"] = {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><ul>{lines}</ul></div>'}
+            section["entry"] = [reference(r) for r in entries]
+            for r in entries:
+                included[full_url(r)] = _about(r, patient)
+        else:
+            text = EMPTY["en" if language == "en" else "vi"]
+            section["text"] = {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml">{_escape(text)}</div>'}
+            section["emptyReason"] = {"coding": [{"system": EMPTY_REASON_SYSTEM, "code": "unavailable",
+                                                  "display": "Unavailable"}], "text": text}
+        sections.append(section)
+    composition_id = str(uuid.uuid4())
+    composition = {
+        "resourceType": "Composition", "id": composition_id, "meta": {"profile": [IPS_PROFILE]},
+        "language": "en" if language == "en" else "vi", "status": "final",
+        "type": {"coding": [{"system": LOINC, "code": "60591-5", "display": "Patient summary Document"}]},
+        "subject": reference(patient), "date": timestamp,
+        "author": [{"display": "iHaNoi – Hồ sơ sức khỏe điện tử Hà Nội"}],
+        "title": "Patient Summary" if language == "en" else "Tóm tắt hồ sơ sức khỏe", "section": sections,
+    }
+    entries = [{"fullUrl": f"urn:uuid:{composition_id}", "resource": composition},
+               {"fullUrl": full_url(patient), "resource": patient}]
+    entries += [{"fullUrl": url, "resource": resource} for url, resource in included.items()]
+    return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "document", "timestamp": timestamp,
+            "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"}, "entry": entries}
+
+
+# where each type names its patient; the document points them all at the record's Patient (a facility may have
+# sent its own local reference, which means nothing outside its bundle)
+_PATIENT_FIELD = {"AllergyIntolerance": "patient", "Immunization": "patient"}
+
+
+def _about(resource: dict, patient: dict) -> dict:
+    field = _PATIENT_FIELD.get(resource.get("resourceType", ""), "subject")
+    return resource | {field: {"reference": f"Patient/{patient['id']}"}}
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
