@@ -16,6 +16,7 @@ import asyncpg
 from app import web
 from app.errors import InvalidInput, NotFound
 from app.identity import Principal, machine_client, names_of
+from health import service as health_service
 from health import store as health_store
 from health.crypto import HealthCipher
 from health.resident import ips, pdf, store
@@ -54,11 +55,14 @@ async def own_patient(conn: asyncpg.Connection, principal: Principal) -> asyncpg
 async def _log(conn: asyncpg.Connection, cipher: HealthCipher, patient_id: uuid.UUID, principal: Principal, *,
                action: str, what: str) -> None:
     if principal.kind == "resident":
-        actor, kind, purpose = f"resident:{principal.sub}", "resident", "own"
-    else:
-        actor, kind, purpose = f"client:{principal.client_id}", "app", "app-grant"
-    await health_store.append_access(conn, cipher, patient_id, actor=actor, actor_kind=kind, facility_id=None,
-                                     action=action, purpose=purpose, what=what)
+        # The core's `log_access` leaves a resident's own reads out; the record's log takes them (actor_kind
+        # resident), and the resident sees their own reads among the others.
+        await health_store.append_access(conn, cipher, patient_id, actor=f"resident:{principal.sub}",
+                                         actor_kind="resident", facility_id=None, action=action, purpose="own",
+                                         what=what)
+        return
+    app = health_service.Actor(kind="app", label=f"client:{principal.client_id}", facility=None, resident_id=None)
+    await health_service.log_access(conn, cipher, app, patient_id, action=action, purpose="app-grant", what=what)
 
 
 async def _facility_names(conn: asyncpg.Connection, resources: list[health_store.StoredResource]) -> dict[int, str]:

@@ -17,6 +17,7 @@ from health import module as health_module
 from health.outbound import jobs, service, stand_in
 from modules import JobContext
 from tests.conftest import free_port
+from tests.health import support as core
 from tests.health.resident_support import BHYT, ICD10, cipher_of, facility, full_visit, record, visit
 
 POLICY = service.Policy(max_attempts=4, backoff_seconds=30, backoff_max_seconds=600)
@@ -205,3 +206,22 @@ async def test_the_worker_job_sends_over_real_http_to_a_running_server(serving, 
         got = (await http.get(stand_in.PREFIX + "/_control/received")).json()
     assert [v["visit_key"] for v in got["visits"]] == [row["visit_key"]]
     assert got["visits"][0]["receipt"] == row["receipt"]
+
+
+async def test_a_facilitys_fhir_transaction_queues_its_finished_visit_all_or_nothing(client, conn):
+    """The real path: a facility system posts a transaction Bundle over FHIR; the visit it finishes is queued with
+    it, and a Bundle refused as a whole queues nothing."""
+    code, his = await core.facility(client, conn)
+    refused = core.bundle(("urn:uuid:p1", core.patient()), ("urn:uuid:e1", core.encounter("enc-bad")),
+                          (None, core.condition("cond-bad", subject="Patient/00000000-0000-4000-8000-000000000000")))
+    await core.send(client, his, refused, expect=422)
+    assert await conn.fetchval("SELECT count(*) FROM health_outbox") == 0
+    patient_id = await core.visit(client, his, prefix="fhir")
+    row = await conn.fetchrow("SELECT * FROM health_outbox WHERE patient_id = $1", uuid.UUID(patient_id))
+    assert row["state"] == "pending"
+    assert await deliver(client) == {"delivered": 1, "retry": 0, "failed": 0}
+    claim = (await received(client))["visits"][0]["claim"]
+    assert claim["visit_key"] == row["visit_key"] and claim["facility_code"] == code
+    assert claim["insurance_card"] == core.PATIENT_BHYT
+    assert claim["diagnoses"] == [{"system": ICD10, "code": "I10", "display": None}]
+    assert claim["period_start"] == "2026-05-01T08:00:00+07:00"
