@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,33 +28,38 @@ class SectionSpec:
     vi: str
     en: str
     types: tuple[str, ...]
-    limit: int | None = None  # recent visits: the last few, the timeline has the rest
+    limit: int  # the newest so many; the timeline and $everything have the rest
+    # Which rows are current, by the `status` the core indexes (a resource's status, else its clinicalStatus):
+    # exactly these, or all but these. A problem resolved, a medicine stopped or finished, anything entered in
+    # error: not in the summary (the timeline and $everything still show them).
+    only: tuple[str, ...] = ()
+    never: tuple[str, ...] = ("entered-in-error",)
 
 
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("allergies", "48765-2", "Allergies and adverse reactions Document", "Dị ứng",
-                "Allergies and intolerances", ("AllergyIntolerance",)),
+                "Allergies and intolerances", ("AllergyIntolerance",), 100,
+                never=("resolved", "inactive", "entered-in-error")),
     SectionSpec("problems", "11450-4", "Problem list - Reported", "Bệnh, vấn đề sức khỏe", "Problems",
-                ("Condition",)),
+                ("Condition",), 100, never=("resolved", "inactive", "remission", "entered-in-error")),
     SectionSpec("medications", "10160-0", "History of Medication use Narrative", "Thuốc đang dùng", "Medications",
-                ("MedicationRequest", "MedicationStatement")),
+                ("MedicationRequest",), 50, only=("active", "on-hold")),
     SectionSpec("immunizations", "11369-6", "History of Immunization Narrative", "Tiêm chủng", "Immunizations",
-                ("Immunization",)),
+                ("Immunization",), 100, never=("not-done", "entered-in-error")),
     SectionSpec("results", "30954-2", "Relevant diagnostic tests/laboratory data Narrative",
-                "Kết quả xét nghiệm, cận lâm sàng", "Results", ("Observation", "DiagnosticReport"), 50),
+                "Kết quả xét nghiệm, cận lâm sàng", "Results", ("Observation", "DiagnosticReport"), 50,
+                never=("registered", "cancelled", "entered-in-error")),
     SectionSpec("visits", "46240-8", "History of Hospitalizations+Outpatient visits Narrative", "Lần khám gần đây",
-                "Recent visits", ("Encounter",), 10),
+                "Recent visits", ("Encounter",), 10, never=("planned", "cancelled", "entered-in-error")),
 )
-BY_TYPE = {t: spec for spec in SECTIONS for t in spec.types}
+BY_KEY = {spec.key: spec for spec in SECTIONS}
 EMPTY = {"vi": "Chưa có thông tin trong hồ sơ", "en": "No information available"}
-# A problem no longer going on, a medicine no longer taken, a visit entered in error: not in the summary
-# (the timeline and $everything still show them).
-_NOT_CURRENT = {
-    "Condition": {"resolved", "inactive", "remission"},
-    "AllergyIntolerance": {"resolved", "inactive"},
-    "MedicationRequest": {"cancelled", "stopped", "entered-in-error", "draft"},
-    "MedicationStatement": {"stopped", "entered-in-error", "not-taken"},
-}
+
+
+def is_current(spec: SectionSpec, status: str | None) -> bool:
+    if spec.only:
+        return status in spec.only
+    return status not in spec.never
 
 
 def _parse(value: Any) -> dt.datetime | None:
@@ -73,36 +77,6 @@ def _parse(value: Any) -> dt.datetime | None:
         return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
     except ValueError:
         return None
-
-
-def clinical_date(resource: dict) -> dt.datetime | None:
-    """When it happened, as the resident would date it (a visit's start, a test's time, a prescription's)."""
-    kind = resource.get("resourceType")
-    candidates: list[Any] = []
-    if kind == "Encounter":
-        period = resource.get("period") or {}
-        candidates = [period.get("start"), period.get("end")]
-    elif kind in ("Observation", "DiagnosticReport"):
-        candidates = [resource.get("effectiveDateTime"), (resource.get("effectivePeriod") or {}).get("start"),
-                      resource.get("issued")]
-    elif kind == "Condition":
-        candidates = [resource.get("onsetDateTime"), resource.get("recordedDate")]
-    elif kind == "AllergyIntolerance":
-        candidates = [resource.get("onsetDateTime"), resource.get("recordedDate")]
-    elif kind == "MedicationRequest":
-        candidates = [resource.get("authoredOn")]
-    elif kind == "MedicationStatement":
-        candidates = [resource.get("effectiveDateTime"), (resource.get("effectivePeriod") or {}).get("start"),
-                      resource.get("dateAsserted")]
-    elif kind == "Immunization":
-        candidates = [resource.get("occurrenceDateTime"), resource.get("recorded")]
-    elif kind == "DocumentReference":
-        candidates = [resource.get("date")]
-    for value in candidates:
-        moment = _parse(value)
-        if moment is not None:
-            return moment
-    return None
 
 
 def concept_text(concept: Any) -> str | None:
@@ -171,38 +145,6 @@ def describe(resource: dict) -> tuple[str, str | None]:
         return concept_text(resource.get("type")) or resource.get("description") or "Tài liệu", resource.get(
             "description")
     return concept_text(resource.get("code")) or kind or "", None
-
-
-def is_current(resource: dict) -> bool:
-    kind = resource.get("resourceType", "")
-    if resource.get("status") == "entered-in-error":
-        return False
-    clinical = resource.get("clinicalStatus")
-    codes = {c.get("code") for c in (clinical or {}).get("coding") or ()} if isinstance(clinical, dict) else set()
-    if kind in ("Condition", "AllergyIntolerance"):
-        return not (codes & _NOT_CURRENT[kind])
-    if kind in _NOT_CURRENT:
-        return resource.get("status") not in _NOT_CURRENT[kind]
-    return True
-
-
-def _sort_key(resource: dict) -> tuple[float, str]:
-    moment = clinical_date(resource)
-    return (moment.timestamp() if moment else 0.0, str(resource.get("id", "")))
-
-
-def group(resources: Iterable[dict]) -> dict[str, list[dict]]:
-    """Resources by section key, newest first, cut to the section's limit; resources no section takes are left."""
-    grouped: dict[str, list[dict]] = {spec.key: [] for spec in SECTIONS}
-    for resource in resources:
-        spec = BY_TYPE.get(resource.get("resourceType", ""))
-        if spec is not None and is_current(resource):
-            grouped[spec.key].append(resource)
-    for spec in SECTIONS:
-        grouped[spec.key].sort(key=_sort_key, reverse=True)
-        if spec.limit is not None:
-            del grouped[spec.key][spec.limit:]
-    return grouped
 
 
 def document_bundle(patient: dict, grouped: dict[str, list[dict]], *, language: str, base_url: str,

@@ -34,10 +34,6 @@ from health.resident.models import (
 DISPLAY_ROLE = "health_display"
 TIMELINE_TYPES = ("Encounter", "Condition", "Observation", "MedicationRequest", "Immunization", "AllergyIntolerance",
                   "DiagnosticReport", "DocumentReference")
-# What the summary reads: every allergy, problem, medicine and vaccine; the newest results and visits only.
-_WHOLE = ("AllergyIntolerance", "Condition", "MedicationRequest", "Immunization")
-_RESULTS_LIMIT = next(s.limit for s in ips.SECTIONS if s.key == "results")
-_VISITS_LIMIT = next(s.limit for s in ips.SECTIONS if s.key == "visits")
 
 
 def now() -> dt.datetime:
@@ -66,46 +62,37 @@ async def _log(conn: asyncpg.Connection, cipher: HealthCipher, patient_id: uuid.
 
 
 async def _facility_names(conn: asyncpg.Connection, resources: list[health_store.StoredResource]) -> dict[int, str]:
-    names: dict[int, str] = {}
-    for facility_id in {r.facility_id for r in resources if r.facility_id is not None}:
-        row = await health_store.facility(conn, facility_id)
-        if row is not None:
-            names[facility_id] = row["name"]
-    return names
+    ids = sorted({r.facility_id for r in resources if r.facility_id is not None})
+    return await store.facility_names(conn, ids) if ids else {}
 
 
 # ---- the summary ---------------------------------------------------------------------------------------------
 
 
-async def summary_resources(conn: asyncpg.Connection, cipher: HealthCipher,
-                            patient_id: uuid.UUID) -> list[health_store.StoredResource]:
-    """The rows the summary shows, in three keyset reads (the newest results and visits only)."""
-    query = health_store.Query
-    found = await health_store.find_resources(conn, cipher, query(patient_id=patient_id, types=_WHOLE), limit=None)
-    found += await health_store.find_resources(
-        conn, cipher, query(patient_id=patient_id, types=("Observation", "DiagnosticReport")), limit=_RESULTS_LIMIT)
-    found += await health_store.find_resources(conn, cipher, query(patient_id=patient_id, types=("Encounter",)),
-                                               limit=_VISITS_LIMIT)
-    return found
+async def summary_sections(conn: asyncpg.Connection, cipher: HealthCipher,
+                           patient_id: uuid.UUID) -> dict[str, list[health_store.StoredResource]]:
+    """The resources each section shows, newest first: one statement filters and cuts them, only those are opened."""
+    grouped: dict[str, list[health_store.StoredResource]] = {spec.key: [] for spec in ips.SECTIONS}
+    for row in await store.summary_rows(conn, patient_id):
+        grouped[row["section"]].append(health_store._stored(cipher, row))
+    return grouped
 
 
 def _entry(stored: health_store.StoredResource, facilities: dict[int, str]) -> SummaryEntry:
-    text, detail = ips.describe(stored.resource)
-    moment = ips.clinical_date(stored.resource) or stored.effective_at
+    resource = stored.resource
+    text, detail = ips.describe(resource)
     return SummaryEntry(id=str(stored.id), type=stored.resource_type, text=text, detail=detail,
-                        status=ips._status(stored.resource), date=web.local(moment),
-                        code=ips.first_code(stored.resource.get("code") or stored.resource.get("vaccineCode")
-                                            or stored.resource.get("medicationCodeableConcept")),
+                        status=ips._status(resource), date=web.local(stored.effective_at),
+                        code=ips.first_code(resource.get("code") or resource.get("vaccineCode")
+                                            or resource.get("medicationCodeableConcept")),
                         facility=facilities.get(stored.facility_id) if stored.facility_id else None)
 
 
-def build_summary(patient_id: uuid.UUID | None, resources: list[health_store.StoredResource],
+def build_summary(patient_id: uuid.UUID | None, grouped: dict[str, list[health_store.StoredResource]],
                   facilities: dict[int, str], language: str) -> Summary:
-    by_id = {str(r.id): r for r in resources}
-    grouped = ips.group(r.resource for r in resources)
     sections = []
     for spec in ips.SECTIONS:
-        entries = [_entry(by_id[str(res["id"])], facilities) for res in grouped[spec.key]]
+        entries = [_entry(stored, facilities) for stored in grouped.get(spec.key, ())]
         empty = None if entries else EmptyReason(code="unavailable", text=ips.EMPTY[language])
         sections.append(SummarySection(key=spec.key, code=spec.loinc, title=spec.en if language == "en" else spec.vi,
                                        entries=entries, empty_reason=empty))
@@ -116,10 +103,11 @@ def build_summary(patient_id: uuid.UUID | None, resources: list[health_store.Sto
 async def summary_of(conn: asyncpg.Connection, cipher: HealthCipher, patient: asyncpg.Record | None,
                      principal: Principal, language: str) -> Summary:
     if patient is None:  # no facility has written anything yet: every section empty, nothing to log against
-        return build_summary(None, [], {}, language)
-    resources = await summary_resources(conn, cipher, patient["id"])
+        return build_summary(None, {}, {}, language)
+    grouped = await summary_sections(conn, cipher, patient["id"])
     await _log(conn, cipher, patient["id"], principal, action="read", what="summary")
-    return build_summary(patient["id"], resources, await _facility_names(conn, resources), language)
+    facilities = await _facility_names(conn, [r for rows in grouped.values() for r in rows])
+    return build_summary(patient["id"], grouped, facilities, language)
 
 
 async def document_of(conn: asyncpg.Connection, cipher: HealthCipher, patient: asyncpg.Record | None,
@@ -127,13 +115,13 @@ async def document_of(conn: asyncpg.Connection, cipher: HealthCipher, patient: a
     """The summary as a FHIR `document` Bundle (Composition LOINC 60591-5 first)."""
     if patient is None:
         raise NotFound("no health record yet: no facility has written one")
-    resources = await summary_resources(conn, cipher, patient["id"])
+    grouped = await summary_sections(conn, cipher, patient["id"])
     stored_patient = await health_store.get_resource(conn, cipher, "Patient", patient["id"])
     patient_resource = stored_patient.resource if stored_patient else {"resourceType": "Patient",
                                                                        "id": str(patient["id"])}
     await _log(conn, cipher, patient["id"], principal, action="read", what="summary document")
-    return ips.document_bundle(patient_resource, ips.group(r.resource for r in resources), language=language,
-                               base_url=base_url, now=now())
+    return ips.document_bundle(patient_resource, {k: [r.resource for r in rows] for k, rows in grouped.items()},
+                               language=language, base_url=base_url, now=now())
 
 
 async def my_summary(conn: asyncpg.Connection, cipher: HealthCipher, principal: Principal, language: str) -> Summary:
@@ -224,7 +212,8 @@ async def my_visit_pdf(conn: asyncpg.Connection, cipher: HealthCipher, principal
         status=resource.get("status") or "", reasons=[r for r in reasons if r], diagnoses=lines("Condition"),
         medications=lines("MedicationRequest"), results=lines("Observation", "DiagnosticReport"),
         immunizations=lines("Immunization"),
-        allergies=[ips.describe(a.resource)[0] for a in allergies if ips.is_current(a.resource)])
+        allergies=[ips.describe(a.resource)[0] for a in allergies
+                   if ips.is_current(ips.BY_KEY["allergies"], a.status)])
     await _log(conn, cipher, patient["id"], principal, action="read", what=f"Encounter/{encounter_id} pdf")
     # fpdf2 is pure Python: lay the pages out off the event loop
     body = await asyncio.to_thread(pdf.render, doc, language, issued=now())

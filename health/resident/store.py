@@ -1,4 +1,4 @@
-"""SQL of the resident side: the apps a resident lets read their summary (migration 050)."""
+"""SQL of the resident side: the rows of the patient summary, and the apps a resident lets read it (migration 050)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,32 @@ import uuid
 
 import asyncpg
 
+from health.resident.ips import SECTIONS, SectionSpec
+
 Record = asyncpg.Record
+
+# the columns the core's store opens a resource from (health.store._stored)
+RESOURCE_COLUMNS = ("resource_type, id, patient_id, facility_id, version, effective_at, last_updated, category, "
+                    "status, encounter_id, content")
+
+
+def _section(spec: SectionSpec) -> str:
+    def listed(values: tuple[str, ...]) -> str:
+        return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+    current = (f"status IN ({listed(spec.only)})" if spec.only
+               else f"coalesce(status, '') <> ALL (ARRAY[{listed(spec.never)}])")
+    types = listed(spec.types)
+    return (f"(SELECT '{spec.key}' AS section, {RESOURCE_COLUMNS} FROM health_resource WHERE patient_id = $1 "
+            f"AND resource_type IN ({types}) AND {current} ORDER BY effective_at DESC, id DESC LIMIT {spec.limit})")
+
+
+# Every section in one statement, each newest first, filtered and cut in SQL: only the rows shown are opened.
+SUMMARY_SQL = "\nUNION ALL\n".join(_section(spec) for spec in SECTIONS)
+
+
+async def summary_rows(conn: asyncpg.Connection, patient_id: uuid.UUID) -> list[Record]:
+    return await conn.fetch(SUMMARY_SQL, patient_id)
 
 
 async def grant_app(conn: asyncpg.Connection, patient_id: uuid.UUID, client_id: str, *, now: dt.datetime,
@@ -38,3 +63,9 @@ async def live_app_grant(conn: asyncpg.Connection, patient_id: uuid.UUID, client
     return await conn.fetchrow(
         """SELECT * FROM health_app_grant WHERE patient_id = $1 AND client_id = $2 AND revoked_at IS NULL
               AND granted_at <= $3 AND expires_at > $3""", patient_id, client_id, now)
+
+
+async def facility_names(conn: asyncpg.Connection, facility_ids: list[int]) -> dict[int, str]:
+    """Names of the facilities that wrote these rows, in one statement."""
+    rows = await conn.fetch("SELECT id, name FROM health_facility WHERE id = ANY($1::int[])", facility_ids)
+    return {r["id"]: r["name"] for r in rows}

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
 from app.identity import service as identity
-from health import crypto, store
+from health import crypto, fhir, store
 from tests.feedback.support import bearer  # noqa: F401 - re-exported
 
 RESIDENT, OTHER = "001090012345", "001190054321"
@@ -48,14 +48,12 @@ def iso(moment: dt.datetime) -> str:
 
 
 async def write(client, conn, patient: dict, fac: dict | None, resource: dict, *, effective_at: dt.datetime,
-                category: tuple[str, ...] = (), encounter_id: uuid.UUID | None = None,
+                encounter_id: uuid.UUID | None = None,
                 source: str | None = None) -> store.StoredResource:
-    codes = []
-    for key in ("code", "vaccineCode", "medicationCodeableConcept"):
-        for coding in (resource.get(key) or {}).get("coding") or ():
-            codes.append((coding.get("system"), coding["code"]))
-    index = store.Index(effective_at=effective_at, category=category, codes=tuple(codes),
-                        status=resource.get("status"), encounter_id=encounter_id)
+    # indexed exactly as the core's FHIR transaction indexes it (status, codes, category)
+    terms = fhir.index_terms(resource["resourceType"], resource, effective_at)
+    terms.pop("encounter")
+    index = store.Index(**(terms | {"effective_at": effective_at}), encounter_id=encounter_id)
     stored, _ = await store.upsert_resource(
         conn, cipher_of(client), resource_type=resource["resourceType"], patient_id=patient["id"],
         facility_id=fac["id"] if fac else None, source_key=source or f"urn:test|{uuid.uuid4().hex}",
@@ -93,7 +91,7 @@ async def full_visit(client, conn, patient: dict, fac: dict, days_ago: float = 3
         "category": [{"coding": [{"code": "laboratory"}]}],
         "code": {"coding": [{"system": LOINC, "code": "2345-7", "display": "Đường huyết"}], "text": "Đường huyết"},
         "valueQuantity": {"value": 5.4, "unit": "mmol/L"}, "effectiveDateTime": iso(when)},
-        effective_at=when, category=("laboratory",), encounter_id=encounter.id)
+        effective_at=when, encounter_id=encounter.id)
     return encounter
 
 

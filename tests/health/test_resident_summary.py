@@ -134,3 +134,27 @@ async def test_level_2_and_a_sign_in_within_15_minutes(client, conn):
     recent = client.app.state.identity.keys.sign(claims | {"auth_time": int(time.time()) - 14 * 60})
     assert (await client.get("/v1/health/me/summary", headers={"Authorization": f"Bearer {recent}"})).status_code == 200
     assert (await client.get("/v1/health/me/summary")).status_code == 401
+
+
+async def test_the_summary_shows_what_is_current_and_recent_the_timeline_everything(client, conn):
+    patient = await record(client, conn)
+    fac = await facility(conn)
+    visits = [await write(client, conn, patient, fac, {
+        "resourceType": "Encounter", "status": "finished", "class": {"code": "AMB"},
+        "type": [{"text": f"Khám lần {n}"}]}, effective_at=at(n + 1)) for n in range(12)]
+    await write(client, conn, patient, fac, {"resourceType": "Encounter", "status": "cancelled",
+                                             "class": {"code": "AMB"}, "type": [{"text": "Lịch hủy"}]},
+                effective_at=at(0))
+    stopped = {"resourceType": "MedicationRequest", "status": "stopped", "intent": "order",
+               "medicationCodeableConcept": {"text": "Thuốc đã ngừng"}}
+    await write(client, conn, patient, fac, stopped, effective_at=at(2))
+    await write(client, conn, patient, fac, {"resourceType": "Observation", "status": "entered-in-error",
+                                             "code": {"text": "Ghi nhầm"}, "valueString": "x"}, effective_at=at(2))
+    headers = await bearer(client, RESIDENT)
+    body = (await client.get("/v1/health/me/summary", headers=headers)).json()
+    shown = section(body, "visits")["entries"]
+    assert [e["id"] for e in shown] == [str(v.id) for v in visits[:10]]  # the ten newest, the cancelled one left out
+    assert section(body, "medications")["empty_reason"]["code"] == "unavailable"
+    assert section(body, "results")["entries"] == []
+    items = (await client.get("/v1/health/me/timeline", params={"limit": 100}, headers=headers)).json()["items"]
+    assert {"Lịch hủy", "Thuốc đã ngừng", "Ghi nhầm"} <= {i["text"] for i in items} and len(items) == 15
