@@ -7,7 +7,6 @@ once. The receiver is idempotent on `visit_key`: a send whose answer was lost is
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import random
 from dataclasses import dataclass
@@ -128,8 +127,8 @@ async def deliver_due(pool, cipher: HealthCipher, http: httpx.AsyncClient, endpo
                 receipt = response.json().get("receipt")
                 await store.delivered(conn, row["id"], status=status, receipt=receipt)
             elif outcome == "retry":
-                at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=backoff(policy, row["attempts"], wait))
-                await store.retry_later(conn, row["id"], status=status, error=error, at=at)
+                await store.retry_later(conn, row["id"], status=status, error=error,
+                                        after_seconds=backoff(policy, row["attempts"], wait))
             else:
                 await store.failed(conn, row["id"], status=status, error=error)
                 log.warning("visit not delivered to social insurance", extra={"outbox": row["id"], "error": error})

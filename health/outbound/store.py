@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 
 import asyncpg
@@ -15,23 +14,26 @@ async def claim_due(conn: asyncpg.Connection, *, limit: int, lease_seconds: floa
     mid-send leaves them to be tried again after the lease, and another worker skips them meanwhile."""
     return await conn.fetch(
         """UPDATE health_outbox o SET attempts = o.attempts + 1,
-                  next_attempt_at = now() + make_interval(secs => $2)
-            WHERE o.id IN (SELECT id FROM health_outbox WHERE state = 'pending' AND next_attempt_at <= now()
+                  next_attempt_at = statement_timestamp() + make_interval(secs => $2)
+            WHERE o.id IN (SELECT id FROM health_outbox
+                            WHERE state = 'pending' AND next_attempt_at <= statement_timestamp()
                             ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
         RETURNING o.*""", limit, lease_seconds)
 
 
 async def delivered(conn: asyncpg.Connection, outbox_id: int, *, status: int, receipt: str | None) -> None:
     await conn.execute(
-        """UPDATE health_outbox SET state = 'delivered', delivered_at = now(), last_status = $2, receipt = $3,
-                  last_error = NULL WHERE id = $1""", outbox_id, status, receipt)
+        """UPDATE health_outbox SET state = 'delivered', delivered_at = statement_timestamp(), last_status = $2,
+                  receipt = $3, last_error = NULL WHERE id = $1""", outbox_id, status, receipt)
 
 
 async def retry_later(conn: asyncpg.Connection, outbox_id: int, *, status: int | None, error: str,
-                      at: dt.datetime) -> None:
+                      after_seconds: float) -> None:
+    # the database's clock, as claim_due compares with it (never a worker's); statement_timestamp() is stable,
+    # so the due-rows index serves the comparison
     await conn.execute(
-        "UPDATE health_outbox SET next_attempt_at = $2, last_status = $3, last_error = $4 WHERE id = $1",
-        outbox_id, at, status, error[:500])
+        """UPDATE health_outbox SET next_attempt_at = statement_timestamp() + make_interval(secs => $2),
+                  last_status = $3, last_error = $4 WHERE id = $1""", outbox_id, after_seconds, status, error[:500])
 
 
 async def failed(conn: asyncpg.Connection, outbox_id: int, *, status: int | None, error: str) -> None:

@@ -44,7 +44,7 @@ async def outbox(conn, encounter_id):
 
 async def make_due(conn, encounter_id) -> None:
     """As if the backoff had passed."""
-    await conn.execute("UPDATE health_outbox SET next_attempt_at = now() - interval '1 second' "
+    await conn.execute("UPDATE health_outbox SET next_attempt_at = clock_timestamp() - interval '1 second' "
                        "WHERE encounter_id = $1", encounter_id)
 
 
@@ -97,13 +97,13 @@ async def test_a_failing_receiver_is_retried_with_growing_backoff_until_it_takes
     first = await outbox(conn, encounter.id)
     assert first["state"] == "pending" and first["attempts"] == 1 and first["last_status"] == 503
     assert first["last_error"] == "HTTP 503"
-    wait = (first["next_attempt_at"] - await conn.fetchval("SELECT now()")).total_seconds()
+    wait = (first["next_attempt_at"] - await conn.fetchval("SELECT clock_timestamp()")).total_seconds()
     assert 30 * 0.8 - 1 <= wait <= 30 * 1.2 + 1
     assert await deliver(client) == {"delivered": 0, "retry": 0, "failed": 0}  # not due yet: not sent
     await make_due(conn, encounter.id)
     assert await deliver(client) == {"delivered": 0, "retry": 1, "failed": 0}
     second = await outbox(conn, encounter.id)
-    wait = (second["next_attempt_at"] - await conn.fetchval("SELECT now()")).total_seconds()
+    wait = (second["next_attempt_at"] - await conn.fetchval("SELECT clock_timestamp()")).total_seconds()
     assert 60 * 0.8 - 1 <= wait <= 60 * 1.2 + 1  # doubled
     await make_due(conn, encounter.id)
     assert await deliver(client) == {"delivered": 1, "retry": 0, "failed": 0}
@@ -119,7 +119,7 @@ async def test_an_answer_lost_after_the_receiver_recorded_is_resent_and_taken_on
     await fault(client, times=1, status=503, accept_then_fail=True, retry_after=120)
     assert await deliver(client) == {"delivered": 0, "retry": 1, "failed": 0}
     row = await outbox(conn, encounter.id)
-    wait = (row["next_attempt_at"] - await conn.fetchval("SELECT now()")).total_seconds()
+    wait = (row["next_attempt_at"] - await conn.fetchval("SELECT clock_timestamp()")).total_seconds()
     assert wait >= 119  # the receiver's Retry-After is longer than the first backoff
     await make_due(conn, encounter.id)
     assert await deliver(client) == {"delivered": 1, "retry": 0, "failed": 0}
