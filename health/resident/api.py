@@ -36,7 +36,7 @@ _DOCUMENT_SPEC = {200: ResponseSpec(data_container=FhirResource, media_type=FHIR
 
 
 class MyHealthController(Controller):
-    path = "/v1/health/me"
+    path = "/v1/health"
     tags = ["Health"]
     guards = [guards.resident, guards.level(2, max_auth_age=MAX_AUTH_AGE)]
 

@@ -39,7 +39,7 @@ async def test_summary_sections_in_vietnamese_with_an_empty_reason_and_hanoi_tim
         "code": {"text": "Dị ứng penicillin"}, "recordedDate": iso(at(30))}, effective_at=at(30))
     headers = await bearer(client, RESIDENT)
 
-    response = await client.get("/v1/health/me/summary", headers=headers)
+    response = await client.get("/v1/health/summary", headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
@@ -60,7 +60,7 @@ async def test_summary_sections_in_vietnamese_with_an_empty_reason_and_hanoi_tim
     assert immunizations["empty_reason"] == {"code": "unavailable", "text": "Chưa có thông tin trong hồ sơ"}
     assert problems.get("empty_reason") is None
 
-    english = (await client.get("/v1/health/me/summary", headers=headers | {"Accept-Language": "en"})).json()
+    english = (await client.get("/v1/health/summary", headers=headers | {"Accept-Language": "en"})).json()
     assert english["language"] == "en" and section(english, "problems")["title"] == "Problems"
     assert section(english, "immunizations")["empty_reason"]["text"] == "No information available"
     # each read of one's own record is in the access log, as the resident
@@ -73,7 +73,7 @@ async def test_the_summary_as_a_fhir_document_bundle(client, conn):
     patient = await record(client, conn)
     fac = await facility(conn)
     await full_visit(client, conn, patient, fac)
-    response = await client.get("/v1/health/me/summary/document", headers=await bearer(client, RESIDENT))
+    response = await client.get("/v1/health/summary/document", headers=await bearer(client, RESIDENT))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/fhir+json")
     body = response.json()
@@ -100,40 +100,40 @@ async def test_a_resident_sees_only_their_own_record(client, conn):
     theirs = await record(client, conn, OTHER, bhyt="HC4010987654321")
     fac = await facility(conn)
     their_visit = await full_visit(client, conn, theirs, fac)
-    body = (await client.get("/v1/health/me/summary", headers=await bearer(client, RESIDENT))).json()
+    body = (await client.get("/v1/health/summary", headers=await bearer(client, RESIDENT))).json()
     assert body["patient_id"] == str(mine["id"])
     assert all(s["entries"] == [] for s in body["sections"])
-    timeline = (await client.get("/v1/health/me/timeline", headers=await bearer(client, RESIDENT))).json()
+    timeline = (await client.get("/v1/health/timeline", headers=await bearer(client, RESIDENT))).json()
     assert timeline["items"] == []
     # someone else's visit answers as no visit does
-    response = await client.get(f"/v1/health/me/visits/{their_visit.id}/summary.pdf",
+    response = await client.get(f"/v1/health/visits/{their_visit.id}/summary.pdf",
                                 headers=await bearer(client, RESIDENT))
     assert response.status_code == 404
     assert await access_rows(conn, theirs) == []
 
 
 async def test_a_resident_without_a_record_sees_empty_sections(client, conn):
-    body = (await client.get("/v1/health/me/summary", headers=await bearer(client, "001095067890"))).json()
+    body = (await client.get("/v1/health/summary", headers=await bearer(client, "001095067890"))).json()
     assert body["patient_id"] is None and all(s["empty_reason"]["code"] == "unavailable" for s in body["sections"])
-    response = await client.get("/v1/health/me/summary/document", headers=await bearer(client, "001095067890"))
+    response = await client.get("/v1/health/summary/document", headers=await bearer(client, "001095067890"))
     assert response.status_code == 404
 
 
 async def test_level_2_and_a_sign_in_within_15_minutes(client, conn):
     await record(client, conn)
     low = await bearer(client, RESIDENT, level=1)
-    response = await client.get("/v1/health/me/summary", headers=low)
+    response = await client.get("/v1/health/summary", headers=low)
     assert response.status_code == 403 and response.json()["type"].endswith("step-up-required")
     fresh = (await bearer(client, RESIDENT))["Authorization"].split()[1]
     claims = jwt.decode(fresh, options={"verify_signature": False})
-    for path in ("/v1/health/me/summary", "/v1/health/me/timeline", "/v1/health/me/apps"):
+    for path in ("/v1/health/summary", "/v1/health/timeline", "/v1/health/apps"):
         stale = client.app.state.identity.keys.sign(claims | {"auth_time": int(time.time()) - 16 * 60})
         response = await client.get(path, headers={"Authorization": f"Bearer {stale}"})
         assert response.status_code == 403, path
         assert "within the last 900 seconds" in response.json()["detail"]
     recent = client.app.state.identity.keys.sign(claims | {"auth_time": int(time.time()) - 14 * 60})
-    assert (await client.get("/v1/health/me/summary", headers={"Authorization": f"Bearer {recent}"})).status_code == 200
-    assert (await client.get("/v1/health/me/summary")).status_code == 401
+    assert (await client.get("/v1/health/summary", headers={"Authorization": f"Bearer {recent}"})).status_code == 200
+    assert (await client.get("/v1/health/summary")).status_code == 401
 
 
 async def test_the_summary_shows_what_is_current_and_recent_the_timeline_everything(client, conn):
@@ -151,10 +151,10 @@ async def test_the_summary_shows_what_is_current_and_recent_the_timeline_everyth
     await write(client, conn, patient, fac, {"resourceType": "Observation", "status": "entered-in-error",
                                              "code": {"text": "Ghi nhầm"}, "valueString": "x"}, effective_at=at(2))
     headers = await bearer(client, RESIDENT)
-    body = (await client.get("/v1/health/me/summary", headers=headers)).json()
+    body = (await client.get("/v1/health/summary", headers=headers)).json()
     shown = section(body, "visits")["entries"]
     assert [e["id"] for e in shown] == [str(v.id) for v in visits[:10]]  # the ten newest, the cancelled one left out
     assert section(body, "medications")["empty_reason"]["code"] == "unavailable"
     assert section(body, "results")["entries"] == []
-    items = (await client.get("/v1/health/me/timeline", params={"limit": 100}, headers=headers)).json()["items"]
+    items = (await client.get("/v1/health/timeline", params={"limit": 100}, headers=headers)).json()["items"]
     assert {"Lịch hủy", "Thuốc đã ngừng", "Ghi nhầm"} <= {i["text"] for i in items} and len(items) == 15

@@ -33,7 +33,7 @@ async def test_timeline_pages_newest_first_without_gaps_or_repeats(client, conn)
     seen, cursor, pages = [], None, 0
     while True:
         params = {"limit": 3} | ({"cursor": cursor} if cursor else {})
-        response = await client.get("/v1/health/me/timeline", params=params, headers=headers)
+        response = await client.get("/v1/health/timeline", params=params, headers=headers)
         assert response.status_code == 200, response.text
         body = response.json()
         pages += 1
@@ -50,7 +50,7 @@ async def test_timeline_pages_newest_first_without_gaps_or_repeats(client, conn)
     assert sum(r["what"] == "timeline" for r in await access_rows(conn, patient)) == 3
 
     for bad in ("nonsense", "WyJ4IiwieSJd"):  # not base64 JSON; JSON of the wrong values
-        response = await client.get("/v1/health/me/timeline", params={"cursor": bad}, headers=headers)
+        response = await client.get("/v1/health/timeline", params={"cursor": bad}, headers=headers)
         assert response.status_code == 400, bad
         assert response.json()["errors"][0]["field"] == "cursor"
 
@@ -59,7 +59,7 @@ async def test_timeline_items_point_at_their_visit(client, conn):
     patient = await record(client, conn)
     fac = await facility(conn)
     encounter = await full_visit(client, conn, patient, fac)
-    items = (await client.get("/v1/health/me/timeline", headers=await bearer(client, RESIDENT))).json()["items"]
+    items = (await client.get("/v1/health/timeline", headers=await bearer(client, RESIDENT))).json()["items"]
     assert {i["type"] for i in items} == {"Encounter", "Condition", "MedicationRequest", "Observation"}
     assert {i["encounter_id"] for i in items} == {str(encounter.id)}
 
@@ -71,7 +71,7 @@ async def test_a_visit_summary_pdf_keeps_its_vietnamese_text(client, conn):
     await write(client, conn, patient, fac, {
         "resourceType": "AllergyIntolerance", "code": {"text": "Dị ứng hải sản"}}, effective_at=at(90))
     headers = await bearer(client, RESIDENT)
-    response = await client.get(f"/v1/health/me/visits/{encounter.id}/summary.pdf", headers=headers)
+    response = await client.get(f"/v1/health/visits/{encounter.id}/summary.pdf", headers=headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/pdf"
     assert response.headers["cache-control"] == "no-store"
@@ -84,14 +84,14 @@ async def test_a_visit_summary_pdf_keeps_its_vietnamese_text(client, conn):
     start = at(3).astimezone(CITY_TZ)
     assert start.strftime("%H:%M %d/%m/%Y") in text  # the visit's time in Hanoi
 
-    english = await client.get(f"/v1/health/me/visits/{encounter.id}/summary.pdf",
+    english = await client.get(f"/v1/health/visits/{encounter.id}/summary.pdf",
                                headers=headers | {"Accept-Language": "en"})
     text = pdf_text(english.content)
     assert "VISIT SUMMARY" in text and "Diagnoses" in text and "Viêm họng cấp" in text
     assert [r["what"] for r in await access_rows(conn, patient)] == [f"Encounter/{encounter.id} pdf"] * 2
 
-    response = await client.get("/v1/health/me/visits/not-a-uuid/summary.pdf", headers=headers)
+    response = await client.get("/v1/health/visits/not-a-uuid/summary.pdf", headers=headers)
     assert response.status_code == 400
-    response = await client.get("/v1/health/me/visits/00000000-0000-4000-8000-000000000000/summary.pdf",
+    response = await client.get("/v1/health/visits/00000000-0000-4000-8000-000000000000/summary.pdf",
                                 headers=headers)
     assert response.status_code == 404
