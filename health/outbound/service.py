@@ -124,7 +124,10 @@ async def deliver_due(pool, cipher: HealthCipher, http: httpx.AsyncClient, endpo
             outcome, error = "failed", f"{error}; gave up after {row['attempts']} attempts"
         async with pool.acquire() as conn:
             if outcome == "delivered":
-                receipt = response.json().get("receipt")
+                try:
+                    receipt = response.json().get("receipt")
+                except (ValueError, AttributeError):  # taken, but its answer is not the JSON we expect
+                    receipt = None
                 await store.delivered(conn, row["id"], status=status, receipt=receipt)
             elif outcome == "retry":
                 await store.retry_later(conn, row["id"], status=status, error=error,
