@@ -146,8 +146,8 @@ class RiderController(Controller):
 
     @post("/tickets/{ticket_id:int}/refund", operation_id="RefundTransitTicket", status_code=200,
           dependencies=web.IDEMPOTENT_REQUIRED, summary="Refund an unused single-ride ticket to the wallet")
-    async def refund(self, ticket_id: web.Id, tx: web.Tx, principal: web.Caller) -> TicketView:
-        return await service.refund(tx, principal, ticket_id)
+    async def refund(self, ticket_id: web.Id, tx: web.Tx, principal: web.Caller, state: State) -> TicketView:
+        return await service.refund(tx, principal, ticket_id, state.redis)
 
     @get("/tickets/{ticket_id:int}/credential", operation_id="GetTransitCredential",
          summary="Level 1 for a registered device: the app adds a signed timestamp every 15-30 s")
@@ -193,8 +193,9 @@ class OperatorController(Controller):
 
     @post("/tickets/{ticket_id:int}/revoke", operation_id="RevokeTransitTicket", status_code=200,
           dependencies=web.IDEMPOTENT, summary="Revoke a ticket: gates refuse it now, validators at their next sync")
-    async def revoke(self, slug: FromPath[str], ticket_id: web.Id, tx: web.Tx, principal: web.Caller) -> TicketView:
-        return await service.revoke(tx, principal, _slug(slug), ticket_id)
+    async def revoke(self, slug: FromPath[str], ticket_id: web.Id, tx: web.Tx, principal: web.Caller,
+                     state: State) -> TicketView:
+        return await service.revoke(tx, principal, _slug(slug), ticket_id, state.redis, service.ring_of(state))
 
     @post("/paper-tickets", operation_id="SellTransitPaperTicket", status_code=201,
           dependencies=web.IDEMPOTENT_REQUIRED, summary="A kiosk sale: a paper single ride, issuer-signed, valid once")
@@ -257,7 +258,8 @@ class ValidatorController(Controller):
           summary="An online gate's check: accepted, or refused with a reason code (each code once, fleet-wide)")
     async def check(self, data: JSONBody[CheckRequest], principal: web.Caller, state: State) -> CheckResult:
         return await service.check_online(state.pool, state.redis, service.ring_of(state), principal, data.code,
-                                          data.route_id, data.vehicle, config.of(state.settings))
+                                          data.route_id, data.vehicle, config.of(state.settings),
+                                          state.identity.revoked)
 
     @get("/sync", operation_id="SyncTransitValidator", identity_level=1,
          summary="Issuer keys, deny-lists (tickets, devices), fare products and routes of the validator's operator")

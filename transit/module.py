@@ -22,6 +22,13 @@ async def remind_renewals(ctx: JobContext) -> None:
         log.info("pass renewal reminders sent", extra={"count": sent})
 
 
+async def flush_boardings(ctx: JobContext) -> None:
+    async with ctx.pool.acquire() as conn:
+        moved = await service.flush_boardings(conn, ctx.redis, config.of(ctx.settings))
+    if moved:
+        log.debug("online boardings written", extra={"count": moved})
+
+
 @click.group(help="Transit: the reference validator.")
 def cli() -> None:
     pass
@@ -103,7 +110,8 @@ module = Module(
     icon="bus",
     routers=api.ROUTERS,
     migrations=Path(__file__).parent / "migrations",
-    jobs=[Job(name="transit.renewal_reminders", run=remind_renewals, every_seconds=3600)],
+    jobs=[Job(name="transit.renewal_reminders", run=remind_renewals, every_seconds=3600),
+          Job(name="transit.flush_boardings", run=flush_boardings, every_seconds=1)],
     on_session_end=service.on_session_end,
     problems=[
         ProblemType("transit-pass-already-active", 409,

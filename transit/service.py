@@ -14,10 +14,12 @@ import unicodedata
 import uuid
 
 import asyncpg
+import msgspec
+from redis.exceptions import RedisError
 
 import payments
 from app import images, web
-from app.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from app.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
 from app.identity import Principal, profile_of
 from notifications import notify
 from transit import credential, store
@@ -267,9 +269,39 @@ class KeyRing:
         self.devices: dict[bytes, object] = {}
         self.verified: set[bytes] = set()  # level-1 bytes whose issuer signature verified
         self.operator_codes: dict[str, int] = {}
+        # the online gate's cache: ticket id -> (status, kind, loaded at); device key -> (session, live, loaded at)
+        self.tickets: dict[int, tuple[str | None, str | None, float]] = {}
+        self.device_state: dict[bytes, tuple[str | None, bool, float]] = {}
+        self._script = None
 
     def stale(self) -> bool:
         return time.monotonic() - self.loaded_at >= self.TTL
+
+    def gate_script(self, redis):
+        if self._script is None:
+            self._script = redis.client.register_script(_GATE_CHECK)
+        return self._script
+
+    async def gate_state(self, pool, ticket_id: int, device_key: bytes | None):
+        """(status, kind, session id, device live) from this process's cache, read on a miss."""
+        clock = time.monotonic()
+        cached = self.tickets.get(ticket_id)
+        device = self.device_state.get(device_key) if device_key is not None else (None, True, clock)
+        if cached is None or clock - cached[2] >= GATE_TTL or device is None or clock - device[2] >= GATE_TTL:
+            async with pool.acquire() as conn:
+                row = await store.gate_state(conn, ticket_id, device_key)
+            if len(self.tickets) >= 100_000:
+                self.tickets.clear()
+            if len(self.device_state) >= 100_000:
+                self.device_state.clear()
+            cached = self.tickets[ticket_id] = (row["status"], row["kind"], clock)
+            if device_key is not None:
+                session = str(row["session_id"]) if row["session_id"] is not None else None
+                device = self.device_state[device_key] = (session, bool(row["device_live"]), clock)
+        return cached[0], cached[1], device[0], device[1]
+
+    def forget_ticket(self, ticket_id: int) -> None:
+        self.tickets.pop(ticket_id, None)
 
     async def load(self, conn: asyncpg.Connection, *, force: bool = False) -> None:
         if not force and not self.stale():
@@ -470,8 +502,11 @@ async def my_ticket(conn, principal: Principal, ticket_id: int, *, lock: bool = 
     return row
 
 
-async def refund(conn: asyncpg.Connection, principal: Principal, ticket_id: int) -> TicketView:
-    """An unused single ride goes back to the wallet; it is then on the deny-list until it would have expired."""
+async def refund(conn: asyncpg.Connection, principal: Principal, ticket_id: int, redis) -> TicketView:
+    """An unused single ride goes back to the wallet; it is then on the deny-list until it would have expired.
+
+    The ride's Redis key decides against the gates: whichever of a gate's boarding (maybe not yet flushed to
+    transit_tap) and this refund sets it first wins; a retried refund finds its own mark."""
     row = await my_ticket(conn, principal, ticket_id, lock=True)
     if row["status"] == "refunded":
         return _ticket(row)
@@ -481,6 +516,13 @@ async def refund(conn: asyncpg.Connection, principal: Principal, ticket_id: int)
         raise NotRefundable("this ticket was used")
     if row["valid_until"] <= utcnow():
         raise NotRefundable("this ticket has expired")
+    key = ride_key(redis, ticket_id)
+    try:
+        if not await redis.client.set(key, b"refunded", nx=True, ex=_marker_ttl(row["valid_until"])) \
+                and await redis.client.get(key) != b"refunded":
+            raise NotRefundable("this ticket was used")
+    except (RedisError, OSError):
+        raise ServiceUnavailable("cannot tell whether a gate just used this ticket; try again shortly") from None
     if row["charge_id"] is not None:
         await payments.refund(conn, row["charge_id"], None, f"transit-refund:{ticket_id}",
                               reason=f"{row['product_id']} (unused)")
@@ -488,13 +530,24 @@ async def refund(conn: asyncpg.Connection, principal: Principal, ticket_id: int)
     return _ticket(await store.ticket(conn, ticket_id))
 
 
-async def revoke(conn: asyncpg.Connection, principal: Principal, slug: str, ticket_id: int) -> TicketView:
+async def revoke(conn: asyncpg.Connection, principal: Principal, slug: str, ticket_id: int, redis=None,
+                 ring: KeyRing | None = None) -> TicketView:
+    """Gates refuse the ticket at once (a Redis mark every gate's check reads; the database, their cache's
+    source, within GATE_TTL if Redis lost it); offline validators at their next sync."""
     check_staff(principal, slug)
     row = await store.ticket(conn, ticket_id, lock=True)
     if row is None or row["operator_slug"] != slug:
         raise NotFound(f"no ticket {ticket_id} of {slug}")
     if row["status"] != "revoked":
         await store.set_status(conn, ticket_id, "revoked")
+    if ring is not None:
+        ring.forget_ticket(ticket_id)
+    if redis is not None:
+        try:
+            await redis.client.set(denied_key(redis, ticket_id), b"1", ex=_marker_ttl(row["valid_until"]))
+        except (RedisError, OSError) as exc:
+            log.warning("ticket revocation not marked in redis: gates learn it from the database",
+                        extra={"ticket": ticket_id, "error": type(exc).__name__})
     return _ticket(await store.ticket(conn, ticket_id))
 
 
@@ -562,12 +615,58 @@ def validator_operator(principal: Principal) -> str:
     return scopes[0]
 
 
-async def check_online(pool, redis, ring: KeyRing, principal: Principal, code_b64: str,
-                       route_id: int, vehicle: str, own: TransitSettings) -> CheckResult:
-    """An always-connected gate: every offline check, then Redis's 'used once', then the database's state.
+# ---- the online gate ------------------------------------------------------------------------------------------
+#
+# An accepted check touches no database: the ticket's status and the device key's session come from a cache per
+# process (loaded on first sight, refreshed every GATE_TTL seconds), and one Redis script decides and records:
+# a revoked or refunded ticket is refused (markers written by revoke and refund), these exact bytes once on every
+# gate (SET NX), a single ride once (SET NX), and the boarding appended to a Redis stream. The stream is the
+# boarding's durable record until the `transit.flush_boardings` job writes it to transit_tap (and marks singles
+# used) and only then deletes it, so a crash of either process loses nothing; a repeated drain writes a tap
+# id once. Logout is refused at once through the kernel's view of ended sessions (every process, within a second).
 
-    A connection is taken from the pool only when needed (keys or operators not cached, a code that passed
-    every check), so a flood of bad codes costs no database work."""
+GATE_TTL = 30.0
+GATE_SHARDS = 8  # the stream and a ticket's keys share a hash tag (one slot in a Redis Cluster)
+_GATE_CHECK = """
+if redis.call('exists', KEYS[1]) == 1 then return 'revoked' end
+if not redis.call('set', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return 'already-used' end
+if ARGV[2] ~= '0' and not redis.call('set', KEYS[3], 'used', 'NX', 'EX', ARGV[2]) then
+  if redis.call('get', KEYS[3]) == 'refunded' then return 'revoked' end
+  return 'already-used'
+end
+redis.call('xadd', KEYS[4], '*', 'b', ARGV[3])
+return 'ok'
+"""
+_BOARDING = msgspec.msgpack.Encoder()
+
+
+def _tag(ticket_id: int) -> str:
+    return f"{{transit-gate-{ticket_id % GATE_SHARDS}}}"
+
+
+def denied_key(redis, ticket_id: int) -> str:
+    return redis.key("transit", _tag(ticket_id), "denied", ticket_id)
+
+
+def ride_key(redis, ticket_id: int) -> str:
+    return redis.key("transit", _tag(ticket_id), "ride", ticket_id)
+
+
+def boardings_key(redis, shard: int) -> str:
+    return redis.key("transit", f"{{transit-gate-{shard}}}", "boardings")
+
+
+def _marker_ttl(valid_until: dt.datetime) -> int:
+    # after valid_until every code of the ticket is refused as expired anyway
+    return max(60, int((valid_until - utcnow()).total_seconds()) + 60)
+
+
+async def check_online(pool, redis, ring: KeyRing, principal: Principal, code_b64: str,
+                       route_id: int, vehicle: str, own: TransitSettings, sessions=None) -> CheckResult:
+    """An always-connected gate: every offline check, the cached ticket and device state, then Redis.
+
+    A pool connection is taken only on a cache miss (keys, an operator, a ticket or device key first seen in
+    GATE_TTL seconds), so neither a flood of bad codes nor the accepted ones cost database work."""
     slug = validator_operator(principal)
     if ring.stale() or slug not in ring.operator_codes:
         async with pool.acquire() as conn:
@@ -588,24 +687,59 @@ async def check_online(pool, redis, ring: KeyRing, principal: Principal, code_b6
     except credential.Refused as refused:
         return CheckResult(accepted=False, reason=refused.reason)
     ticket = scanned.ticket
-    fingerprint = scanned.fingerprint()
-    # these bytes once, on every gate: a screenshot shown again (here or elsewhere) is refused before any SQL
-    window = own.qr_freshness_seconds + own.clock_skew_seconds + 1
-    ttl = window if ticket.device_key is not None else max(1, ticket.valid_until - now)
-    fresh = await redis.client.set(redis.key("transit", "used", fingerprint.hex()), b"1", nx=True, ex=ttl)
-    if not fresh:
-        return CheckResult(accepted=False, reason="already-used", ticket_id=ticket.ticket_id)
-    async with pool.acquire() as conn:
-        state = await store.gate_pass(conn, ticket.ticket_id, ticket.device_key,
-                                      f"client:{principal.client_id or principal.sub}", slug, route_id, vehicle,
-                                      fingerprint)
-    if state["tapped"]:
-        return CheckResult(accepted=True, ticket_id=ticket.ticket_id, rider_category=ticket.category)
-    if state["status"] is None or state["status"] in ("revoked", "refunded"):
+    status, kind, session_id, device_live = await ring.gate_state(pool, ticket.ticket_id, ticket.device_key)
+    if status is None or status in ("revoked", "refunded"):
         return CheckResult(accepted=False, reason="revoked", ticket_id=ticket.ticket_id)
-    if ticket.device_key is not None and not state["device_live"]:
+    if status != "active":
+        return CheckResult(accepted=False, reason="already-used", ticket_id=ticket.ticket_id)
+    if ticket.device_key is not None and (not device_live or (sessions is not None
+                                                              and sessions.is_revoked(session_id))):
         return CheckResult(accepted=False, reason="device-revoked", ticket_id=ticket.ticket_id)
-    return CheckResult(accepted=False, reason="already-used", ticket_id=ticket.ticket_id)
+    fingerprint = scanned.fingerprint()
+    window = own.qr_freshness_seconds + own.clock_skew_seconds + 1
+    until = ticket.valid_until - now + 60
+    single = kind == "single"
+    boarding = _BOARDING.encode((uuid.uuid4().bytes, f"client:{principal.client_id or principal.sub}", slug,
+                                 ticket.ticket_id, route_id, vehicle, time.time(), fingerprint, single))
+    tag = _tag(ticket.ticket_id)
+    answer = await ring.gate_script(redis)(
+        keys=[redis.key("transit", tag, "denied", ticket.ticket_id),
+              redis.key("transit", tag, "used", fingerprint.hex()),
+              redis.key("transit", tag, "ride", ticket.ticket_id),
+              redis.key("transit", tag, "boardings")],
+        # these bytes once, on every gate: a screenshot shown again (here or elsewhere) is refused
+        args=[window if ticket.device_key is not None else max(1, until), until if single else 0, boarding])
+    if answer == b"ok":
+        return CheckResult(accepted=True, ticket_id=ticket.ticket_id, rider_category=ticket.category)
+    return CheckResult(accepted=False, reason=answer.decode(), ticket_id=ticket.ticket_id)
+
+
+async def flush_boardings(conn: asyncpg.Connection, redis, own: TransitSettings, *, batch: int = 1000) -> int:
+    """Move the online boardings from their Redis streams to transit_tap: written and committed first, deleted
+    from Redis after, so a crash in between writes them again (a tap id counts once) and loses none."""
+    decoder = msgspec.msgpack.Decoder()
+    moved = 0
+    for shard in range(GATE_SHARDS):
+        key = boardings_key(redis, shard)
+        while True:
+            entries = await redis.client.xrange(key, "-", "+", count=batch)
+            if not entries:
+                break
+            rows = []
+            for _, fields in entries:
+                tap_id, validator, slug, ticket_id, route_id, vehicle, at, fingerprint, single = \
+                    decoder.decode(fields[b"b"])
+                rows.append((uuid.UUID(bytes=tap_id), validator, slug, ticket_id, route_id, vehicle,
+                             dt.datetime.fromtimestamp(at, dt.UTC), fingerprint, single))
+            async with conn.transaction():
+                stored = await store.insert_boardings(conn, rows)
+                if stored:
+                    await store.flag_new_taps(conn, stored, dt.timedelta(seconds=own.impossible_journey_seconds))
+            await redis.client.xdel(key, *[entry_id for entry_id, _ in entries])
+            moved += len(stored)
+            if len(entries) < batch:
+                break
+    return moved
 
 
 async def _operator_codes(conn, ring: KeyRing, slug: str) -> None:

@@ -199,23 +199,33 @@ async def denied_tickets(conn, operator_slug: str, now: dt.datetime) -> list[int
         "AND valid_until > $2 ORDER BY id", operator_slug, now)]
 
 
-async def gate_pass(conn, ticket_id: int, device_key: bytes | None, validator: str, operator_slug: str,
-                    route_id: int, vehicle: str, fingerprint: bytes):
-    """One round trip for an online gate: the ticket's and the device's state, a single ride used up, and the
-    boarding recorded, only if all is well (`tapped`)."""
+async def gate_state(conn, ticket_id: int, device_key: bytes | None):
+    """What a gate caches per process: the ticket's status and kind, the device key's session and whether it
+    was ended (None when unknown)."""
     return await conn.fetchrow(
-        "WITH t AS (SELECT id, status, kind FROM transit_ticket WHERE id = $1), "
-        "d AS (SELECT revoked_at IS NULL AS live FROM transit_device WHERE public_key = $2), "
-        "ok AS (SELECT t.id, t.kind FROM t WHERE t.status = 'active' "
-        "       AND ($2::bytea IS NULL OR coalesce((SELECT live FROM d), false))), "
-        "used AS (UPDATE transit_ticket SET status = 'used', status_at = now() "
-        "         WHERE id = (SELECT id FROM ok WHERE kind = 'single') AND status = 'active' RETURNING id), "
-        "tap AS (INSERT INTO transit_tap (tap_id, validator, operator_slug, ticket_id, route_id, vehicle, direction, "
-        "        at, accepted, fingerprint) SELECT gen_random_uuid(), $3, $4, ok.id, $5, $6, 'on', now(), true, $7 "
-        "        FROM ok WHERE ok.kind <> 'single' OR EXISTS (SELECT 1 FROM used) RETURNING tap_id) "
-        "SELECT (SELECT status FROM t) AS status, (SELECT live FROM d) AS device_live, "
-        "(SELECT count(*) FROM tap) AS tapped", ticket_id, device_key, validator, operator_slug, route_id, vehicle,
-        fingerprint)
+        "SELECT (SELECT status FROM transit_ticket WHERE id = $1) AS status, "
+        "(SELECT kind FROM transit_ticket WHERE id = $1) AS kind, d.session_id, d.revoked_at IS NULL AS device_live "
+        "FROM (SELECT 1) one LEFT JOIN transit_device d ON d.public_key = $2", ticket_id, device_key)
+
+
+async def insert_boardings(conn, rows: list[tuple]) -> list[uuid.UUID]:
+    """Online boardings drained from Redis: (tap_id, validator, operator, ticket, route, vehicle, at, fingerprint,
+    single). A tap id is written once, so a drain repeated after a crash counts nothing twice; a single ride
+    is used up with it."""
+    stored = await conn.fetch(
+        "INSERT INTO transit_tap (tap_id, validator, operator_slug, ticket_id, route_id, vehicle, direction, at, "
+        "accepted, fingerprint) "
+        "SELECT u.tap_id, u.validator, u.operator_slug, u.ticket_id, u.route_id, u.vehicle, 'on', u.at, true, "
+        "u.fingerprint FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[], $6::text[], "
+        "$7::timestamptz[], $8::bytea[]) AS u(tap_id, validator, operator_slug, ticket_id, route_id, vehicle, at, "
+        "fingerprint) ON CONFLICT (tap_id) DO NOTHING RETURNING tap_id",
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows],
+        [r[5] for r in rows], [r[6] for r in rows], [r[7] for r in rows])
+    singles = sorted({r[3] for r in rows if r[8]})
+    if singles:
+        await conn.execute("UPDATE transit_ticket SET status = 'used', status_at = now() WHERE id = ANY($1::bigint[]) "
+                           "AND status = 'active'", singles)
+    return [r["tap_id"] for r in stored]
 
 
 async def due_reminders(conn, until: dt.datetime, now: dt.datetime, limit: int) -> list[asyncpg.Record]:

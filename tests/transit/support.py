@@ -106,3 +106,11 @@ async def check(client, gate: dict, code: bytes, route_id: int, vehicle: str = "
         "code": base64.b64encode(code).decode(), "route_id": route_id, "vehicle": vehicle})
     assert response.status_code == 200, response.text
     return response.json()
+
+
+async def flush(client, conn) -> int:
+    """Run the boarding flush (the worker's transit.flush_boardings job) on the app's Redis and the test's
+    transaction: online boardings wait in Redis until then."""
+    from transit import config, service
+
+    return await service.flush_boardings(conn, client.app.state.redis, config.of(client.app.state.settings))
