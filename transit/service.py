@@ -7,6 +7,7 @@ import base64
 import binascii
 import csv
 import datetime as dt
+import hashlib
 import io
 import logging
 import time
@@ -15,7 +16,7 @@ import uuid
 
 import asyncpg
 import msgspec
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 import payments
 from app import images, web
@@ -277,9 +278,9 @@ class KeyRing:
     def stale(self) -> bool:
         return time.monotonic() - self.loaded_at >= self.TTL
 
-    def gate_script(self, redis):
+    def gate_batch(self, redis) -> GateBatch:
         if self._script is None:
-            self._script = redis.client.register_script(_GATE_CHECK)
+            self._script = GateBatch(redis)
         return self._script
 
     async def gate_state(self, pool, ticket_id: int, device_key: bytes | None):
@@ -661,6 +662,55 @@ def _marker_ttl(valid_until: dt.datetime) -> int:
     return max(60, int((valid_until - utcnow()).total_seconds()) + 60)
 
 
+class GateBatch:
+    """The gate script's calls of one event-loop turn, sent to Redis as one pipeline (each call is still its own
+    atomic script): under load, dozens of checks share a round trip and the client's per-command overhead."""
+
+    def __init__(self, redis) -> None:
+        self.redis = redis
+        self.sha = hashlib.sha1(_GATE_CHECK.encode()).hexdigest()
+        self.pending: list[tuple[list, list, asyncio.Future]] = []
+        self.sending: set[asyncio.Task] = set()  # held so a running send is not garbage-collected
+
+    def run(self, keys: list, args: list) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((keys, args, future))
+        if len(self.pending) == 1:
+            asyncio.get_running_loop().call_soon(self._start)
+        return future
+
+    def _start(self) -> None:
+        task = asyncio.ensure_future(self._send())
+        self.sending.add(task)
+        task.add_done_callback(self.sending.discard)
+
+    async def _send(self) -> None:
+        batch, self.pending = self.pending, []
+        try:
+            results = await self._pipeline(batch)
+            if any(isinstance(r, NoScriptError) for r in results):  # Redis restarted or flushed its scripts
+                await self.redis.client.script_load(_GATE_CHECK)
+                results = await self._pipeline(batch)
+        except Exception as exc:  # noqa: BLE001 - every waiting check gets the error
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    async def _pipeline(self, batch) -> list:
+        pipe = self.redis.client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
+
+
 async def check_online(pool, redis, ring: KeyRing, principal: Principal, code_b64: str,
                        route_id: int, vehicle: str, own: TransitSettings, sessions=None) -> CheckResult:
     """An always-connected gate: every offline check, the cached ticket and device state, then Redis.
@@ -702,13 +752,12 @@ async def check_online(pool, redis, ring: KeyRing, principal: Principal, code_b6
     boarding = _BOARDING.encode((uuid.uuid4().bytes, f"client:{principal.client_id or principal.sub}", slug,
                                  ticket.ticket_id, route_id, vehicle, time.time(), fingerprint, single))
     tag = _tag(ticket.ticket_id)
-    answer = await ring.gate_script(redis)(
-        keys=[redis.key("transit", tag, "denied", ticket.ticket_id),
-              redis.key("transit", tag, "used", fingerprint.hex()),
-              redis.key("transit", tag, "ride", ticket.ticket_id),
-              redis.key("transit", tag, "boardings")],
+    prefix = f"{redis.prefix}transit:{tag}:"
+    answer = await ring.gate_batch(redis).run(
+        [f"{prefix}denied:{ticket.ticket_id}", f"{prefix}used:{fingerprint.hex()}", f"{prefix}ride:{ticket.ticket_id}",
+         f"{prefix}boardings"],
         # these bytes once, on every gate: a screenshot shown again (here or elsewhere) is refused
-        args=[window if ticket.device_key is not None else max(1, until), until if single else 0, boarding])
+        [window if ticket.device_key is not None else max(1, until), until if single else 0, boarding])
     if answer == b"ok":
         return CheckResult(accepted=True, ticket_id=ticket.ticket_id, rider_category=ticket.category)
     return CheckResult(accepted=False, reason=answer.decode(), ticket_id=ticket.ticket_id)
