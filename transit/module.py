@@ -24,7 +24,7 @@ async def remind_renewals(ctx: JobContext) -> None:
 
 async def flush_boardings(ctx: JobContext) -> None:
     async with ctx.pool.acquire() as conn:
-        moved = await service.flush_boardings(conn, ctx.redis, config.of(ctx.settings))
+        moved = await service.flush_boardings(conn, ctx.redis)
     if moved:
         log.debug("online boardings written", extra={"count": moved})
 

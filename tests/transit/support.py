@@ -111,6 +111,6 @@ async def check(client, gate: dict, code: bytes, route_id: int, vehicle: str = "
 async def flush(client, conn) -> int:
     """Run the boarding flush (the worker's transit.flush_boardings job) on the app's Redis and the test's
     transaction: online boardings wait in Redis until then."""
-    from transit import config, service
+    from transit import service
 
-    return await service.flush_boardings(conn, client.app.state.redis, config.of(client.app.state.settings))
+    return await service.flush_boardings(conn, client.app.state.redis)
