@@ -25,8 +25,10 @@ from payments.service import (
     on_wallet_credited,
     open_wallet,
     operator_outstanding,
+    record_cash_sale,
     refund,
 )
 
 __all__ = ["AmountInvalid", "InsufficientFunds", "Posted", "WalletNotFound", "balance_of", "charge", "collected_by_day",
-           "ensure_operator", "module", "on_wallet_credited", "open_wallet", "operator_outstanding", "refund"]
+           "ensure_operator", "module", "on_wallet_credited", "open_wallet", "operator_outstanding",
+           "record_cash_sale", "refund"]

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-TransactionKind = Literal["topup", "charge", "refund", "remittance"]
+TransactionKind = Literal["topup", "charge", "refund", "remittance", "cash_sale"]
 OperatorKind = Literal["transit", "parking"]
 TopupStatus = Literal["pending", "paid", "failed", "expired"]
 

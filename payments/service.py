@@ -51,8 +51,9 @@ from payments.models import (
 
 log = logging.getLogger("ihanoi.payments")
 
-# fixed ids of the house accounts (migration 001)
+# fixed ids of the house accounts (migration 001; cash: 002)
 CLEARING, FEES, TREASURY = 1, 2, 3
+CASH = 4
 MAX_AMOUNT_VND = 1_000_000_000  # no single movement above a billion đồng
 LOW_BALANCE_VND = 20_000  # a charge leaving less than this tells the resident (once per crossing)
 _KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -237,6 +238,30 @@ async def refund(conn: asyncpg.Connection, charge_id: int, amount_vnd: int | Non
                   "reason": text}, category="payments", idempotency_key=f"payments:refund:{row['id']}",
                  deep_link=f"ihanoi://wallet/receipts/{row['id']}")
     return _posted(row, "refund", amount, fee)
+
+
+async def record_cash_sale(conn: asyncpg.Connection, operator: str, amount_vnd: int, reason: str,
+                           idempotency_key: str) -> Posted:
+    """Cash the operator's kiosk took for `reason` (a paper ticket): cash -X / operator +X, no fee; the operator
+    owes it to the treasury, like its wallet charges, until remitted.
+
+    In the caller's transaction; the same key records once (the first posting is returned, marked `replayed`).
+    """
+    key = _key(idempotency_key)
+    amount = check_amount(amount_vnd)
+    reason = _text(reason, "reason", 120)
+    existing = await store.transaction_by_key(conn, "cash_sale", key)
+    if existing is not None:
+        return _replay(existing, resident=None, operator=operator, amount=amount)
+    account = await store.operator_account(conn, operator)
+    if account is None:
+        raise NotFound(f"no operator {operator!r}")
+    row = await store.post(conn, kind="cash_sale", key=key, amount=amount, resident_id=None, operator=operator,
+                           reason=reason, refund_of=None, entries={CASH: -amount, account["id"]: amount})
+    if row is None:  # the same key committed by another transaction meanwhile
+        return _replay(await store.transaction_by_key(conn, "cash_sale", key), resident=None, operator=operator,
+                       amount=amount)
+    return _posted(row, "cash_sale", amount, 0)
 
 
 async def ensure_operator(conn: asyncpg.Connection, slug: str, name: str, kind: str, fee_bps: int = 0) -> Operator:

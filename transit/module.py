@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from modules import Job, JobContext, Module, NotificationCategory, ProblemType, Role, Template, Title
-from transit import api, config, service
+from transit import api, config, demo, service
 
 log = logging.getLogger("ihanoi.transit")
 
@@ -131,4 +131,5 @@ module = Module(
                                                   templates=TEMPLATES)],
     settings=config.SETTINGS,
     cli=cli,
+    seed=demo.seed,
 )

@@ -581,7 +581,8 @@ async def credential_for(conn: asyncpg.Connection, ring: KeyRing, principal: Pri
 
 async def sell_paper(conn: asyncpg.Connection, ring: KeyRing, principal: Principal, slug: str, product_id: str,
                      route_id: int | None, key: str, own: TransitSettings) -> tuple[TicketView, bytes]:
-    """A kiosk sale (cash): a single ride, issuer-signed only, valid once."""
+    """A kiosk sale (cash): a single ride, issuer-signed only, valid once; the cash is posted to the payments
+    ledger as the operator's (record_cash_sale), its transaction id kept as the ticket's charge_id."""
     check_staff(principal, slug)
     ticket_key = f"kiosk:{principal.sub}:{key}"
     row = await store.ticket_by_key(conn, ticket_key)
@@ -591,9 +592,18 @@ async def sell_paper(conn: asyncpg.Connection, ring: KeyRing, principal: Princip
             raise InvalidInput.field("product_id", f"not a product of {slug}")
         route = await _route_for(conn, product, route_id)
         now = utcnow()
+        cash_id = None
+        if product["amount_vnd"] > 0:  # the kiosk took cash: the ledger says so, once per sale
+            operator = await store.operator(conn, slug)
+            args = (slug, product["amount_vnd"], f"{product['product_id']} (cash)", f"transit:{ticket_key}")
+            try:
+                cash_id = (await payments.record_cash_sale(conn, *args)).transaction_id
+            except NotFound:
+                await payments.ensure_operator(conn, slug, operator["name"], "transit")
+                cash_id = (await payments.record_cash_sale(conn, *args)).transaction_id
         ticket_id = await store.insert_ticket(
             conn, resident_id=None, operator_slug=slug, fare_product_id=product["id"], kind="single", route_id=route,
-            rider_category_id="regular", amount_vnd=product["amount_vnd"], charge_id=None, valid_from=now,
+            rider_category_id="regular", amount_vnd=product["amount_vnd"], charge_id=cash_id, valid_from=now,
             valid_until=now + dt.timedelta(hours=own.paper_ticket_hours), paper=True, idempotency_key=ticket_key)
         row = await store.ticket(conn, ticket_id)
     return _ticket(row), await paper_code(conn, ring, principal, slug, row["id"])

@@ -246,3 +246,28 @@ async def test_the_audit_finds_a_balance_that_is_not_its_entries(conn, payer, re
     finally:
         logging.getLogger("ihanoi.payments").removeHandler(handler)
     assert [r.getMessage() for r in records] == ["ledger audit failed"]
+
+
+async def test_a_kiosk_cash_sale_posts_cash_to_the_operator_once_and_is_remitted_like_charges(conn):
+    slug = await operator(conn, kind="transit", fee_bps=150)
+    before = await ledger_counts(conn)
+    sold = await payments.record_cash_sale(conn, slug, 8_000, "bus-paper-single (cash)", "transit:kiosk:1")
+    assert (sold.kind, sold.amount_vnd, sold.fee_vnd, sold.replayed) == ("cash_sale", 8_000, 0, False)
+    op = (await store.operator_account(conn, slug))["id"]
+    assert await entries_of(conn, sold.transaction_id) == {service.CASH: -8_000, op: 8_000}  # no fee on cash
+    again = await payments.record_cash_sale(conn, slug, 8_000, "bus-paper-single (cash)", "transit:kiosk:1")
+    assert again.replayed and again.transaction_id == sold.transaction_id
+    with pytest.raises(IdempotencyKeyReused):
+        await payments.record_cash_sale(conn, slug, 10_000, "bus-paper-single (cash)", "transit:kiosk:1")
+    assert (await payments.operator_outstanding(conn, slug))["outstanding_vnd"] == 8_000
+    remitted = await service.remit(conn, slug, 8_000, "UNC-1", "remit:kiosk:1")
+    assert remitted.amount_vnd == 8_000 and (await payments.operator_outstanding(conn, slug))["outstanding_vnd"] == 0
+    # bad input and an unknown operator write nothing
+    after = await ledger_counts(conn)
+    for amount in (0, -8_000, 8_000.5):
+        with pytest.raises(service.AmountInvalid):
+            await payments.record_cash_sale(conn, slug, amount, "bus-paper-single", f"transit:kiosk:{amount}")
+    with pytest.raises(NotFound):
+        await payments.record_cash_sale(conn, "no-such-op", 8_000, "bus-paper-single", "transit:kiosk:2")
+    assert await ledger_counts(conn) == after and after[0] == before[0] + 2
+    await check_books(conn)

@@ -132,6 +132,15 @@ async def test_a_paper_ticket_rides_once_and_prints_as_png_and_svg(client, conn)
     body = sold.json()
     code = base64.b64decode(body["code"])
     assert len(code) == 93 and body["ticket"]["paper"] is True and body["ticket"]["amount_vnd"] == 8000
+    # the cash the kiosk took is in the payments ledger, once, as hanoibus's (a retried sale posts nothing new)
+    cash = await conn.fetch("SELECT t.id, t.kind, t.amount_vnd, t.operator_slug FROM payment_transaction t "
+                            "WHERE t.kind = 'cash_sale'")
+    assert [(r["kind"], r["amount_vnd"], r["operator_slug"]) for r in cash] == [("cash_sale", 8000, "hanoibus")]
+    assert body["ticket"]["charge_id"] == cash[0]["id"]
+    again = await client.post("/v1/transit/operators/hanoibus/paper-tickets", json={"product_id": "bus-paper-single"},
+                              headers=staff | {"Idempotency-Key": sold.request.headers["Idempotency-Key"]})
+    assert again.status_code == 201 and again.json()["ticket"]["id"] == body["ticket"]["id"]
+    assert await conn.fetchval("SELECT count(*) FROM payment_transaction WHERE kind = 'cash_sale'") == 1
     png = await client.get(body["png_url"], headers=staff)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     svg = await client.get(body["svg_url"], headers=staff)
