@@ -56,6 +56,7 @@ REASONS = (
     "level2-missing", "bad-device-signature", "stale", "future-timestamp", "not-yet-valid", "expired",
     "wrong-operator", "wrong-route", "revoked", "device-revoked", "already-used",
     "no-tap-off",  # a validator asked to log a tap off on a route that does not ask for one
+    "storage-failed",  # a validator could not keep the accepted code in its own memory: refused, not let through
 )
 
 

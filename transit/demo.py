@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import asyncpg
+import click
 
 import payments
 from app.errors import Conflict
@@ -39,7 +40,11 @@ def _runtime(vault=None, data_dir: Path | None = None):
     from app.identity.crypto import Vault, load_master_key
     from app.settings import load_settings
 
-    settings = load_settings()
+    # `ihanoi --data-dir X seed|dev`: the data folder (and so a dev master key) the command was given
+    context = click.get_current_context(silent=True)
+    root = context.find_root().obj if context is not None else None
+    given = root.get("data_dir") if isinstance(root, dict) else None
+    settings = load_settings(**({"data_dir": given} if given else {}))
     if vault is None:
         vault = Vault(load_master_key(settings.master_key, env=settings.env, data_dir=settings.data_path))
     return SimpleNamespace(vault=vault, units={}), data_dir or settings.data_path

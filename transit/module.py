@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from app import web
 from modules import Job, JobContext, Module, NotificationCategory, ProblemType, Role, Template, Title
 from transit import api, config, demo, service
 
@@ -42,19 +43,22 @@ def cli() -> None:
 @click.option("--route", "route_id", required=True, type=int)
 @click.option("--vehicle", required=True)
 @click.option("--state", "state_file", default="validator-state.json", type=click.Path(dir_okay=False),
-              help="where the tap log waits between runs")
+              help="where the tap log waits between runs; the codes it accepted are kept beside it, in "
+                   "<state>.seen.sqlite, so a restarted validator still refuses them")
 @click.pass_context
 def validator(ctx, url, client_id, key_file, route_id, vehicle, state_file) -> None:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from transit.validator import Validator
+    from transit.validator import SeenStore, Validator
 
     with open(key_file, "rb") as f:
         key = load_pem_private_key(f.read(), None)
     ctx.obj = {"validator": Validator(client_id=client_id, private_key=key, base_url=url.rstrip("/"),
                                       vehicle=vehicle, route_id=route_id), "url": url.rstrip("/"),
                "state": Path(state_file)}
-    ctx.obj["validator"].restore(ctx.obj["state"])
+    memory = SeenStore(Path(state_file + ".seen.sqlite"))
+    ctx.call_on_close(memory.close)
+    ctx.obj["validator"].restore(ctx.obj["state"], memory)
 
 
 @validator.command("run", help="Sync, then read codes (base64 or hex, one a line) from stdin; upload at the end.")
@@ -93,6 +97,37 @@ def run(obj) -> None:
             v.save(obj["state"])
 
     asyncio.run(work())
+
+
+@cli.group("keys", help="The issuer keys that sign tickets (not the access-token keys: `ihanoi keys`).")
+def keys() -> None:
+    pass
+
+
+@keys.command("rotate", help="A new issuer key signs from now; the signing ones verify for the overlap "
+                             "(IHANOI_TRANSIT_KEY_OVERLAP_HOURS), so codes already on phones stay good.")
+@click.pass_obj
+def rotate_keys(obj) -> None:
+    async def work(ctx: JobContext):
+        from app.identity.crypto import Vault, load_master_key
+
+        settings = ctx.settings
+        ring = service.KeyRing(Vault(load_master_key(settings.master_key, env=settings.env,
+                                                     data_dir=settings.data_path)))
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            key_id, retired = await service.rotate(conn, ring, config.of(settings))
+        return key_id, retired, ring.rows
+
+    key_id, retired, rows = obj.run(work)
+    click.echo(f"issuer key {key_id} signs from now")
+    for row in rows:
+        if row["id"] in retired:
+            until = row["verify_until"].astimezone(web.CITY_TZ).isoformat(timespec="seconds")
+            click.echo(f"issuer key {row['id']} retired: verifies codes until {until}")
+    if not retired:
+        click.echo("no key was signing before")
+    click.echo("running servers sign with the new key within "
+               f"{service.KeyRing.TTL:g} s; validators learn it at their next sync")
 
 
 TEMPLATES = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +22,41 @@ import httpx
 import jwt
 
 from transit import credential
+
+
+class SeenStore:
+    """The validator's own memory of what it accepted, in a local SQLite file (its storage, not the server's).
+
+    Written before the answer is shown (WAL, synchronous=NORMAL: an accepted code survives the validator's
+    process dying; the device's power failing may lose the last few), read back at start, so a restarted
+    validator still refuses a code it already accepted and a single ride it already let board."""
+
+    KEEP_SECONDS = 2 * 24 * 3600  # longer than any code stays valid (a paper ticket: 24 h)
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS seen (fingerprint BLOB PRIMARY KEY, at INTEGER NOT NULL)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS used_single (ticket_id INTEGER PRIMARY KEY, at INTEGER NOT NULL)")
+
+    def load(self, now: int) -> tuple[dict[bytes, int], set[int]]:
+        horizon = now - self.KEEP_SECONDS
+        self.db.execute("DELETE FROM seen WHERE at < ?", (horizon,))
+        self.db.execute("DELETE FROM used_single WHERE at < ?", (horizon,))
+        seen = {bytes(f): at for f, at in self.db.execute("SELECT fingerprint, at FROM seen")}
+        return seen, {t for (t,) in self.db.execute("SELECT ticket_id FROM used_single")}
+
+    def remember(self, fingerprint: bytes, now: int, single_ticket: int | None) -> None:
+        with self.db:  # one transaction: both or neither
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT OR REPLACE INTO seen (fingerprint, at) VALUES (?, ?)", (fingerprint, now))
+            if single_ticket is not None:
+                self.db.execute("INSERT OR IGNORE INTO used_single (ticket_id, at) VALUES (?, ?)",
+                                (single_ticket, now))
+
+    def close(self) -> None:
+        self.db.close()
 
 
 @dataclass
@@ -41,6 +77,7 @@ class Validator:
     used_singles: set[int] = field(default_factory=set)
     single_products: set[int] = field(default_factory=set)
     synced_at: float = 0.0
+    memory: SeenStore | None = None  # where accepted codes are kept between runs (the CLI's SQLite file)
     _token: tuple[str, float] | None = None
     _devices: dict[bytes, object] = field(default_factory=dict)
     _verified: set[bytes] = field(default_factory=set)
@@ -119,11 +156,19 @@ class Validator:
         except Exception:  # a validator never stops for a passenger's code
             reason = "malformed"
         if accepted:
+            single = direction == "on" and scanned.ticket.product in self.single_products
+            if self.memory is not None:  # kept before the rider is let through
+                try:
+                    self.memory.remember(fingerprint, now, ticket_id if single else None)
+                except sqlite3.Error:
+                    accepted, reason = False, "storage-failed"  # never let a code through unrecorded
+        if accepted:
             self.seen[fingerprint] = now
-            if direction == "on" and scanned.ticket.product in self.single_products:
+            if single:
                 self.used_singles.add(ticket_id)
             horizon = now - self.policy.freshness - self.policy.skew
             if len(self.seen) > 10_000:
+                # a paper code's bytes stay the same all day: its single ride is in used_singles
                 self.seen = {f: t for f, t in self.seen.items() if t >= horizon}
         if ticket_id:  # taps of codes that did not even parse name no ticket and are not uploaded
             self.log.append({"tap_id": str(uuid.uuid4()), "ticket_id": ticket_id, "route_id": self.route_id,
@@ -137,8 +182,13 @@ class Validator:
     def save(self, path: Path) -> None:
         path.write_text(json.dumps({"log": self.log, "used_singles": sorted(self.used_singles)}))
 
-    def restore(self, path: Path) -> None:
+    def restore(self, path: Path, memory: SeenStore | None = None) -> None:
         if path.exists():
             data = json.loads(path.read_text())
             self.log = data.get("log", [])
             self.used_singles = set(data.get("used_singles", []))
+        if memory is not None:
+            self.memory = memory
+            seen, singles = memory.load(int(time.time()))
+            self.seen.update(seen)
+            self.used_singles |= singles
