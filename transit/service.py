@@ -769,11 +769,16 @@ async def check_online(pool, redis, ring: KeyRing, principal: Principal, code_b6
                                  ticket.ticket_id, route_id, vehicle, time.time(), fingerprint, single))
     tag = _tag(ticket.ticket_id)
     prefix = f"{redis.prefix}transit:{tag}:"
-    answer = await ring.gate_batch(redis).run(
+    decided = ring.gate_batch(redis).run(
         [f"{prefix}denied:{ticket.ticket_id}", f"{prefix}used:{fingerprint.hex()}", f"{prefix}ride:{ticket.ticket_id}",
          f"{prefix}boardings"],
         # these bytes once, on every gate: a screenshot shown again (here or elsewhere) is refused
         [window if ticket.device_key is not None else max(1, until), until if single else 0, boarding])
+    try:
+        answer = await decided
+    except (RedisError, OSError):
+        # without Redis no gate can know whether another accepted these bytes: nobody is let through unrecorded
+        raise ServiceUnavailable("the gate cannot reach the fleet's memory of used codes; retry") from None
     if answer == b"ok":
         return CheckResult(accepted=True, ticket_id=ticket.ticket_id, rider_category=ticket.category)
     return CheckResult(accepted=False, reason=answer.decode(), ticket_id=ticket.ticket_id)
