@@ -253,8 +253,10 @@ async def test_reports_are_the_operators_own(client, conn):
     today = dt.datetime.now(dt.UTC).date()
     params = {"from": (today - dt.timedelta(days=1)).isoformat(), "to": (today + dt.timedelta(days=1)).isoformat()}
     report = (await client.get("/v1/transit/operators/hanoibus/report", params=params, headers=staff)).json()
+    # this test's product only: a demo pass seeded by another test of this run may be in the operator's report
+    ours = [r for r in report["revenue"] if r["product_id"] == "bus-monthly-route"]
     assert report["rides"] == [{"route_id": 102, "product_id": "bus-monthly-route", "rides": 1}]
-    assert report["revenue"] == [{"product_id": "bus-monthly-route", "tickets": 1, "revenue_vnd": 140_000}]
+    assert ours == [{"product_id": "bus-monthly-route", "tickets": 1, "revenue_vnd": 140_000}]
     csv = await client.get("/v1/transit/operators/hanoibus/report.csv", params=params, headers=staff)
     assert csv.status_code == 200 and "rides,102,bus-monthly-route,1" in csv.text
     other = await client.get("/v1/transit/operators/hanoi-metro/report.csv", params=params, headers=staff)

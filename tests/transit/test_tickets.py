@@ -81,8 +81,10 @@ async def test_buying_charges_the_wallet_once_per_key(client, conn):
     poor = await session(client, "001091099999")
     broke = await client.post("/v1/transit/tickets", json=body, headers=h(poor) | key())
     assert broke.status_code == 402
+    # theirs only: `ihanoi dev` and `ihanoi seed` tests of this run may have committed a demo pass
+    residents = [uuid.UUID(await _sub(client, rider)), uuid.UUID(await _sub(client, poor))]
     assert await conn.fetchval("SELECT count(*) FROM transit_ticket t JOIN transit_fare_product p "
-                               "ON p.id = t.fare_product_id WHERE t.resident_id IS NOT NULL") == 1
+                               "ON p.id = t.fare_product_id WHERE t.resident_id = ANY($1::uuid[])", residents) == 1
 
 
 async def test_one_active_pass_of_a_kind_and_renewal_starts_when_it_ends(client, conn):
@@ -186,9 +188,12 @@ async def test_the_renewal_reminder_goes_once_before_a_pass_ends(client, conn, s
     ticket = await buy(client, rider, "bus-monthly-route", 102)
     own = config.of(settings)
     ends = dt.datetime.fromisoformat(ticket["valid_until"])
-    assert await service.remind_renewals(conn, own, now=ends - dt.timedelta(days=10)) == 0
-    assert await service.remind_renewals(conn, own, now=ends - dt.timedelta(days=2)) == 1
-    assert await service.remind_renewals(conn, own, now=ends - dt.timedelta(days=1)) == 0
+    reminded = "SELECT reminded FROM transit_ticket WHERE id = $1"  # this pass's (a demo pass may be due too)
+    await service.remind_renewals(conn, own, now=ends - dt.timedelta(days=10))
+    assert await conn.fetchval(reminded, ticket["id"]) is False
+    assert await service.remind_renewals(conn, own, now=ends - dt.timedelta(days=2)) >= 1
+    assert await conn.fetchval(reminded, ticket["id"]) is True
+    await service.remind_renewals(conn, own, now=ends - dt.timedelta(days=1))
     sub = uuid.UUID(await _sub(client, rider))
     rows = await conn.fetch("SELECT template FROM notification WHERE resident_id = $1", sub)
     assert [r["template"] for r in rows].count("transit.pass_renewal") == 1

@@ -50,7 +50,7 @@ def _validator(base: str, data_dir, state, env, codes: list[bytes]) -> subproces
                           capture_output=True, text=True, timeout=120)
 
 
-def test_seeded_demo_a_restarted_validator_still_refuses_a_code_it_accepted(start_server, database_url, redis_url,
+def test_seeded_demo_a_restarted_validator_still_refuses_a_code_it_accepted(start_server, databases, redis_url,
                                                                             tmp_path):
     """`ihanoi seed`, then the demo resident's pass shown to the seeded validator, which is stopped and started
     again between scans: its SQLite memory (beside its state file) refuses the same code; without it, it would not."""
@@ -64,11 +64,13 @@ def test_seeded_demo_a_restarted_validator_still_refuses_a_code_it_accepted(star
     from transit import demo
 
     data_dir = tmp_path / "data"
+    # a database of its own, migrated and seeded by `ihanoi seed` (the run's may hold what `ihanoi dev` seeded)
+    database_url = asyncio.run(databases.create("seed"))
     env = process_env(DATABASE_URL=database_url, REDIS_URL=redis_url, IHANOI_DATA_DIR=str(data_dir))
     seeded = subprocess.run([*IHANOI, "seed"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert seeded.returncode == 0, seeded.stderr
     assert "seed: transit validators: 1" in seeded.stdout and "seed: transit passes: 1" in seeded.stdout, seeded.stdout
-    base, _ = start_server()
+    base, _ = start_server(DATABASE_URL=database_url)
 
     async def phone_code() -> bytes:
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
