@@ -1,7 +1,7 @@
 """Transit: online gate checks against a bare Litestar endpoint and against raw verification; the offline
 validator against raw verification. One run, one machine, ratios printed.
 
-    .venv/bin/python -m benchmarks.transit [--connections 64] [--warmup 1] [--duration 5] [--codes 40000] [--rounds 3]
+    .venv/bin/python -m benchmarks.transit [--connections 64] [--warmup 1] [--duration 5] [--codes 80000] [--rounds 3]
 
 1. Creates a throw-away database (BENCH_DATABASE_URL / DATABASE_URL / the local default), starts
    `ihanoi serve --workers 1` on it (IHANOI_ENV=dev, its own Redis prefix), signs a 60+ resident in through
@@ -340,7 +340,7 @@ def main(argv=None) -> int:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--codes", type=int, default=40000)
+    parser.add_argument("--codes", type=int, default=80000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--client-loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="the load generator's event loop (asyncio, the first version's, tops out near 3,000 "
