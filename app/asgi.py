@@ -16,6 +16,7 @@ from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
+from litestar.routes import HTTPRoute
 
 from app import db, idempotency, inputs, openapi, redisdb, web
 from app.docs import OfflineDocsPlugin
@@ -84,6 +85,20 @@ def _check_idempotent_routes(app: Litestar) -> None:
             if provider is not None and provider.dependency in idempotency.PROVIDERS:
                 if "tx" not in handler.parsed_fn_signature.parameters:
                     raise RuntimeError(f"{handler.handler_name} declares Idempotency-Key but takes no `tx`")
+
+
+def _allow_every_method(app: Litestar) -> None:
+    """OPTIONS lists every method of its path. Litestar makes the OPTIONS answer of each router's part of a path
+    and keeps the first one when it merges the routers' routes: `Allow` then named only that router's methods
+    (GET /v1/broadcasts and POST /v1/broadcasts come from two routers)."""
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            fn = getattr(handler.fn, "__wrapped__", handler.fn)
+            if getattr(fn, "__name__", "") != "options_handler" or not fn.__closure__:
+                continue
+            for cell in fn.__closure__:
+                if isinstance(cell.cell_contents, HTTPRoute):
+                    cell.cell_contents = route
 
 
 def create_app(
@@ -174,6 +189,7 @@ def create_app(
         logging_config=None,
     )
     _check_idempotent_routes(app)
+    _allow_every_method(app)
     openapi.document(app)
     app.state.settings = settings
     app.state.pool = pool

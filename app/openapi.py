@@ -8,15 +8,37 @@ Litestar documents what a handler returns; this adds what the kernel does around
   404 where the path names something, 409 and 422 for writes, 500 and 503 everywhere. A route whose
   errors have another shape (Open311's error array) says `problem_responses=False` in its opt and
   documents its own.
+
+The finished document also states what the kernel enforces for every route, so a generated client (or a
+fuzzer) sends only what is accepted: the constraints of an optional value sit inside its non-null branch (a
+query or header value is never null), every free text refuses NUL (app/inputs.py refuses it everywhere), a
+time of day is `HH:MM:SS`, and an event stream describes one event.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import re
+from typing import Any
+
 import msgspec
+import msgspec.inspect
 from litestar import Litestar
 from litestar._openapi.plugin import OpenAPIPlugin
+from litestar._openapi.schema_generation import schema as _schema_generation
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Components, OpenAPI, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPI,
+    OpenAPIMediaType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+    SecurityScheme,
+)
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.types import Empty
 
 from app.errors import PROBLEM_JSON, Problem
@@ -40,6 +62,28 @@ _DESCRIPTIONS = {
 }
 
 
+# A time of day as msgspec reads and writes it; Litestar documents `datetime.time` as a duration.
+TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?$"
+_schema_generation.TYPE_MAP[dt.time] = Schema(type=OpenAPIType.STRING, pattern=TIME_OF_DAY,
+                                               description="a time of day, HH:MM:SS (Hanoi time)")
+# Free text without a pattern of its own: app/inputs.py refuses a NUL character in any text, on every route.
+NO_NUL = r"^[^\x00]*$"
+# What a server-sent event is, as a client parses it (one schema per event, OpenAPI 3.1).
+SSE_EVENT = Schema(type=OpenAPIType.OBJECT, properties={
+    "event": Schema(type=OpenAPIType.STRING), "data": Schema(type=OpenAPIType.STRING),
+    "id": Schema(type=OpenAPIType.STRING), "retry": Schema(type=OpenAPIType.INTEGER, minimum=0),
+}, description="one server-sent event: its name and its data (JSON text)")
+_CONSTRAINTS = ("pattern", "min_length", "max_length", "minimum", "maximum", "exclusive_minimum",
+                "exclusive_maximum", "multiple_of", "format", "enum", "min_items", "max_items", "items",
+                "property_names")
+
+
+# Routes that read a form themselves (so that they can check it in their own order) show its fields with
+# `opt={"form": Schema(...)}`: (path, method) -> the form's schema.
+_FORMS: dict[tuple[str, str], Schema] = {}
+FORM = "application/x-www-form-urlencoded"
+
+
 def components() -> Components:
     return Components(security_schemes=dict(SECURITY_SCHEMES))
 
@@ -48,6 +92,14 @@ def problem(status: int) -> ResponseSpec:
     """A problem answer for a route to declare itself (e.g. 401 from a sign-in that is refused)."""
     return ResponseSpec(data_container=Problem, media_type=PROBLEM_JSON, description=_DESCRIPTIONS[status],
                         generate_examples=False)
+
+
+_NOT_INPUT = frozenset({"self", "state", "request", "scope", "socket", "headers", "cookies"})
+
+
+def _takes_input(handler) -> bool:
+    """Whether the handler reads a path, query or body value of its own (not a dependency the kernel gives)."""
+    return bool(set(handler.parsed_fn_signature.parameters) - set(handler.resolve_dependencies()) - _NOT_INPUT)
 
 
 def _needs_caller(guard) -> bool:
@@ -66,27 +118,45 @@ class _Documented(OpenAPIPlugin):
         if fresh:
             _close_strict_structs(document)
             _xml_by_suffix(document)
+            _state_what_is_enforced(document)
+            _forms(document)
         return document
 
 
-def _strict_structs() -> dict[str, set[str]]:
+def _strict_structs() -> tuple[dict[str, set[str]], dict[str, dict[str, Schema]]]:
+    """The Structs that refuse unknown fields (name -> their fields), and the mapping fields whose keys are
+    constrained (name -> field -> the keys' schema), which Litestar leaves out of the document."""
     found: dict[str, set[str]] = {}
+    keyed: dict[str, dict[str, Schema]] = {}
     pending = list(msgspec.Struct.__subclasses__())
     while pending:
         cls = pending.pop()
         pending.extend(cls.__subclasses__())
         if getattr(cls.__struct_config__, "forbid_unknown_fields", False):
             found[cls.__name__] = {f.encode_name for f in msgspec.structs.fields(cls)}
-    return found
+        try:
+            fields = msgspec.inspect.type_info(cls).fields
+        except Exception:  # a Struct msgspec cannot describe (a forward reference): Litestar shows it as is
+            continue
+        for field in fields:
+            key = getattr(field.type, "key_type", None)
+            if isinstance(key, msgspec.inspect.StrType) and (key.pattern or key.min_length or key.max_length):
+                keyed.setdefault(cls.__name__, {})[field.encode_name] = Schema(
+                    type=OpenAPIType.STRING, pattern=key.pattern, min_length=key.min_length, max_length=key.max_length)
+    return found, keyed
 
 
 def _close_strict_structs(document: OpenAPI) -> None:
-    strict = _strict_structs()
+    strict, keyed = _strict_structs()
     for key, schema in ((document.components.schemas or {}) if document.components else {}).items():
-        name = key.rsplit("_", 1)[-1] if key not in strict else key
+        name = key.rsplit("_", 1)[-1] if key not in strict and key not in keyed else key
         fields = strict.get(name)
         if fields is not None and set(schema.properties or {}) <= fields:
             schema.additional_properties = False
+        for field, names in keyed.get(name, {}).items():
+            prop = (schema.properties or {}).get(field)
+            if isinstance(prop, Schema) and prop.type == OpenAPIType.OBJECT:
+                prop.property_names = names
 
 
 def _xml_by_suffix(document: OpenAPI) -> None:
@@ -102,6 +172,93 @@ def _xml_by_suffix(document: OpenAPI) -> None:
                     content["text/xml"] = content.pop("application/json")
 
 
+def _forms(document: OpenAPI) -> None:
+    for path, item in (document.paths or {}).items():
+        for method in ("post", "put", "patch"):
+            form = _FORMS.get((path, method))
+            operation = getattr(item, method, None)
+            if form is not None and operation is not None:
+                operation.request_body = RequestBody(content={FORM: OpenAPIMediaType(schema=form)}, required=True)
+
+
+def _operations(document: OpenAPI):
+    for item in (document.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "options", "head", "patch", "trace"):
+            operation = getattr(item, method, None)
+            if isinstance(operation, Operation):
+                yield operation
+
+
+def _state_what_is_enforced(document: OpenAPI) -> None:
+    seen: dict = {}
+    for operation in _operations(document):
+        for parameter in operation.parameters or ():
+            if isinstance(parameter, Parameter) and isinstance(parameter.schema, Schema):
+                parameter.schema = _fix(parameter.schema, seen, nullable=False)
+        body = operation.request_body
+        for media in ((getattr(body, "content", None) or {}).values() if body is not None else ()):
+            if isinstance(media.schema, Schema):
+                media.schema = _fix(media.schema, seen)
+        for answer in (operation.responses or {}).values():
+            for media_type, media in (getattr(answer, "content", None) or {}).items():
+                if media_type.startswith("text/event-stream"):
+                    media.schema = SSE_EVENT
+    for key, schema in list(((document.components.schemas or {}) if document.components else {}).items()):
+        document.components.schemas[key] = _fix(schema, seen)
+
+
+def _constraints_of(schema: Schema) -> dict[str, Any]:
+    return {name: getattr(schema, name) for name in _CONSTRAINTS if getattr(schema, name) is not None}
+
+
+def _fix(schema: Schema, seen: dict[int, Schema], *, nullable: bool = True) -> Schema:
+    """Constraints beside `oneOf: [T, null]` (where Litestar puts an optional value's) move into T, which is all
+    of it where null cannot be sent (a query, path or header value); free text says it refuses NUL. `seen` maps
+    each schema already visited (Litestar shares some between fields) to what it became."""
+    key = (id(schema), nullable)
+    if key in seen:
+        return seen[key]
+    fixed = _fixed(schema, seen, nullable)
+    seen[key] = fixed
+    seen[(id(fixed), nullable)] = fixed
+    return fixed
+
+
+def _fixed(schema: Schema, seen: dict, nullable: bool) -> Schema:
+    branches = schema.one_of or schema.any_of
+    if branches:
+        typed = [b for b in branches if not (isinstance(b, Schema) and b.type == OpenAPIType.NULL)]
+        if len(typed) == 1 and len(branches) == 2 and isinstance(typed[0], Schema):
+            moved = _constraints_of(schema)
+            inner = dataclasses.replace(typed[0], **{k: v for k, v in moved.items() if getattr(typed[0], k) is None})
+            if not nullable:
+                for name in ("description", "default", "examples", "title", "deprecated"):
+                    if getattr(inner, name) is None and getattr(schema, name) is not None:
+                        inner = dataclasses.replace(inner, **{name: getattr(schema, name)})
+                return _fix(inner, seen, nullable=False)
+            outer = dataclasses.replace(schema, **{k: None for k in moved})
+            rebuilt = [_fix(inner, seen) if b is typed[0] else b for b in branches]
+            return dataclasses.replace(outer, **{"one_of" if schema.one_of else "any_of": rebuilt})
+        schema = dataclasses.replace(
+            schema, one_of=[_fix(b, seen) if isinstance(b, Schema) else b for b in schema.one_of or ()] or None,
+            any_of=[_fix(b, seen) if isinstance(b, Schema) else b for b in schema.any_of or ()] or None)
+    changes: dict[str, Any] = {}
+    if schema.type == OpenAPIType.INTEGER and schema.maximum is not None and schema.maximum >= 2**63 - 1:
+        changes.update(maximum=None, format="int64")  # 2^63-1 printed as a float is 2^63, one beyond
+    if schema.type == OpenAPIType.STRING and schema.pattern is None and schema.format is None \
+            and schema.enum is None and schema.const is None:
+        changes["pattern"] = NO_NUL
+    if schema.properties:
+        changes["properties"] = {k: _fix(v, seen) if isinstance(v, Schema) else v for k, v in schema.properties.items()}
+    if isinstance(schema.items, Schema):
+        changes["items"] = _fix(schema.items, seen)
+    if isinstance(schema.additional_properties, Schema):
+        changes["additional_properties"] = _fix(schema.additional_properties, seen)
+    if schema.all_of:
+        changes["all_of"] = [_fix(b, seen) if isinstance(b, Schema) else b for b in schema.all_of]
+    return dataclasses.replace(schema, **changes) if changes else schema
+
+
 def document(app: Litestar) -> None:
     """Fill in security and error answers on every registered route handler (before the document is built)."""
     plugin = app.plugins.get(OpenAPIPlugin)
@@ -112,6 +269,10 @@ def document(app: Litestar) -> None:
             if not getattr(handler, "include_in_schema", True) or not hasattr(handler, "http_methods"):
                 continue
             needs_caller = any(_needs_caller(g) for g in handler.resolve_guards())
+            if isinstance(handler.opt.get("form"), Schema):
+                path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
+                for method in handler.http_methods:
+                    _FORMS[(path, method.lower())] = handler.opt["form"]
             if needs_caller and not handler.security:
                 handler.security = [{BEARER: []}]
                 handler._resolved_security = Empty  # resolved again from the layers, now with ours
@@ -122,8 +283,8 @@ def document(app: Litestar) -> None:
             statuses = {400, 401, 500, 503}  # 401: any route refuses a bearer token that is not valid
             if needs_caller:
                 statuses.add(403)
-            if "{" in route.path:
-                statuses.add(404)
+            if "{" in route.path or _takes_input(handler):
+                statuses.add(404)  # a path, a query or a body may name something that does not exist
             if handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"}:
                 statuses |= {409, 422}
             own = dict(handler.responses or {})
