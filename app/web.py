@@ -19,7 +19,8 @@ A handler names what it needs by parameter, and the kernel provides it:
   value is a 400 naming the parameter, never a database error.
 - Idempotent writes: `dependencies=web.IDEMPOTENT` (key optional) or `web.IDEMPOTENT_REQUIRED`, see
   `app/idempotency.py`.
-- Cursor paging: `encode_cursor(...)` / `decode_cursor(text, types)`; a bad cursor is a 400 on `cursor`.
+- Cursor paging: `cursor: web.cursor_parameter(int)` in the handler, `encode_cursor(...)` /
+  `decode_cursor(text, types)`; the document gives the cursor's exact pattern, anything else is a 400.
 - Time: `CITY_TZ` (Asia/Ho_Chi_Minh) and `local()` for what residents read; stored times are UTC.
 - Every handler returns a msgspec Struct (or a `Response[Struct]`), so the OpenAPI document names a body
   for every answer that has one.
@@ -27,8 +28,6 @@ A handler names what it needs by parameter, and the kernel provides it:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ import asyncpg
 import msgspec
 from litestar import Request
 from litestar.di import NamedDependency, Provide
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 
 from app.errors import InvalidInput, Language, language_of
 from app.idempotency import IDEMPOTENT, IDEMPOTENT_REQUIRED
@@ -47,7 +46,8 @@ from app.identity.models import Principal
 
 __all__ = [
     "CITY_TZ", "IDEMPOTENT", "IDEMPOTENT_REQUIRED", "INT64_MAX", "Caller", "Conn", "HumanText", "Id", "Lang",
-    "Limit", "Token", "Tx", "UUIDPath", "Viewer", "decode_cursor", "dependencies", "encode_cursor", "local",
+    "Limit", "Month", "Slug", "Token", "Tx", "UUIDPath", "UUIDText", "Viewer", "cursor_parameter", "decode_cursor",
+    "dependencies", "encode_cursor", "local",
 ]
 
 CITY_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -63,6 +63,15 @@ Lang: TypeAlias = NamedDependency[Language]
 # anything larger for every route before the handler runs.
 Id = Annotated[int, Parameter(ge=1, description="a positive 64-bit id", schema_extra={"format": "int64"})]
 UUIDPath = Annotated[uuid.UUID, Parameter(description="a UUID")]
+# A record named by a slug in a path (an operator): what every module's slugs look like.
+SLUG = r"^[a-z][a-z0-9-]{1,62}$"
+Slug = Annotated[str, Parameter(pattern=SLUG,
+                                description="2-63 lowercase letters, digits or '-', starting with a letter")]
+# A calendar month in a path, YYYY-MM, 2000-2100.
+Month = Annotated[str, Parameter(pattern=r"^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])$", description="a month, YYYY-MM")]
+# A UUID inside a body (msgspec field): the document gives its exact form.
+UUIDText = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                                               r"[0-9a-fA-F]{12}$", description="a UUID")]
 Limit = Annotated[int, Parameter(ge=1, le=100, description="page size")]
 # Text a person wrote (a description, a note, an answer): no control characters but line breaks and tabs.
 HumanText = Annotated[str, msgspec.Meta(pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$",
@@ -89,16 +98,31 @@ def local(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(CITY_TZ)
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_CURSOR_PART = r"[0-9]{1,17}"  # below 10^17: an int64 id, or a moment in microseconds since 1970 (before 5138)
+
+
+def cursor_parameter(*types: type) -> Any:
+    """The `cursor` query parameter of a list whose cursors hold values of `types` (int, or an aware datetime).
+
+    A cursor is its values as digits joined by dots (a moment in microseconds since 1970), and the OpenAPI
+    document says so with a pattern: any cursor that matches is one the list could have given, so a client (or
+    a fuzzer) that keeps to the document is never refused. Anything else is a 400 on `cursor`."""
+    pattern = "^" + r"\.".join([_CURSOR_PART] * len(types)) + "$"
+    return Annotated[str | None, QueryParameter(pattern=pattern, required=False,
+                                                description="`next_cursor` of the page before")]
+
+
 def encode_cursor(*values: Any) -> str:
-    """An opaque cursor for the next page: the sort key of the last row given."""
-    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
+    """The cursor of the next page: the sort key of the last row given."""
+    return ".".join(str((v - _EPOCH) // dt.timedelta(microseconds=1)) if isinstance(v, dt.datetime) else str(int(v))
+                    for v in values)
 
 
 def decode_cursor(text: str, types: Sequence[type]) -> tuple[Any, ...]:
     """The values of `encode_cursor`, checked against `types`; anything else is a 400 on `cursor`."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        values = msgspec.json.decode(raw, type=tuple[tuple(types)] if types else tuple)  # type: ignore[misc]
-    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        raise InvalidInput.field("cursor", "not a cursor this list gave", source="query") from None
-    return values
+    parts = text.split(".")
+    if len(parts) != len(types) or not all(p.isascii() and p.isdigit() and len(p) <= 17 for p in parts):
+        raise InvalidInput.field("cursor", "not a cursor this list gave", source="query")
+    return tuple(_EPOCH + dt.timedelta(microseconds=int(p)) if kind is dt.datetime else int(p)
+                 for p, kind in zip(parts, types, strict=True))

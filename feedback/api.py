@@ -66,7 +66,10 @@ TextQuery = Annotated[str | None, QueryParameter(max_length=200, description="wo
 _NUMBER = r"-?\d{1,3}(?:\.\d+)?"
 Box = Annotated[str | None, QueryParameter(
     pattern=f"^{_NUMBER},{_NUMBER},{_NUMBER},{_NUMBER}$",
-    description="min_lng,min_lat,max_lng,max_lat in degrees, min < max (GeoJSON order)")]
+    description="two opposite corners of a map view, lng,lat,lng,lat in degrees (GeoJSON order: min_lng,min_lat,"
+                "max_lng,max_lat; other orders are read as the same box); beyond the world's edges is read as up to "
+                "them")]
+ReportCursor = web.cursor_parameter(*views.CURSOR)
 
 class CategoriesController(Controller):
     path = "/v1/feedback/categories"
@@ -229,13 +232,13 @@ class MyReportsController(Controller):
 
     @get("/reports", operation_id="MyReports", summary="Reports I sent, private ones included")
     async def mine(self, conn: web.Conn, principal: web.Caller, ctx: Context, status: StatusFilter = None,
-                   cursor: FromQuery[str | None] = None, limit: web.Limit = 20) -> ReportPage:
+                   cursor: ReportCursor = None, limit: web.Limit = 20) -> ReportPage:
         return await views.my_reports(conn, ctx, principal, following=False, status=status, cursor=cursor,
                                       limit=limit)
 
     @get("/following", operation_id="ReportsIFollow")
     async def following(self, conn: web.Conn, principal: web.Caller, ctx: Context,
-                        status: StatusFilter = None, cursor: FromQuery[str | None] = None,
+                        status: StatusFilter = None, cursor: ReportCursor = None,
                         limit: web.Limit = 20) -> ReportPage:
         return await views.my_reports(conn, ctx, principal, following=True, status=status, cursor=cursor,
                                       limit=limit)
@@ -254,7 +257,7 @@ class UnitQueueController(Controller):
                     overdue: FromQuery[bool | None] = None, ward: FromQuery[str | None] = None,
                     q: TextQuery = None, assignee: FromQuery[str | None] = None,
                     order: FromQuery[Literal["deadline", "newest"]] = "deadline",
-                    cursor: FromQuery[str | None] = None, limit: web.Limit = 50) -> ReportPage:
+                    cursor: ReportCursor = None, limit: web.Limit = 50) -> ReportPage:
         return await views.unit_queue(conn, ctx, principal, unit, status=status, category=category, overdue=overdue,
                                       ward=ward, q=q, assignee=assignee, order=order, cursor=cursor, limit=limit)
 
@@ -275,7 +278,7 @@ class PublicController(Controller):
     async def reports(self, conn: web.Conn, ctx: Context, bbox: Box = None,
                       category: FromQuery[str | None] = None, status: StatusFilter = None,
                       ward: FromQuery[str | None] = None, q: TextQuery = None,
-                      cursor: FromQuery[str | None] = None, limit: web.Limit = 50) -> ReportPage:
+                      cursor: ReportCursor = None, limit: web.Limit = 50) -> ReportPage:
         return await views.public_reports(conn, ctx, bbox=bbox, category=category, status=status, ward=ward, q=q,
                                           cursor=cursor, limit=limit)
 

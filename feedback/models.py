@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from app.web import HumanText
+from feedback.places import HANOI_LAT, HANOI_LNG
 
 Urgency = Literal["normal", "complex", "urgent"]
 Status = Literal["submitted", "received", "in_progress", "answered", "closed", "rejected"]
@@ -19,6 +20,9 @@ Status = Literal["submitted", "received", "in_progress", "answered", "closed", "
 Reason = Annotated[HumanText, msgspec.Meta(min_length=5, max_length=2000)]
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
+# A place a report is about: inside Hanoi's extent (feedback.places), as the document says.
+HanoiLatitude = Annotated[float, msgspec.Meta(ge=HANOI_LAT[0], le=HANOI_LAT[1], description="inside Hanoi")]
+HanoiLongitude = Annotated[float, msgspec.Meta(ge=HANOI_LNG[0], le=HANOI_LNG[1], description="inside Hanoi")]
 
 
 class Named(msgspec.Struct):
@@ -64,8 +68,8 @@ Photos = Annotated[list[PhotoRef], msgspec.Meta(max_length=5)]
 class ReportCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     category: Annotated[str, msgspec.Meta(min_length=1, max_length=41)]
     description: Annotated[HumanText, msgspec.Meta(min_length=10, max_length=4000)]
-    latitude: Latitude
-    longitude: Longitude
+    latitude: HanoiLatitude
+    longitude: HanoiLongitude
     ward: Annotated[str, msgspec.Meta(min_length=2, max_length=64)]
     address: Annotated[HumanText, msgspec.Meta(max_length=300)] = ""
     photos: Photos = []

@@ -10,9 +10,10 @@ internal notes, assignments and escalations are for staff. Overdue is the databa
 from __future__ import annotations
 
 import datetime as dt
+import math
 import string
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -206,20 +207,22 @@ async def timeline(conn: asyncpg.Connection, ctx: Ctx, principal: Principal | No
 # ---- lists -------------------------------------------------------------------------------------------------
 
 
-# a list's cursor: the sort key of the last row shown (the time it sorts by, with its zone, and its id)
-_CURSOR = (Annotated[dt.datetime, msgspec.Meta(tz=True)], int)
+# a list's cursor: the sort key of the last row shown (the time it sorts by and its id); api.ReportCursor
+CURSOR = (dt.datetime, int)
 
 
 def parse_bbox(value: str) -> tuple[float, float, float, float]:
-    """'min_lng,min_lat,max_lng,max_lat' (GeoJSON order), inside Hanoi's extent."""
+    """'min_lng,min_lat,max_lng,max_lat' (GeoJSON order): two opposite corners, in either order, each held to the
+    world's edges (a zoomed-out map view reaches beyond them)."""
     try:
-        min_lng, min_lat, max_lng, max_lat = (float(x) for x in value.split(","))
+        lng1, lat1, lng2, lat2 = (float(x) for x in value.split(","))
     except ValueError:
         raise InvalidInput.field("bbox", "min_lng,min_lat,max_lng,max_lat in degrees", source="query") from None
-    if not (min_lng < max_lng and min_lat < max_lat and -180 <= min_lng and max_lng <= 180 and -90 <= min_lat
-            and max_lat <= 90):
-        raise InvalidInput.field("bbox", "min_lng,min_lat,max_lng,max_lat with min < max", source="query")
-    return min_lng, min_lat, max_lng, max_lat
+    if not all(math.isfinite(x) for x in (lng1, lat1, lng2, lat2)):
+        raise InvalidInput.field("bbox", "min_lng,min_lat,max_lng,max_lat in degrees", source="query")
+    lngs = sorted(min(max(x, -180.0), 180.0) for x in (lng1, lng2))
+    lats = sorted(min(max(x, -90.0), 90.0) for x in (lat1, lat2))
+    return lngs[0], lats[0], lngs[1], lats[1]
 
 
 def _text(q: str | None) -> str | None:
@@ -244,7 +247,7 @@ def _statuses(status: str | None) -> list[str] | None:
 
 async def _page(conn: asyncpg.Connection, ctx: Ctx, query: store.ReportQuery, *, order: str, cursor: str | None,
                 limit: int) -> ReportPage:
-    after = decode_cursor(cursor, _CURSOR) if cursor else None
+    after = decode_cursor(cursor, CURSOR) if cursor else None
     rows = await store.list_reports(conn, query, order=order, after=after, limit=limit + 1, now=utcnow())
     more = len(rows) > limit
     rows = rows[:limit]

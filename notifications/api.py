@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from litestar import Controller, Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromQuery, JSONBody
+from litestar.params import JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from app import idempotency, web
@@ -39,6 +39,8 @@ def _resident(principal: Principal) -> uuid.UUID:
     return uuid.UUID(principal.sub)
 
 
+InboxCursor = web.cursor_parameter(int)
+
 class NotificationsController(Controller):
     path = "/v1/notifications"
     tags = ["Notifications"]
@@ -61,7 +63,7 @@ class NotificationsController(Controller):
     @get("/", operation_id="ListInbox", summary="The inbox, newest first, cursor-paginated")
     async def inbox(
         self, conn: web.Conn, principal: web.Caller, language: web.Lang,
-        cursor: FromQuery[str | None] = None, limit: web.Limit = 20,
+        cursor: InboxCursor = None, limit: web.Limit = 20,
     ) -> InboxPage:
         return await service.inbox(conn, _resident(principal), cursor=cursor, limit=limit, language=language)
 

@@ -44,7 +44,7 @@ log = logging.getLogger("ihanoi.payments")
 
 DateFrom = Annotated[dt.date, QueryParameter(name="from", description="first day (Asia/Ho_Chi_Minh), YYYY-MM-DD")]
 DateTo = Annotated[dt.date, QueryParameter(name="to", description="last day, included")]
-Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page")]
+Cursor = web.cursor_parameter(int)
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size")]
 treasury = guards.role("treasury")
 admin = guards.role("admin")
@@ -72,7 +72,7 @@ class WalletController(Controller):
 
     @get("/statements/{month:str}", operation_id="GetWalletStatement",
          summary="A month (YYYY-MM, Asia/Ho_Chi_Minh): opening and closing balance, credits, debits, lines")
-    async def statement(self, month: FromPath[str], conn: web.Conn, principal: web.Caller) -> Statement:
+    async def statement(self, month: web.Month, conn: web.Conn, principal: web.Caller) -> Statement:
         return await service.statement(conn, _me(principal), month)
 
     @get("/receipts/{transaction_id:int}", operation_id="GetReceipt")
@@ -122,18 +122,18 @@ class OperatorsController(Controller):
 
     @put("/{slug:str}", operation_id="PutPaymentOperator", guards=[admin],
          summary="Create or update a transit or parking operator and its account (admin)")
-    async def upsert(self, slug: FromPath[str], data: JSONBody[OperatorUpsert], tx: web.Tx) -> Operator:
+    async def upsert(self, slug: web.Slug, data: JSONBody[OperatorUpsert], tx: web.Tx) -> Operator:
         return await service.ensure_operator(tx, slug, data.name, data.kind, data.fee_bps)
 
     @get("/{slug:str}/settlement", operation_id="GetSettlement", guards=[signed_in],
          summary="Per day and product or lot: collected, refunded, fees, net (operator_finance of it, or treasury)")
-    async def settlement(self, slug: FromPath[str], conn: web.Conn, principal: web.Caller, date_from: DateFrom,
+    async def settlement(self, slug: web.Slug, conn: web.Conn, principal: web.Caller, date_from: DateFrom,
                          date_to: DateTo) -> Settlement:
         return await service.settlement(conn, principal, slug, date_from, date_to)
 
     @get("/{slug:str}/settlement.csv", operation_id="GetSettlementCsv", guards=[signed_in],
          summary="The same settlement as CSV", media_type="text/csv")
-    async def settlement_csv(self, slug: FromPath[str], conn: web.Conn, principal: web.Caller, date_from: DateFrom,
+    async def settlement_csv(self, slug: web.Slug, conn: web.Conn, principal: web.Caller, date_from: DateFrom,
                              date_to: DateTo) -> Response[str]:
         view = await service.settlement(conn, principal, slug, date_from, date_to)
         name = f"settlement-{slug}-{date_from.isoformat()}-{date_to.isoformat()}.csv"
@@ -143,7 +143,7 @@ class OperatorsController(Controller):
     @post("/{slug:str}/charges/{transaction_id:int}/refund", operation_id="RefundCharge", status_code=201,
           guards=[signed_in], dependencies=web.IDEMPOTENT_REQUIRED,
           summary="Refund a charge (all of what is left, or `amount_vnd`) to the resident's wallet")
-    async def refund(self, slug: FromPath[str], transaction_id: web.Id, data: JSONBody[RefundCreate], tx: web.Tx,
+    async def refund(self, slug: web.Slug, transaction_id: web.Id, data: JSONBody[RefundCreate], tx: web.Tx,
                      principal: web.Caller, request: Request) -> Posted:
         key = request.headers.get("idempotency-key", "")
         return await service.operator_refund(tx, principal, slug, transaction_id, data.amount_vnd, key)
@@ -151,7 +151,7 @@ class OperatorsController(Controller):
     @post("/{slug:str}/remittances", operation_id="CreateRemittance", status_code=201, guards=[treasury],
           dependencies=web.IDEMPOTENT_REQUIRED,
           summary="Record money the operator handed to the city treasury (a ledger transaction; treasury)")
-    async def remit(self, slug: FromPath[str], data: JSONBody[RemittanceCreate], tx: web.Tx, principal: web.Caller,
+    async def remit(self, slug: web.Slug, data: JSONBody[RemittanceCreate], tx: web.Tx, principal: web.Caller,
                     request: Request) -> Remittance:
         key = f"http:{principal.sub}:{request.headers.get('idempotency-key', '')}"
         posted = await service.remit(tx, slug, data.amount_vnd, data.reference, key)
@@ -159,7 +159,7 @@ class OperatorsController(Controller):
                           reference=data.reference, created_at=posted.created_at)
 
     @get("/{slug:str}/remittances", operation_id="ListOperatorRemittances", guards=[signed_in])
-    async def operator_remittances(self, slug: FromPath[str], conn: web.Conn, principal: web.Caller,
+    async def operator_remittances(self, slug: web.Slug, conn: web.Conn, principal: web.Caller,
                                    limit: Limit = 50) -> RemittanceList:
         if not service.may_see_operator(principal, slug):
             from app.errors import Forbidden

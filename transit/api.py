@@ -16,7 +16,7 @@ import qrcode
 import qrcode.image.svg
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from app import web
 from app.identity import guards
@@ -49,7 +49,8 @@ from transit.models import (
 )
 
 OperatorSlug = Annotated[str, QueryParameter(pattern=r"^[a-z][a-z0-9-]{1,62}$", description="operator slug")]
-Category = Annotated[str, QueryParameter(pattern=r"^[a-z][a-z-]{1,40}$", description="a proof-based rider category")]
+Category = Annotated[str, QueryParameter(pattern="^(" + "|".join(service.PROOF) + ")$",
+                                         description="a proof-based rider category")]
 DateFrom = Annotated[dt.date, QueryParameter(name="from", description="first day (Asia/Ho_Chi_Minh)")]
 DateTo = Annotated[dt.date, QueryParameter(name="to", description="last day, included")]
 Status = Annotated[str, QueryParameter(pattern=r"^(pending|approved|refused)$")]
@@ -163,7 +164,7 @@ class OperatorController(Controller):
     guards = [guards.authenticated]
 
     @get("/applications", operation_id="ListTransitApplications", summary="The operator's queue (its staff)")
-    async def queue(self, slug: FromPath[str], conn: web.Conn, principal: web.Caller, status: Status = "pending",
+    async def queue(self, slug: web.Slug, conn: web.Conn, principal: web.Caller, status: Status = "pending",
                     limit: web.Limit = 50) -> ApplicationList:
         from transit import store
 
@@ -173,7 +174,7 @@ class OperatorController(Controller):
 
     @get("/applications/{application_id:int}/photo", operation_id="GetTransitApplicationPhoto",
          media_type="image/*", response_description="the proof as uploaded")
-    async def photo(self, slug: FromPath[str], application_id: web.Id, conn: web.Conn,
+    async def photo(self, slug: web.Slug, application_id: web.Id, conn: web.Conn,
                     principal: web.Caller) -> Response[bytes]:
         from app.errors import NotFound
         from transit import store
@@ -187,19 +188,19 @@ class OperatorController(Controller):
 
     @post("/applications/{application_id:int}/decision", operation_id="DecideTransitApplication", status_code=200,
           dependencies=web.IDEMPOTENT, summary="Approve (with an expiry) or refuse (with a note)")
-    async def decide(self, slug: FromPath[str], application_id: web.Id, data: JSONBody[Decision], tx: web.Tx,
+    async def decide(self, slug: web.Slug, application_id: web.Id, data: JSONBody[Decision], tx: web.Tx,
                      principal: web.Caller) -> ApplicationView:
         return await service.decide(tx, principal, _slug(slug), application_id, data)
 
     @post("/tickets/{ticket_id:int}/revoke", operation_id="RevokeTransitTicket", status_code=200,
           dependencies=web.IDEMPOTENT, summary="Revoke a ticket: gates refuse it now, validators at their next sync")
-    async def revoke(self, slug: FromPath[str], ticket_id: web.Id, tx: web.Tx, principal: web.Caller,
+    async def revoke(self, slug: web.Slug, ticket_id: web.Id, tx: web.Tx, principal: web.Caller,
                      state: State) -> TicketView:
         return await service.revoke(tx, principal, _slug(slug), ticket_id, state.redis, service.ring_of(state))
 
     @post("/paper-tickets", operation_id="SellTransitPaperTicket", status_code=201,
           dependencies=web.IDEMPOTENT_REQUIRED, summary="A kiosk sale: a paper single ride, issuer-signed, valid once")
-    async def paper(self, slug: FromPath[str], data: JSONBody[PaperSale], tx: web.Tx, principal: web.Caller,
+    async def paper(self, slug: web.Slug, data: JSONBody[PaperSale], tx: web.Tx, principal: web.Caller,
                     request: Request, state: State) -> PaperTicket:
         ticket, code = await service.sell_paper(tx, service.ring_of(state), principal, _slug(slug), data.product_id,
                                                 data.route_id, _key(request), config.of(state.settings))
@@ -208,7 +209,7 @@ class OperatorController(Controller):
 
     @get("/paper-tickets/{ticket_id:int}/qr.png", operation_id="GetTransitPaperTicketPng", media_type="image/png",
          response_description="the QR to print (version 10 or less, error correction M)")
-    async def png(self, slug: FromPath[str], ticket_id: web.Id, conn: web.Conn, principal: web.Caller,
+    async def png(self, slug: web.Slug, ticket_id: web.Id, conn: web.Conn, principal: web.Caller,
                   state: State) -> Response[bytes]:
         code = await service.paper_code(conn, service.ring_of(state), principal, _slug(slug), ticket_id)
         out = io.BytesIO()
@@ -217,19 +218,19 @@ class OperatorController(Controller):
 
     @get("/paper-tickets/{ticket_id:int}/qr.svg", operation_id="GetTransitPaperTicketSvg",
          media_type="image/svg+xml", response_description="the QR as SVG")
-    async def svg(self, slug: FromPath[str], ticket_id: web.Id, conn: web.Conn, principal: web.Caller,
+    async def svg(self, slug: web.Slug, ticket_id: web.Id, conn: web.Conn, principal: web.Caller,
                   state: State) -> Response[bytes]:
         code = await service.paper_code(conn, service.ring_of(state), principal, _slug(slug), ticket_id)
         image = _qr(code).make_image(image_factory=qrcode.image.svg.SvgPathImage)
         return Response(image.to_string(), media_type="image/svg+xml", headers={"Cache-Control": "private, no-store"})
 
     @get("/report", operation_id="GetTransitReport", summary="Rides per route and product, revenue per product")
-    async def report(self, slug: FromPath[str], conn: web.Conn, principal: web.Caller, date_from: DateFrom,
+    async def report(self, slug: web.Slug, conn: web.Conn, principal: web.Caller, date_from: DateFrom,
                      date_to: DateTo) -> Report:
         return await service.report(conn, principal, _slug(slug), date_from, date_to)
 
     @get("/report.csv", operation_id="GetTransitReportCsv", media_type="text/csv", summary="The report as CSV")
-    async def report_csv(self, slug: FromPath[str], conn: web.Conn, principal: web.Caller, date_from: DateFrom,
+    async def report_csv(self, slug: web.Slug, conn: web.Conn, principal: web.Caller, date_from: DateFrom,
                          date_to: DateTo) -> Response[str]:
         view = await service.report(conn, principal, _slug(slug), date_from, date_to)
         name = f"transit-{slug}-{date_from.isoformat()}-{date_to.isoformat()}.csv"
@@ -237,7 +238,7 @@ class OperatorController(Controller):
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @get("/flags", operation_id="ListTransitFlags", summary="What reconciliation flagged")
-    async def flags(self, slug: FromPath[str], conn: web.Conn, principal: web.Caller,
+    async def flags(self, slug: web.Slug, conn: web.Conn, principal: web.Caller,
                     limit: web.Limit = 50) -> FlagList:
         return FlagList(flags=await service.flags(conn, principal, _slug(slug), limit))
 

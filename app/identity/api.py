@@ -9,9 +9,11 @@ import asyncpg
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromPath, JSONBody, URLEncodedBody
 
-from app import openapi
+from app import openapi, web
 from app.errors import InvalidInput
 from app.identity import guards, service
 from app.identity.models import (
@@ -102,9 +104,9 @@ class MeController(Controller):
 
     @delete("/sessions/{session_id:str}", operation_id="RevokeSession", status_code=204,
             summary="Sign a device out")
-    async def revoke(self, session_id: FromPath[str], state: State, conn: Conn,
+    async def revoke(self, session_id: web.UUIDPath, state: State, conn: Conn,
                      principal: NamedDependency[Principal]) -> None:
-        await service.end_session(state.identity, conn, principal, _parse_uuid(session_id, "session_id"))
+        await service.end_session(state.identity, conn, principal, session_id)
 
 
 class AdminController(Controller):
@@ -118,8 +120,8 @@ class AdminController(Controller):
         return await service.lookup_resident(state.identity, conn, data.personal_id)
 
     @get("/residents/{resident_id:str}/roles", operation_id="ListGrants", summary="A resident's role grants")
-    async def grants(self, resident_id: FromPath[str], conn: Conn) -> GrantList:
-        return GrantList(grants=await service.list_grants(conn, _parse_uuid(resident_id, "resident_id")))
+    async def grants(self, resident_id: web.UUIDPath, conn: Conn) -> GrantList:
+        return GrantList(grants=await service.list_grants(conn, resident_id))
 
     @post("/roles", operation_id="GrantRole", summary="Grant a role (audited; granting again returns the grant)")
     async def grant(self, data: JSONBody[GrantRequest], state: State, conn: Conn,
@@ -142,8 +144,23 @@ async def jwks(state: State) -> Response[dict[str, Any]]:
     return Response(state.identity.keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
 
+# The form /oauth/token reads itself (every refusal counted against the caller's address, malformed ones too),
+# as the document shows it.
+CLIENT_CREDENTIALS_FORM = Schema(
+    type=OpenAPIType.OBJECT, required=["grant_type", "client_assertion_type", "client_assertion"],
+    properties={
+        "grant_type": Schema(type=OpenAPIType.STRING, enum=["client_credentials"]),
+        "client_assertion_type": Schema(type=OpenAPIType.STRING, enum=[service.CLIENT_ASSERTION_TYPE]),
+        "client_assertion": Schema(type=OpenAPIType.STRING, max_length=8192,
+                                   pattern=r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+                                   description="a JWT signed with the client's registered key (RFC 7523): iss and "
+                                               "sub the client id, aud this endpoint, exp, iat and a new jti"),
+    })
+
+
 @post("/oauth/token", operation_id="ClientToken", responses=SIGN_IN_ERRORS, tags=["Identity"], status_code=200,
-      summary="OAuth client credentials with private_key_jwt, for validators, gates and facility systems")
+      summary="OAuth client credentials with private_key_jwt, for validators, gates and facility systems",
+      opt={"form": CLIENT_CREDENTIALS_FORM})
 async def oauth_token(
     state: State, conn: Conn, data: URLEncodedBody[dict[str, Any]], request: Request
 ) -> ClientToken:

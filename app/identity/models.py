@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from app.identity.personal_id import PROVINCES
+
 # A role declared by the kernel or a module (checked against the declarations when granted).
 RoleName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{1,30}$")]
 Platform = Literal["android", "ios", "web", "other"]
@@ -117,8 +119,14 @@ class SessionList(msgspec.Struct):
     sessions: list[SessionView]
 
 
+# A personal ID number as the document states it: a province code of personal_id.PROVINCES, then nine digits.
+PersonalIdNumber = Annotated[str, msgspec.Meta(
+    pattern=r"^\s*(" + "|".join(sorted(PROVINCES)) + r")[0-9]{9}\s*$",
+    description="the 12-digit personal ID number (CCCD): a province code and nine digits")]
+
+
 class ResidentLookup(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    personal_id: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    personal_id: PersonalIdNumber
 
 
 class ResidentRef(msgspec.Struct):
@@ -128,7 +136,8 @@ class ResidentRef(msgspec.Struct):
 
 
 class GrantRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    resident_id: str
+    resident_id: Annotated[str, msgspec.Meta(
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description="a UUID")]
     role: RoleName
     scope: Annotated[str, msgspec.Meta(max_length=64)] = ""
 
