@@ -16,8 +16,9 @@ Decisions:
   spec asks; expected_datetime is the answer deadline.
 - POST needs both the client's api_key (403 without a good one, as the spec says) and the resident's own
   access token (`Authorization: Bearer`, the mobile app's token: reports in Hanoi are never anonymous;
-  401 without a good one). It checks, in order: that an api_key is sent, every field of the form (all bad
-  fields in one 400, nothing looked up yet), that the api_key is a client's, the resident's token (the
+  401 without a good one). It checks, in order: that an api_key is sent, that a bearer token is sent at all
+  (401: without one nothing else matters), every field of the form (all bad fields in one 400, nothing
+  looked up yet), that the api_key is a client's, the resident's token (the
   route defers the kernel's token check: `bearer="deferred"`), and then what needs the database (the
   service_code, 404). first_name, last_name, email, phone, account_id and device_id are ignored: identity
   comes from VNeID.

@@ -15,10 +15,12 @@ import msgspec
 from litestar import Controller, Request, Response, delete, get, post, route
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromPath, JSONBody
 
 from app import idempotency, web
-from app.errors import InvalidInput, NotFound, handle_exception
+from app.errors import InvalidInput, NotAuthenticated, NotFound, handle_exception
 from app.identity import guards
 from feedback.api import DEPENDENCIES, Context
 from feedback.context import utcnow
@@ -35,6 +37,7 @@ from feedback.open311.models import (
     ServiceRequest,
 )
 from feedback.open311.service import MAX_DAYS, MAX_ROWS, OPEN311_NAMES, PREFIX
+from feedback.places import HANOI_LAT, HANOI_LNG
 
 # Litestar adds "; charset=utf-8" to text/* types itself.
 MEDIA_TYPES = {"json": "application/json; charset=utf-8", "xml": "text/xml"}
@@ -153,6 +156,30 @@ _ERROR_DESCRIPTIONS = {
 READ_ERRORS = _errors(400, 404, 500, 503)
 
 
+_TEXT = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"  # what a person may write (web.HumanText)
+_WORD = r"[^\s\x00-\x1f\x7f]"
+# The form POST requests reads itself (in the order its description gives), as the document shows it.
+REQUEST_FORM = Schema(
+    type=OpenAPIType.OBJECT, required=["api_key", "service_code", "lat", "long", "description"],
+    properties={
+        "api_key": Schema(type=OpenAPIType.STRING, pattern=f"^{_WORD}{{1,200}}$",
+                          description="the client application's key"),
+        "service_code": Schema(type=OpenAPIType.STRING, pattern=f"^{_WORD}{{1,41}}$",
+                               description="a service_code of GET services"),
+        "lat": Schema(type=OpenAPIType.NUMBER, minimum=HANOI_LAT[0], maximum=HANOI_LAT[1],
+                      description="WGS84 latitude, in Hanoi"),
+        "long": Schema(type=OpenAPIType.NUMBER, minimum=HANOI_LNG[0], maximum=HANOI_LNG[1],
+                       description="WGS84 longitude, in Hanoi"),
+        "description": Schema(type=OpenAPIType.STRING, min_length=10, max_length=4000,
+                              pattern=f"^{_WORD}(?:{_TEXT}*{_WORD})?$",
+                              description="the problem, at least 10 characters (trimmed)"),
+        "address_string": Schema(type=OpenAPIType.STRING, max_length=300, pattern=f"^{_TEXT}*$"),
+        f"attribute[{service.WARD}]": Schema(
+            type=OpenAPIType.STRING, pattern=f"^{_WORD}{{1,64}}$",
+            description="a ward or commune code of the service definition; derived from lat/long when left out"),
+    })
+
+
 REQUESTS_QUERY = (
     "Query: service_request_id (comma list; overrides the rest), service_code (comma list), start_date and "
     f"end_date (W3C date-times, at most {MAX_DAYS} days apart; default the last {MAX_DAYS} days), status (open, "
@@ -205,13 +232,17 @@ class Open311Controller(Controller):
           summary="Send a report for a resident: the client's api_key and the resident's bearer token",
           description="Form fields: api_key, service_code, lat, long, description, address_string, and "
                       "attribute[ward] unless lat/long tell it. media_url, names, email and phone are ignored. "
-                      "Checked in this order: the api_key is sent (403), the fields and headers (400), the "
-                      "api_key is a client's (403), the resident's token (401), the service_code exists (404).",
+                      "Checked in this order: the api_key is sent (403), a bearer token is sent (401), the fields "
+                      "and headers (400), the api_key is a client's (403), the resident's token is valid (401), "
+                      "the service_code exists (404).",
           security=[{"bearer": []}], responses=_errors(400, 401, 403, 404, 500, 503),
-          opt={"bearer": "deferred"})  # the token is checked after the api key and the fields (guards.authenticate)
+          # the token is checked after the api key and the fields (guards.authenticate)
+          opt={"bearer": "deferred", "form": REQUEST_FORM})
     async def create_request(self, request: Request, tx: web.Tx, ctx: Context) -> Response[list[RequestCreated]]:
         fields = await _form(request)
         api_key = service.require_key(fields.get("api_key") or request.query_params.get("api_key"))
+        if not request.headers.get("authorization"):  # no resident at all: nothing else to check
+            raise NotAuthenticated("send the resident's access token: Authorization: Bearer <token>")
         body = service.report_body(ctx, fields)
         # Open311 answers (XML or JSON) are not the kernel's to replay: the report's own key makes a retry with the
         # same Idempotency-Key answer the first report (service.submit).
