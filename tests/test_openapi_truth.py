@@ -1,0 +1,152 @@
+"""The OpenAPI document states what the server enforces, so a client (or a fuzzer) that keeps to it is never refused
+for its form: constraints of optional values where generators read them, text that refuses NUL, cursors and times
+of day by their exact form, OPTIONS and 405 naming every method of a path, 404 where a query names something."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+
+from tests.feedback.support import CLERK, RESIDENT_A, bearer, grant
+
+METHODS = ("get", "put", "post", "delete", "patch")
+
+
+@pytest.fixture
+async def document(client) -> dict:
+    response = await client.get("/schema/openapi.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+def _parameters(document: dict):
+    for path, item in document["paths"].items():
+        for method in METHODS:
+            for parameter in (item.get(method) or {}).get("parameters", ()):
+                yield path, method, parameter
+
+
+async def test_no_parameter_hides_its_constraints_beside_a_null_branch(document):
+    checked = 0
+    for path, method, parameter in _parameters(document):
+        schema = parameter["schema"]
+        # a query, path or header value is never null: its schema is the value's, constraints included
+        assert "oneOf" not in schema and "anyOf" not in schema, (path, method, parameter["name"], schema)
+        if schema.get("type") == "string":
+            assert {"pattern", "format", "enum", "const"} & set(schema), (path, method, parameter["name"], schema)
+        checked += 1
+    assert checked > 100
+    key = next(p for _, _, p in _parameters(document) if p["name"] == "Idempotency-Key")
+    assert key["schema"]["pattern"] == r"^[\x21-\x7e]{8,128}$"
+
+
+def _walk(schema, found: list):
+    if isinstance(schema, dict):
+        found.append(schema)
+        for value in schema.values():
+            _walk(value, found)
+    elif isinstance(schema, list):
+        for value in schema:
+            _walk(value, found)
+
+
+async def test_body_text_says_it_refuses_nul_and_times_of_day_are_hh_mm_ss(document):
+    found: list[dict] = []
+    _walk(document["components"]["schemas"], found)
+    strings = [s for s in found if s.get("type") == "string"]
+    assert strings and all({"pattern", "format", "enum", "const"} & set(s) for s in strings)
+    # Litestar's own mapping documents a datetime.time as a duration; msgspec reads "06:00:00"
+    assert not any(s.get("format") == "duration" for s in strings)
+    tariff = document["components"]["schemas"]["TariffCreate"]["properties"]["day_starts"]
+    assert re.match(tariff["pattern"], "06:00:00") and not re.match(tariff["pattern"], "PT6H")
+    push = document["components"]["schemas"]["Preferences"]["properties"]["push"]
+    assert push["propertyNames"]["pattern"] == "^[a-z][a-z0-9_]{1,30}$"
+    stream = document["paths"]["/v1/parking/availability/stream"]["get"]["responses"]["200"]["content"]
+    assert set(stream["text/event-stream"]["schema"]["properties"]) >= {"event", "data"}
+
+
+async def test_a_query_that_names_something_documents_404(document, client):
+    responses = document["paths"]["/v1/parking/tariffs"]["get"]["responses"]
+    assert "404" in responses
+    assert (await client.get("/v1/parking/tariffs", params={"lot": "no-such-lot"})).status_code == 404
+
+
+async def test_options_and_405_name_every_method_of_the_path(client, document):
+    headers = await bearer(client, RESIDENT_A)
+    for path in ("/v1/broadcasts", "/v1/transit/tickets", "/v1/notifications/devices"):
+        documented = {m.upper() for m in METHODS if m in document["paths"][path]}
+        assert len(documented) >= 2
+        response = await client.options(path, headers=headers)
+        assert response.status_code == 204
+        assert set(response.headers["allow"].split(", ")) == documented | {"OPTIONS"}, path
+        refused = await client.request("PATCH" if "PATCH" not in documented else "DELETE", path, headers=headers)
+        assert refused.status_code == 405
+        assert set(refused.headers["allow"].split(", ")) >= documented, path
+
+
+async def test_every_cursor_of_the_documented_form_is_accepted(client, conn, document):
+    headers = await bearer(client, RESIDENT_A)
+    cases = (("/v1/feedback/public/reports", {}), ("/v1/notifications", headers),
+             ("/v1/payments/wallet/history", headers))
+    for path, auth in cases:
+        pattern = next(p["schema"]["pattern"] for p in document["paths"][path]["get"]["parameters"]
+                       if p["name"] == "cursor")
+        parts = pattern.count(r"[0-9]{1,17}")
+        for value in ("0", "1", "99999999999999999"):
+            cursor = ".".join([value] * parts)
+            assert re.match(pattern, cursor)
+            response = await client.get(path, params={"cursor": cursor}, headers=auth)
+            assert response.status_code == 200, (path, cursor, response.text)
+        for bad in ("nonsense", ".".join(["1"] * (parts + 1)), "1" * 18):
+            response = await client.get(path, params={"cursor": bad}, headers=auth)
+            assert response.status_code == 400 and response.json()["errors"][0]["field"] == "cursor", (path, bad)
+
+
+async def test_a_cursor_given_pages_on_where_it_left_off(client, conn):
+    # the cursor's text form (digits) keeps the microseconds of the time it carries: no row twice, none lost
+    from tests.feedback.support import report_body
+
+    headers = await bearer(client, RESIDENT_A)
+    sent = []
+    for n in range(3):
+        answer = await client.post("/v1/feedback/reports", json=report_body(description=f"Ổ gà số {n} giữa đường", duplicates_checked=True),
+                                   headers=headers | {"Idempotency-Key": uuid.uuid4().hex})
+        assert answer.status_code == 201, answer.text
+        sent.append(answer.json()["id"])
+    seen, cursor = [], None
+    while True:
+        page = (await client.get("/v1/feedback/me/reports", params={"limit": 1, **({"cursor": cursor} if cursor
+                                                                                    else {})},
+                                  headers=headers)).json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        assert re.fullmatch(r"[0-9]{1,17}\.[0-9]{1,17}", cursor)
+    assert seen == sorted(sent, reverse=True)
+
+
+async def test_a_map_box_is_read_with_its_corners_in_any_order_and_up_to_the_worlds_edges(client):
+    ordered = await client.get("/v1/feedback/public/reports", params={"bbox": "105.80,21.00,105.90,21.05"})
+    swapped = await client.get("/v1/feedback/public/reports", params={"bbox": "105.90,21.05,105.80,21.00"})
+    assert ordered.status_code == swapped.status_code == 200
+    assert ordered.json() == swapped.json()
+    for box in ("0,0,0,0", "-999,-99,999,99", "999.5,0,0,-99"):
+        assert (await client.get("/v1/feedback/public/reports", params={"bbox": box})).status_code == 200, box
+
+
+async def test_ids_and_numbers_as_the_document_gives_them(client, conn, document):
+    await grant(client, conn, CLERK, "admin")
+    headers = await bearer(client, CLERK)
+    grants = document["paths"]["/v1/admin/residents/{resident_id}/roles"]["get"]["parameters"]
+    assert next(p for p in grants if p["name"] == "resident_id")["schema"]["format"] == "uuid"
+    assert (await client.get(f"/v1/admin/residents/{uuid.uuid4()}/roles", headers=headers)).status_code == 200
+    assert (await client.get("/v1/admin/residents/not-a-uuid/roles", headers=headers)).status_code == 400
+    lookup = document["components"]["schemas"]["ResidentLookup"]["properties"]["personal_id"]["pattern"]
+    assert re.match(lookup, "001080033333") and not re.match(lookup, "999080033333")
+    # 2^63-1 written as a float is 2^63: an int64 id is stated by its format, not a maximum
+    for _, _, parameter in _parameters(document):
+        if parameter["schema"].get("type") == "integer":
+            assert parameter["schema"].get("maximum", 0) < 2**63 - 1, parameter
