@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -79,8 +80,8 @@ _CONSTRAINTS = ("pattern", "min_length", "max_length", "minimum", "maximum", "ex
 
 
 # Routes that read a form themselves (so that they can check it in their own order) show its fields with
-# `opt={"form": Schema(...)}`: (path, method) -> the form's schema.
-_FORMS: dict[tuple[str, str], Schema] = {}
+# `opt={"form": Schema(...)}`, or a function of the settings giving it: (path, method) -> the form's schema.
+_FORMS: dict[tuple[str, str], Schema | Callable[[Any], Schema]] = {}
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -119,7 +120,7 @@ class _Documented(OpenAPIPlugin):
             _close_strict_structs(document)
             _xml_by_suffix(document)
             _state_what_is_enforced(document)
-            _forms(document)
+            _forms(document, self.app.state.get("settings"))
         return document
 
 
@@ -172,12 +173,13 @@ def _xml_by_suffix(document: OpenAPI) -> None:
                     content["text/xml"] = content.pop("application/json")
 
 
-def _forms(document: OpenAPI) -> None:
+def _forms(document: OpenAPI, settings: Any) -> None:
     for path, item in (document.paths or {}).items():
         for method in ("post", "put", "patch"):
             form = _FORMS.get((path, method))
             operation = getattr(item, method, None)
             if form is not None and operation is not None:
+                form = form if isinstance(form, Schema) else form(settings)
                 operation.request_body = RequestBody(content={FORM: OpenAPIMediaType(schema=form)}, required=True)
 
 
@@ -217,10 +219,11 @@ def _fix(schema: Schema, seen: dict[int, Schema], *, nullable: bool = True) -> S
     each schema already visited (Litestar shares some between fields) to what it became."""
     key = (id(schema), nullable)
     if key in seen:
-        return seen[key]
+        return seen[key][1]
     fixed = _fixed(schema, seen, nullable)
-    seen[key] = fixed
-    seen[(id(fixed), nullable)] = fixed
+    # both kept alive in the map for the whole walk, so that no id is reused by a later schema
+    seen[key] = (schema, fixed)
+    seen[(id(fixed), nullable)] = (fixed, fixed)
     return fixed
 
 
@@ -231,7 +234,8 @@ def _fixed(schema: Schema, seen: dict, nullable: bool) -> Schema:
         if len(typed) == 1 and len(branches) == 2 and isinstance(typed[0], Schema):
             moved = _constraints_of(schema)
             inner = dataclasses.replace(typed[0], **{k: v for k, v in moved.items() if getattr(typed[0], k) is None})
-            if not nullable:
+            if not nullable and typed[0].type == OpenAPIType.STRING:
+                # a query or header string is never null; but Litestar reads "null" as None for another type
                 for name in ("description", "default", "examples", "title", "deprecated"):
                     if getattr(inner, name) is None and getattr(schema, name) is not None:
                         inner = dataclasses.replace(inner, **{name: getattr(schema, name)})
@@ -269,7 +273,7 @@ def document(app: Litestar) -> None:
             if not getattr(handler, "include_in_schema", True) or not hasattr(handler, "http_methods"):
                 continue
             needs_caller = any(_needs_caller(g) for g in handler.resolve_guards())
-            if isinstance(handler.opt.get("form"), Schema):
+            if handler.opt.get("form") is not None:
                 path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
                 for method in handler.http_methods:
                     _FORMS[(path, method.lower())] = handler.opt["form"]

@@ -4,10 +4,12 @@ translation is service.py's."""
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,6 +24,7 @@ from litestar.params import FromPath, JSONBody
 from app import idempotency, web
 from app.errors import InvalidInput, NotAuthenticated, NotFound, handle_exception
 from app.identity import guards
+from app.identity.units import load_units
 from feedback.api import DEPENDENCIES, Context
 from feedback.context import utcnow
 from feedback.open311 import service
@@ -150,6 +153,7 @@ _ERROR_DESCRIPTIONS = {
     401: "Open311 errors: the resident's access token is missing or not valid",
     403: "Open311 errors: the api_key is missing or not valid",
     404: "Open311 errors: no such service or request",
+    422: "Open311 errors: a well-formed request that cannot be done (no ward near enough to lat/long)",
     500: "Open311 errors: internal error",
     503: "Open311 errors: a dependency is unavailable; retry later",
 }
@@ -158,8 +162,13 @@ READ_ERRORS = _errors(400, 404, 500, 503)
 
 _TEXT = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"  # what a person may write (web.HumanText)
 _WORD = r"[^\s\x00-\x1f\x7f]"
-# The form POST requests reads itself (in the order its description gives), as the document shows it.
-REQUEST_FORM = Schema(
+# The form POST requests reads itself (in the order its description gives), as the document shows it; the ward
+# codes are the directory's wards and communes (as the service definitions list them).
+@functools.lru_cache(maxsize=4)
+def _request_form(units_file: str | None) -> Schema:
+    units = load_units(Path(units_file) if units_file else None)
+    wards = sorted(u.code for u in units if u.kind in ("ward", "commune"))
+    return Schema(
     type=OpenAPIType.OBJECT, required=["api_key", "service_code", "lat", "long", "description"],
     properties={
         "api_key": Schema(type=OpenAPIType.STRING, pattern=f"^{_WORD}{{1,200}}$",
@@ -175,9 +184,13 @@ REQUEST_FORM = Schema(
                               description="the problem, at least 10 characters (trimmed)"),
         "address_string": Schema(type=OpenAPIType.STRING, max_length=300, pattern=f"^{_TEXT}*$"),
         f"attribute[{service.WARD}]": Schema(
-            type=OpenAPIType.STRING, pattern=f"^{_WORD}{{1,64}}$",
+            type=OpenAPIType.STRING, enum=wards,
             description="a ward or commune code of the service definition; derived from lat/long when left out"),
     })
+
+
+def request_form(settings) -> Schema:
+    return _request_form(getattr(settings, "units_file", None))
 
 
 REQUESTS_QUERY = (
@@ -235,14 +248,15 @@ class Open311Controller(Controller):
                       "Checked in this order: the api_key is sent (403), a bearer token is sent (401), the fields "
                       "and headers (400), the api_key is a client's (403), the resident's token is valid (401), "
                       "the service_code exists (404).",
-          security=[{"bearer": []}], responses=_errors(400, 401, 403, 404, 500, 503),
+          security=[{"bearer": []}], responses=_errors(400, 401, 403, 404, 422, 500, 503),
           # the token is checked after the api key and the fields (guards.authenticate)
-          opt={"bearer": "deferred", "form": REQUEST_FORM})
+          opt={"bearer": "deferred", "form": request_form})
     async def create_request(self, request: Request, tx: web.Tx, ctx: Context) -> Response[list[RequestCreated]]:
         fields = await _form(request)
         api_key = service.require_key(fields.get("api_key") or request.query_params.get("api_key"))
         if not request.headers.get("authorization"):  # no resident at all: nothing else to check
-            raise NotAuthenticated("send the resident's access token: Authorization: Bearer <token>")
+            raise NotAuthenticated("send the resident's access token: Authorization: Bearer <token>",
+                                   headers={"WWW-Authenticate": 'Bearer realm="ihanoi"'})
         body = service.report_body(ctx, fields)
         # Open311 answers (XML or JSON) are not the kernel's to replay: the report's own key makes a retry with the
         # same Idempotency-Key answer the first report (service.submit).

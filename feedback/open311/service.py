@@ -18,7 +18,7 @@ import asyncpg
 import msgspec
 from litestar.exceptions import ValidationException
 
-from app.errors import FieldError, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from app.errors import FieldError, Forbidden, InvalidInput, NotAuthenticated, NotFound, Unprocessable
 from app.identity import Principal
 from app.settings import Settings
 from app.web import CITY_TZ, local
@@ -326,12 +326,13 @@ def report_body(ctx: Ctx, fields: Mapping[str, str]) -> ReportCreate:
         if unit is None or unit.kind not in ("ward", "commune"):
             errors.append(FieldError(field=ward_field, message=f"unknown ward or commune {ward!r}: one of the values "
                                      f"in GET {PREFIX}/services/{{service_code}}.json", source="body"))
-    elif inside:
+    untold = None
+    if not ward and inside:
         ward = places.ward_at(ctx.units, latitude, longitude) or ""
-        if not ward:
-            errors.append(FieldError(field=ward_field, message="required here: lat/long are not near enough to a "
-                                     "known ward or commune to tell which one", source="body"))
-    elif latitude is None or longitude is None:
+        if not ward:  # a well-formed form whose place no ward is near enough to: 422 unless a field is bad too
+            untold = FieldError(field=ward_field, message="required here: lat/long are not near enough to a known "
+                                "ward or commune to tell which one", source="body")
+    elif not ward and (latitude is None or longitude is None):
         errors.append(FieldError(field=ward_field, message="required unless lat and long are sent", source="body"))
     # (outside Hanoi, the coordinates' own error is the one to fix)
     description = unicodedata.normalize("NFC", required("description"))
@@ -344,7 +345,10 @@ def report_body(ctx: Ctx, fields: Mapping[str, str]) -> ReportCreate:
     if len(address) > 300:
         errors.append(FieldError(field="address_string", message="at most 300 characters", source="body"))
     if errors:
+        errors += [untold] if untold else []
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+    if untold:
+        raise Unprocessable(f"{untold.field}: {untold.message}", errors=[untold])
     try:
         # the app's own constraints on every field (text without control characters...)
         return msgspec.convert({"category": code, "description": description, "latitude": latitude,

@@ -301,9 +301,10 @@ async def test_the_ward_is_derived_from_the_coordinates_when_left_out(client, pe
     [created] = json_of(await post(client, form(api_key=api_key, **{"attribute[ward]": "phuong-cua-nam"}), people["a"]))
     report = (await client.get(f"/v1/feedback/reports/{created['service_request_id']}", headers=people["a"])).json()
     assert report["ward"]["code"] == "phuong-cua-nam"
-    # inside Hanoi's bounding box but far from every ward (Hòa Bình city): the ward cannot be told
+    # inside Hanoi's bounding box but far from every ward (Hòa Bình city): the ward cannot be told; the form is
+    # well-formed, so 422 (as the OpenAPI document's 422: well-formed but not possible)
     [error] = errors(await post(client, form(api_key=api_key, lat="20.8133", long="105.3383",
-                                             **{"attribute[ward]": None}), people["a"]), 400)
+                                             **{"attribute[ward]": None}), people["a"]), 422)
     assert error["description"].startswith("attribute[ward]: required here")
 # ---- reading requests -------------------------------------------------------------------------------------------
 
