@@ -48,6 +48,7 @@ KERNEL_PROBLEMS: tuple[ProblemType, ...] = tuple(
         ("payload-too-large", 413, "Dữ liệu gửi lên quá lớn", "Payload too large"),
         ("unsupported-media-type", 415, "Định dạng dữ liệu không được hỗ trợ", "Unsupported media type"),
         ("unprocessable", 422, "Không thể xử lý yêu cầu", "Unprocessable request"),
+        ("unknown-reference", 422, "Đối tượng được nhắc đến không tồn tại", "What the request names does not exist"),
         ("idempotency-key-reused", 422, "Khóa Idempotency-Key đã dùng cho yêu cầu khác",
          "This Idempotency-Key was used for another request"),
         ("too-many-requests", 429, "Quá nhiều yêu cầu", "Too many requests"),
@@ -147,6 +148,17 @@ class Gone(DomainError):
 
 class Unprocessable(DomainError):
     slug = "unprocessable"
+
+
+class UnknownReference(Unprocessable):
+    """A well-formed field that names something which does not exist (a category, a unit, a fare product): the
+    request has the document's form, so not a 400; the field is named as for one."""
+
+    slug = "unknown-reference"
+
+    @classmethod
+    def field(cls, field: str, message: str, source: str = "body") -> UnknownReference:
+        return cls(message, errors=[FieldError(field=field, message=message, source=source)])
 
 
 class IdempotencyKeyReused(Unprocessable):

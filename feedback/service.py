@@ -22,7 +22,7 @@ import asyncpg
 
 from app import identity, ratelimit
 from app import images as photo_files
-from app.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound
+from app.errors import Conflict, Forbidden, InvalidInput, InvalidTransition, NotFound, UnknownReference
 from app.identity import Principal
 from app.web import local
 from feedback import places, store, views, workflow
@@ -122,13 +122,13 @@ async def submit(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, body:
         return await views.get_report(conn, ctx, principal, existing)
     category = await store.category(conn, body.category)
     if category is None or not category["active"]:
-        raise InvalidInput.field("category", f"unknown category {body.category!r}; see GET /v1/feedback/categories")
+        raise UnknownReference.field("category", f"unknown category {body.category!r}; see GET /v1/feedback/categories")
     outside = places.outside_hanoi(body.latitude, body.longitude)
     if outside is not None:
         raise InvalidInput.field(outside, "the place must be inside Hanoi")
     ward = ctx.units.get(body.ward)
     if ward is None or ward.kind not in ("ward", "commune"):
-        raise InvalidInput.field("ward", f"unknown ward or commune {body.ward!r}; see GET /v1/units")
+        raise UnknownReference.field("ward", f"unknown ward or commune {body.ward!r}; see GET /v1/units")
     description = nfc(body.description)
     if len(description) < DESCRIPTION_MIN:
         raise InvalidInput.field("description", f"describe the problem in at least {DESCRIPTION_MIN} characters")
@@ -319,7 +319,7 @@ async def transfer(conn: asyncpg.Connection, ctx: Ctx, principal: Principal, rep
     row, step = await _begin(conn, ctx, principal, report_id, "transfer", now)
     target = ctx.units.get(body.unit)
     if target is None or target.kind == "city":
-        raise InvalidInput.field("unit", f"unknown unit {body.unit!r}; transfer to a department, ward or commune")
+        raise UnknownReference.field("unit", f"unknown unit {body.unit!r}; transfer to a department, ward or commune")
     if target.code == row["unit_code"]:
         raise InvalidInput.field("unit", "the report is already with this unit")
     hours = await store.deadline_hours(conn, row["urgency"])

@@ -15,7 +15,7 @@ import uuid
 
 import asyncpg
 
-from app.errors import Conflict, Forbidden, InvalidInput, NotFound
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound, UnknownReference
 from app.identity import IdentityRuntime, Principal, UnitDirectory, covers_unit
 from app.redisdb import Redis
 from notifications import live, store
@@ -57,7 +57,7 @@ async def create_broadcast(conn: asyncpg.Connection, identity: IdentityRuntime, 
     """The broadcast, and whether it was created now (False: the same key was used before, its first answer)."""
     unit = identity.units.get(body.target_unit)
     if unit is None:
-        raise InvalidInput.field("target_unit", f"unknown unit {body.target_unit!r}")
+        raise UnknownReference.field("target_unit", f"unknown unit {body.target_unit!r}")
     if not may_broadcast(identity, principal, body.target_unit):
         raise Forbidden(f"you may not broadcast to {body.target_unit}")
     if body.deep_link is not None and not body.deep_link.startswith("ihanoi://"):

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from app.errors import InvalidInput, NotFound
+from app.errors import InvalidInput, NotFound, UnknownReference
 from app.web import CITY_TZ, decode_cursor, encode_cursor
 from notifications import store, templates
 from notifications.models import (
@@ -154,11 +154,11 @@ async def put_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID, body
     if body.quiet_hours and body.quiet_hours.start == body.quiet_hours.end:
         raise InvalidInput.field("quiet_hours", "start and end must differ")
     if body.home_unit is not None and not known_unit(body.home_unit):
-        raise InvalidInput.field("home_unit", f"unknown ward or commune {body.home_unit!r}")
+        raise UnknownReference.field("home_unit", f"unknown ward or commune {body.home_unit!r}")
     for category in body.push:
         if category not in templates.category_names():
             known = ", ".join(templates.category_names())
-            raise InvalidInput.field(f"push.{category}", f"unknown category; known: {known}")
+            raise UnknownReference.field(f"push.{category}", f"unknown category; known: {known}")
     quiet = body.quiet_hours
     async with conn.transaction():
         await store.put_preferences(conn, resident_id, dict(body.push), quiet.start if quiet else None,

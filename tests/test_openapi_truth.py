@@ -115,7 +115,8 @@ async def test_a_cursor_given_pages_on_where_it_left_off(client, conn):
     headers = await bearer(client, RESIDENT_A)
     sent = []
     for n in range(3):
-        answer = await client.post("/v1/feedback/reports", json=report_body(description=f"Ổ gà số {n} giữa đường", duplicates_checked=True),
+        body = report_body(description=f"Ổ gà số {n} giữa đường", duplicates_checked=True)
+        answer = await client.post("/v1/feedback/reports", json=body,
                                    headers=headers | {"Idempotency-Key": uuid.uuid4().hex})
         assert answer.status_code == 201, answer.text
         sent.append(answer.json()["id"])

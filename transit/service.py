@@ -22,7 +22,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 import payments
 from app import images, web
-from app.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, ServiceUnavailable
+from app.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, ServiceUnavailable, UnknownReference
 from app.identity import Principal, profile_of
 from notifications import notify
 from transit import credential, store
@@ -417,7 +417,7 @@ async def _priced(conn, product_id: str, category: str, day: dt.date, *, paper: 
     if row is None and category != "regular":
         row = await store.product_price(conn, product_id, "regular", day)
     if row is None:
-        raise InvalidInput.field("product_id", f"no fare product {product_id!r} on sale on {day.isoformat()}")
+        raise UnknownReference.field("product_id", f"no fare product {product_id!r} on sale on {day.isoformat()}")
     if (row["fare_media_id"] == "paper") != paper:
         raise InvalidInput.field("product_id", "a paper product is sold at kiosks" if not paper
                                  else "not a paper product")

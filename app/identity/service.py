@@ -17,7 +17,7 @@ import asyncpg
 import jwt
 
 from app import ratelimit
-from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, StepUpRequired
+from app.errors import Conflict, Forbidden, InvalidInput, NotAuthenticated, NotFound, StepUpRequired, UnknownReference
 from app.identity import store
 from app.identity.crypto import Vault, token_hash
 from app.identity.models import (
@@ -344,7 +344,7 @@ async def lookup_resident(rt: IdentityRuntime, conn: asyncpg.Connection, persona
 def _check_scope(rt: IdentityRuntime, role: str, scope: str) -> None:
     declared = REGISTRY.roles.get(role)
     if declared is None:
-        raise InvalidInput.field("role", f"unknown role {role!r}; known: {', '.join(sorted(REGISTRY.roles))}")
+        raise UnknownReference.field("role", f"unknown role {role!r}; known: {', '.join(sorted(REGISTRY.roles))}")
     if declared.scope == "none":
         if scope:
             raise InvalidInput.field("scope", f"the {role} role has no scope")
@@ -353,7 +353,7 @@ def _check_scope(rt: IdentityRuntime, role: str, scope: str) -> None:
         raise InvalidInput.field("scope", f"the {role} role needs a scope: {declared.scope_doc}")
     if declared.scope == "unit":
         if rt.units.get(scope) is None:
-            raise InvalidInput.field("scope", f"unknown organisational unit {scope!r}")
+            raise UnknownReference.field("scope", f"unknown organisational unit {scope!r}")
     elif not SCOPE.match(scope):
         raise InvalidInput.field("scope", "a scope is 2-64 lowercase letters, digits, '.', '_' or '-'")
 

@@ -70,7 +70,7 @@ async def test_bad_submissions_name_the_field(client, people):
     assert await problem(report_body(), headers=people["a"]) == (400, ["Idempotency-Key"])
     assert await problem(report_body(latitude=10.77, longitude=106.70)) == (400, ["latitude"])  # Ho Chi Minh City
     assert await problem(report_body(ward="phuong-khong-co")) == (400, ["ward"])
-    assert await problem(report_body(category="nope")) == (400, ["category"])
+    assert await problem(report_body(category="nope")) == (422, ["category"])
     assert (await problem(report_body(description="ngắn")))[0] == 400
     assert (await problem(report_body(photos=[{"id": "not-a-uuid"}])))[1] == ["photos"]
     status, fields = await problem(report_body(extra_field=1))

@@ -96,12 +96,12 @@ async def test_only_admins_at_level_2_may_grant(client, conn):
 @pytest.mark.parametrize(
     ("body", "field", "status"),
     [
-        ({"role": "staff", "scope": "phuong-khong-co"}, "scope", 400),
+        ({"role": "staff", "scope": "phuong-khong-co"}, "scope", 422),  # well-formed, names no unit
         ({"role": "staff"}, "scope", 400),
         ({"role": "admin", "scope": "hanoi"}, "scope", 400),
-        ({"role": "mayor"}, "role", 400),
+        ({"role": "mayor"}, "role", 422),
         # roles are what the kernel and the loaded modules declare (the test module brings fixture_keeper)
-        ({"role": "weather_radar_operator", "scope": "bai-xe"}, "role", 400),
+        ({"role": "weather_radar_operator", "scope": "bai-xe"}, "role", 422),
         ({"role": "fixture_keeper", "scope": "Bãi Xe"}, "scope", 400),
         ({"role": "fixture_keeper"}, "scope", 400),
     ],

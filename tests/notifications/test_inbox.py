@@ -143,7 +143,7 @@ async def test_preferences_round_trip_and_validation(client):
     assert saved["push"]["city"] is False and saved["push"]["feedback"] is True
     assert saved["quiet_hours"] == {"start": "22:00:00", "end": "06:30:00"} and saved["timezone"] == "Asia/Ho_Chi_Minh"
     bad = await client.put("/v1/notifications/preferences", json=body | {"home_unit": "so-y-te"}, headers=headers)
-    assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "home_unit"
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "home_unit"
     # the categories are those the loaded modules declared (no module declares these)
     for unknown in ("sport", "weather_radar"):
         bad = await client.put("/v1/notifications/preferences", json={"push": {unknown: True}}, headers=headers)

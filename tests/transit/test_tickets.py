@@ -77,7 +77,7 @@ async def test_buying_charges_the_wallet_once_per_key(client, conn):
     # the distance band must be the route's
     wrong = await client.post("/v1/transit/tickets", json={"product_id": "bus-single-0-15", "route_id": 101},
                               headers=h(rider) | key())
-    assert wrong.status_code == 400 and wrong.json()["errors"][0]["field"] == "product_id"
+    assert wrong.status_code == 422 and wrong.json()["errors"][0]["field"] == "product_id"
     poor = await session(client, "001091099999")
     broke = await client.post("/v1/transit/tickets", json=body, headers=h(poor) | key())
     assert broke.status_code == 402
