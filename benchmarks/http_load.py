@@ -106,6 +106,10 @@ def print_endpoint(path: str, rounds: dict[str, list[Measurement]]) -> None:
     if len(rounds["ihanoi"]) > 1:  # how much the ratio moves from one round to the next
         spread = " ".join(ratio(o.rps, b.rps) for o, b in zip(rounds["ihanoi"], rounds["bare litestar"], strict=True))
         print(f"  req/s ratio per round: {spread}")
+        # the tail, round by round (the servers alternate going first), as each was measured
+        tails = "; ".join(f"{o.p99_ms:.1f}/{b.p99_ms:.1f} = {ratio(o.p99_ms, b.p99_ms)}"
+                          for o, b in zip(rounds["ihanoi"], rounds["bare litestar"], strict=True))
+        print(f"  p99 ms per round, ihanoi/bare: {tails}")
 
 
 # --------------------------------------------------------------------------------------------------
