@@ -2,6 +2,7 @@
 
 Checked once for every route, present and future (a before-request hook):
 - a NUL character in the path or a query parameter (PostgreSQL cannot store it in text);
+- a query parameter the handler takes once, given twice;
 - a JSON body nested deeper than `MAX_DEPTH` (the decoder would recurse until it fails);
 - a JSON body holding a NUL character in a string, or an integer beyond 64 bits (PostgreSQL's bigint),
   named by its path in the body (`place.lat`, `items[3].name`).
@@ -22,6 +23,7 @@ from litestar import Request
 from app.errors import FieldError, InvalidInput
 
 MAX_DEPTH = 32
+_SINGLE = "ihanoi.single_valued_query"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
@@ -47,11 +49,39 @@ def _check_path_and_query(request: Request) -> None:
     if "\x00" in request.scope["path"]:
         raise InvalidInput.field("path", "the path holds a NUL character", source="path")
     query = request.scope.get("query_string", b"")
+    if b"&" in query:
+        _check_repeated(request, query)
     if b"%00" in query or b"\x00" in query:
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if "\x00" in value or "\x00" in name:
                 raise InvalidInput.field(unquote(name).replace("\x00", "") or "query",
                                          "a NUL character is not allowed", source="query")
+
+
+def _check_repeated(request: Request, query: bytes) -> None:
+    """A parameter the handler takes once, given twice (`?on=x&on=y`): which one counts would be a guess."""
+    seen: set[str] = set()
+    repeated = {n for n, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if n in seen or seen.add(n)}
+    if repeated:
+        once = _single_valued(request.route_handler)
+        for name in sorted(repeated & once):
+            raise InvalidInput.field(name, "give this parameter once", source="query")
+
+
+def _single_valued(handler) -> frozenset[str]:
+    """The query parameters of the handler's own signature that hold one value (cached on the handler)."""
+    cached = handler.opt.get(_SINGLE)
+    if cached is None:
+        provided = set(handler.resolve_dependencies())
+        in_path = {name for path in handler.paths for name in re.findall(r"\{(\w+)", path)}
+        cached = frozenset(
+            getattr(p.kwarg_definition, "query", None) or getattr(p.kwarg_definition, "name", None) or name
+            for name, p in handler.parsed_fn_signature.parameters.items()
+            if type(p.kwarg_definition).__name__ in ("QueryParameter", "ParameterKwarg")
+            and not getattr(p.kwarg_definition, "header", None) and not getattr(p.kwarg_definition, "cookie", None)
+            and name not in provided and name not in in_path and not p.is_non_string_collection)
+        handler.opt[_SINGLE] = cached
+    return cached
 
 
 def check_json(body: bytes) -> None:

@@ -157,3 +157,14 @@ async def test_ids_and_numbers_as_the_document_gives_them(client, conn, document
                       parameter["schema"])
         if schema.get("type") == "integer":
             assert schema.get("maximum", 0) < 2**63 - 1, parameter
+
+
+async def test_a_query_parameter_taken_once_given_twice_is_a_400_naming_it(client):
+    for path, name in (("/v1/transit/fares?on=2026-12-01&on=2026-12-02", "on"),
+                       ("/v1/feedback/public/reports?limit=5&limit=6", "limit")):
+        response = await client.get(path)
+        assert response.status_code == 400, (path, response.text)
+        assert response.json()["errors"][0] == {"field": name, "message": "give this parameter once",
+                                                 "source": "query"}
+    # a parameter given once, beside others, is fine
+    assert (await client.get("/v1/feedback/public/reports?limit=5&q=rac")).status_code == 200
