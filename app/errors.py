@@ -149,6 +149,10 @@ class Gone(DomainError):
 class Unprocessable(DomainError):
     slug = "unprocessable"
 
+    @classmethod
+    def field(cls, field: str, message: str, source: str = "body") -> Unprocessable:
+        return cls(message, errors=[FieldError(field=field, message=message, source=source)])
+
 
 class UnknownReference(Unprocessable):
     """A well-formed field that names something which does not exist (a category, a unit, a fare product): the

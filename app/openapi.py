@@ -67,6 +67,8 @@ _DESCRIPTIONS = {
 TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?$"
 _schema_generation.TYPE_MAP[dt.time] = Schema(type=OpenAPIType.STRING, pattern=TIME_OF_DAY,
                                                description="a time of day, HH:MM:SS (Hanoi time)")
+# A number without bounds of its own: app/inputs.py refuses a whole number beyond int64 (below 2^63 as a float).
+NUMBER_LIMIT = 9.2e18
 # Free text without a pattern of its own: app/inputs.py refuses a NUL character in any text, on every route.
 NO_NUL = r"^[^\x00]*$"
 # What a server-sent event is, as a client parses it (one schema per event, OpenAPI 3.1).
@@ -124,11 +126,12 @@ class _Documented(OpenAPIPlugin):
         return document
 
 
-def _strict_structs() -> tuple[dict[str, set[str]], dict[str, dict[str, Schema]]]:
-    """The Structs that refuse unknown fields (name -> their fields), and the mapping fields whose keys are
-    constrained (name -> field -> the keys' schema), which Litestar leaves out of the document."""
+def _strict_structs() -> tuple[dict[str, set[str]], dict[str, dict[str, dict[str, Schema]]]]:
+    """The Structs that refuse unknown fields (name -> their fields), and the constraints inside their mapping and
+    list fields, which Litestar leaves out of the document (name -> field -> {"property_names" | "items" |
+    "additional_properties": the schema to merge})."""
     found: dict[str, set[str]] = {}
-    keyed: dict[str, dict[str, Schema]] = {}
+    inner: dict[str, dict[str, dict[str, Schema]]] = {}
     pending = list(msgspec.Struct.__subclasses__())
     while pending:
         cls = pending.pop()
@@ -140,24 +143,61 @@ def _strict_structs() -> tuple[dict[str, set[str]], dict[str, dict[str, Schema]]
         except Exception:  # a Struct msgspec cannot describe (a forward reference): Litestar shows it as is
             continue
         for field in fields:
-            key = getattr(field.type, "key_type", None)
-            if isinstance(key, msgspec.inspect.StrType) and (key.pattern or key.min_length or key.max_length):
-                keyed.setdefault(cls.__name__, {})[field.encode_name] = Schema(
-                    type=OpenAPIType.STRING, pattern=key.pattern, min_length=key.min_length, max_length=key.max_length)
-    return found, keyed
+            kind = field.type
+            if isinstance(kind, msgspec.inspect.Metadata):
+                kind = kind.type
+            if isinstance(kind, msgspec.inspect.UnionType):  # T | None
+                kinds = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
+                kind = kinds[0] if len(kinds) == 1 else None
+            patch: dict[str, Schema] = {}
+            if isinstance(kind, msgspec.inspect.DictType):
+                for name, part in (("property_names", kind.key_type), ("additional_properties", kind.value_type)):
+                    if (constrained := _scalar(part)) is not None:
+                        patch[name] = constrained
+            elif isinstance(kind, (msgspec.inspect.ListType, msgspec.inspect.SetType, msgspec.inspect.VarTupleType)):
+                if (constrained := _scalar(kind.item_type)) is not None:
+                    patch["items"] = constrained
+            if patch:
+                inner.setdefault(cls.__name__, {})[field.encode_name] = patch
+    return found, inner
+
+
+def _scalar(kind) -> Schema | None:
+    """The schema of a constrained string or number inside a collection, else None."""
+    if isinstance(kind, msgspec.inspect.Metadata):  # Annotated with a description: the type inside
+        kind = kind.type
+    if isinstance(kind, msgspec.inspect.StrType) and (kind.pattern or kind.min_length or kind.max_length):
+        return Schema(type=OpenAPIType.STRING, pattern=kind.pattern, min_length=kind.min_length,
+                      max_length=kind.max_length)
+    if isinstance(kind, (msgspec.inspect.IntType, msgspec.inspect.FloatType)):
+        bounds = {"minimum": kind.ge, "maximum": kind.le, "exclusive_minimum": kind.gt, "exclusive_maximum": kind.lt}
+        if any(v is not None for v in bounds.values()):
+            number = OpenAPIType.INTEGER if isinstance(kind, msgspec.inspect.IntType) else OpenAPIType.NUMBER
+            return Schema(type=number, **{k: v for k, v in bounds.items() if v is not None})
+    return None
 
 
 def _close_strict_structs(document: OpenAPI) -> None:
-    strict, keyed = _strict_structs()
+    strict, inner = _strict_structs()
     for key, schema in ((document.components.schemas or {}) if document.components else {}).items():
-        name = key.rsplit("_", 1)[-1] if key not in strict and key not in keyed else key
+        name = key.rsplit("_", 1)[-1] if key not in strict and key not in inner else key
         fields = strict.get(name)
         if fields is not None and set(schema.properties or {}) <= fields:
             schema.additional_properties = False
-        for field, names in keyed.get(name, {}).items():
+        for field, patch in inner.get(name, {}).items():
             prop = (schema.properties or {}).get(field)
-            if isinstance(prop, Schema) and prop.type == OpenAPIType.OBJECT:
-                prop.property_names = names
+            targets = [prop] if isinstance(prop, Schema) else []
+            if isinstance(prop, Schema) and (prop.one_of or prop.any_of):
+                targets = [b for b in (prop.one_of or prop.any_of) if isinstance(b, Schema)]
+            for target in targets:
+                if target.type == OpenAPIType.OBJECT:
+                    for attr in ("property_names", "additional_properties"):
+                        if attr in patch:
+                            setattr(target, attr, patch[attr])
+                elif target.type == OpenAPIType.ARRAY and "items" in patch and isinstance(target.items, Schema):
+                    merged = {k: v for k, v in dataclasses.asdict(patch["items"]).items()
+                              if v is not None and k != "type"}
+                    target.items = dataclasses.replace(target.items, **merged)
 
 
 def _xml_by_suffix(document: OpenAPI) -> None:
@@ -247,8 +287,13 @@ def _fixed(schema: Schema, seen: dict, nullable: bool) -> Schema:
             schema, one_of=[_fix(b, seen) if isinstance(b, Schema) else b for b in schema.one_of or ()] or None,
             any_of=[_fix(b, seen) if isinstance(b, Schema) else b for b in schema.any_of or ()] or None)
     changes: dict[str, Any] = {}
-    if schema.type == OpenAPIType.INTEGER and schema.maximum is not None and schema.maximum >= 2**63 - 1:
-        changes.update(maximum=None, format="int64")  # 2^63-1 printed as a float is 2^63, one beyond
+    if schema.type == OpenAPIType.INTEGER and (schema.maximum is None or schema.maximum >= 2**63 - 1) \
+            and schema.format is None or (schema.type == OpenAPIType.INTEGER and schema.maximum is not None
+                                          and schema.maximum >= 2**63 - 1):
+        # app/inputs.py refuses an integer beyond int64 everywhere; 2^63-1 printed as a float is 2^63, one beyond
+        changes.update(maximum=None, format="int64")
+    if schema.type == OpenAPIType.NUMBER and schema.maximum is None and schema.exclusive_maximum is None:
+        changes.update(maximum=NUMBER_LIMIT, minimum=-NUMBER_LIMIT if schema.minimum is None else schema.minimum)
     if schema.type == OpenAPIType.STRING and schema.pattern is None and schema.format is None \
             and schema.enum is None and schema.const is None:
         changes["pattern"] = NO_NUL

@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from app.errors import InvalidInput, NotFound, UnknownReference
+from app.errors import InvalidInput, NotFound, UnknownReference, Unprocessable
 from app.web import CITY_TZ, decode_cursor, encode_cursor
 from notifications import store, templates
 from notifications.models import (
@@ -152,7 +152,7 @@ async def get_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID) -> P
 async def put_preferences(conn: asyncpg.Connection, resident_id: uuid.UUID, body: Preferences,
                           known_unit: Callable[[str], bool]) -> PreferencesView:
     if body.quiet_hours and body.quiet_hours.start == body.quiet_hours.end:
-        raise InvalidInput.field("quiet_hours", "start and end must differ")
+        raise Unprocessable.field("quiet_hours", "start and end must differ")
     if body.home_unit is not None and not known_unit(body.home_unit):
         raise UnknownReference.field("home_unit", f"unknown ward or commune {body.home_unit!r}")
     for category in body.push:

@@ -218,7 +218,7 @@ class PermitCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     lot: Code
     plate: Short
     vehicle: Vehicle
-    month: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}$", description="YYYY-MM")]
+    month: Annotated[str, msgspec.Meta(pattern=r"^(20[0-9]{2}|2100)-(0[1-9]|1[0-2])$", description="YYYY-MM")]
 
 
 class Permit(msgspec.Struct, kw_only=True):

@@ -18,6 +18,8 @@ TopupStatus = Literal["pending", "paid", "failed", "expired"]
 # limits are checked by the service with the `amount-invalid` problem.
 Amount = Annotated[int, msgspec.Meta(description="integer VND")]
 Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
+# A name shown to people: no control characters, no blank at either end (payments.service._text)
+DISPLAY_NAME = r"^[^\s\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
 
 
 class Posted(msgspec.Struct, frozen=True):
@@ -115,7 +117,7 @@ class IpnAnswer(msgspec.Struct):
 
 
 class OperatorUpsert(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=DISPLAY_NAME)]
     kind: OperatorKind
     fee_bps: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 0
 

@@ -29,6 +29,7 @@ from notifications import notify
 from payments import store, vnpay
 from payments.config import Merchant
 from payments.models import (
+    DISPLAY_NAME,
     Audit,
     History,
     IpnAnswer,
@@ -136,7 +137,7 @@ def _key(key: object) -> str:
 
 def _text(value: object, field: str, limit: int) -> str:
     text = unicodedata.normalize("NFC", str(value or "")).strip()
-    if not text or len(text) > limit or not text.isprintable():
+    if not text or len(text) > limit or not re.match(DISPLAY_NAME, text):
         raise InvalidInput.field(field, f"1-{limit} printable characters")
     return text
 

@@ -22,7 +22,16 @@ from redis.exceptions import NoScriptError, RedisError
 
 import payments
 from app import images, web
-from app.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, ServiceUnavailable, UnknownReference
+from app.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+    UnknownReference,
+    Unprocessable,
+)
 from app.identity import Principal, profile_of
 from notifications import notify
 from transit import credential, store
@@ -181,7 +190,7 @@ async def add_card(conn: asyncpg.Connection, principal: Principal, body: CardCre
     if not name:
         raise InvalidInput.field("holder_name", "the family member's name")
     if not today() - dt.timedelta(days=120 * 366) < body.birth_date <= today():
-        raise InvalidInput.field("birth_date", "a birth date in the past")
+        raise Unprocessable.field("birth_date", "a birth date in the past")
     if len(await store.cards_of(conn, uuid.UUID(principal.sub))) >= 10:
         raise Conflict("at most 10 family cards")
     return _card(await store.insert_card(conn, uuid.UUID(principal.sub), name, body.birth_date))
@@ -192,7 +201,7 @@ async def apply(conn: asyncpg.Connection, principal: Principal, category: str, o
     if card_id is not None:
         card = await own_card(conn, uuid.UUID(principal.sub), card_id)
         if category != "child":
-            raise InvalidInput.field("category", "a family member's card applies as child (with the birth "
+            raise Unprocessable.field("category", "a family member's card applies as child (with the birth "
                                      "certificate)", source="query")
         if age_on(card["birth_date"], today()) >= 6:
             raise InvalidInput.field("card_id", "the child is 6 or older: the regular fare applies", source="query")
@@ -377,7 +386,7 @@ async def register_device(conn: asyncpg.Connection, principal: Principal, public
     try:
         credential.public_key(point)
     except ValueError:
-        raise InvalidInput.field("public_key", "not a point on P-256") from None
+        raise Unprocessable.field("public_key", "not a point on P-256") from None
     if not principal.session_id:
         raise Forbidden("a device key is registered for a signed-in session")
     row = await store.insert_device(conn, uuid.UUID(principal.sub), uuid.UUID(principal.session_id), point)
