@@ -274,8 +274,9 @@ def _fixed(schema: Schema, seen: dict, nullable: bool) -> Schema:
         if len(typed) == 1 and len(branches) == 2 and isinstance(typed[0], Schema):
             moved = _constraints_of(schema)
             inner = dataclasses.replace(typed[0], **{k: v for k, v in moved.items() if getattr(typed[0], k) is None})
-            if not nullable and typed[0].type == OpenAPIType.STRING:
-                # a query or header string is never null; but Litestar reads "null" as None for another type
+            if not nullable and typed[0].type == OpenAPIType.STRING and typed[0].format is None:
+                # a query or header string is never null; but Litestar reads "null" as None for another type (a
+                # number, a date), so there the null branch stays
                 for name in ("description", "default", "examples", "title", "deprecated"):
                     if getattr(inner, name) is None and getattr(schema, name) is not None:
                         inner = dataclasses.replace(inner, **{name: getattr(schema, name)})

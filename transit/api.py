@@ -49,8 +49,8 @@ from transit.models import (
 )
 
 OperatorSlug = Annotated[str, QueryParameter(pattern=r"^[a-z][a-z0-9-]{1,62}$", description="operator slug")]
-Category = Annotated[str, QueryParameter(pattern="^(" + "|".join(service.PROOF) + ")$",
-                                         description="a proof-based rider category")]
+Category = Annotated[str, QueryParameter(pattern="^(" + "|".join((*service.PROOF, "child")) + ")$",
+                                         description="a proof-based rider category (child: a family card's)")]
 DateFrom = Annotated[dt.date, QueryParameter(name="from", description="first day (Asia/Ho_Chi_Minh)")]
 DateTo = Annotated[dt.date, QueryParameter(name="to", description="last day, included")]
 Status = Annotated[str, QueryParameter(pattern=r"^(pending|approved|refused)$")]

@@ -448,7 +448,8 @@ async def _route_for(conn, product, route_id: int | None):
     if product["min_km"] is not None:
         length = route["length_km"]
         if length < product["min_km"] or (product["max_km"] is not None and length >= product["max_km"]):
-            raise InvalidInput.field("product_id", f"route {route['short_name']} is {length} km: another distance band")
+            raise Unprocessable.field("product_id",
+                                      f"route {route['short_name']} is {length} km: another distance band")
     return route_id
 
 

@@ -69,7 +69,7 @@ async def test_bad_submissions_name_the_field(client, people):
 
     assert await problem(report_body(), headers=people["a"]) == (400, ["Idempotency-Key"])
     assert await problem(report_body(latitude=10.77, longitude=106.70)) == (400, ["latitude"])  # Ho Chi Minh City
-    assert await problem(report_body(ward="phuong-khong-co")) == (400, ["ward"])
+    assert await problem(report_body(ward="phuong-khong-co")) == (422, ["ward"])
     assert await problem(report_body(category="nope")) == (422, ["category"])
     assert (await problem(report_body(description="ngắn")))[0] == 400
     assert (await problem(report_body(photos=[{"id": "not-a-uuid"}])))[1] == ["photos"]
@@ -154,7 +154,7 @@ async def test_transfer_moves_the_report_and_its_deadlines(client, conn, people)
     rid = (await submit(client, people["a"]))["id"]
     await act(client, people["clerk"], rid, "receive")
     await act(client, people["clerk"], rid, "transfer", {"unit": OTHER_WARD, "reason": ""}, expect=400)
-    await act(client, people["clerk"], rid, "transfer", {"unit": "nowhere", "reason": "Sai địa bàn"}, expect=400)
+    await act(client, people["clerk"], rid, "transfer", {"unit": "nowhere", "reason": "Sai địa bàn"}, expect=422)
     moved = await act(client, people["clerk"], rid, "transfer", {"unit": OTHER_WARD, "reason": "Thuộc địa bàn khác"})
     assert moved["status"] == "submitted" and moved["unit"]["code"] == OTHER_WARD
     await act(client, people["clerk"], rid, "receive", expect=403)  # no longer theirs

@@ -103,7 +103,7 @@ async def test_who_may_broadcast_where(client, conn):
     assert other.status_code == 403
     city = await client.post("/v1/broadcasts", json=body("hanoi"), headers=clerk | key())
     assert city.status_code == 403
-    assert (await client.post("/v1/broadcasts", json=body("nowhere"), headers=clerk | key())).status_code == 400
+    assert (await client.post("/v1/broadcasts", json=body("nowhere"), headers=clerk | key())).status_code == 422
     no_key = await client.post("/v1/broadcasts", json=body(), headers=clerk)
     assert no_key.status_code == 400 and no_key.json()["errors"][0]["field"] == "Idempotency-Key"
     low = await bearer(client, CLERK, level=1)

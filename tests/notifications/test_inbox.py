@@ -147,7 +147,7 @@ async def test_preferences_round_trip_and_validation(client):
     # the categories are those the loaded modules declared (no module declares these)
     for unknown in ("sport", "weather_radar"):
         bad = await client.put("/v1/notifications/preferences", json={"push": {unknown: True}}, headers=headers)
-        assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == f"push.{unknown}"
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == f"push.{unknown}"
     from tests.conftest import TEST_MODULES
 
     declared = {c.name for m in TEST_MODULES for c in m.notification_categories}
