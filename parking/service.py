@@ -21,7 +21,7 @@ import msgspec
 
 import payments
 from app import images, web
-from app.errors import Conflict, DomainError, FieldError, Forbidden, InvalidInput, NotFound
+from app.errors import Conflict, DomainError, FieldError, Forbidden, InvalidInput, NotFound, Unprocessable
 from app.identity import Principal
 from notifications import notify
 from parking import plates, store, tariff
@@ -617,7 +617,7 @@ async def buy_permit(conn: asyncpg.Connection, principal: Principal, body: Permi
     month = _month(body.month)
     today = now().astimezone(web.CITY_TZ).date().replace(day=1)
     if month < today or month > dt.date(today.year + (today.month + 1) // 12, (today.month + 1) % 12 or 12, 1):
-        raise InvalidInput.field("month", "this month or the next")
+        raise Unprocessable.field("month", "this month or the next")
     lot = await _lot(conn, body.lot)
     plate = plates.normalise(body.plate)
     starts = dt.datetime.combine(month, dt.time(), web.CITY_TZ)

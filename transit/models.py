@@ -110,7 +110,7 @@ class Decision(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class DeviceCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # the compressed P-256 point, 33 bytes: 44 base64 characters (standard or URL-safe)
-    public_key: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/_-]{43}=?$",
+    public_key: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9+/_-]{44}$",
                                             description="a compressed P-256 point, 33 bytes, base64")]
 
 
