@@ -204,7 +204,7 @@ async def apply(conn: asyncpg.Connection, principal: Principal, category: str, o
             raise Unprocessable.field("category", "a family member's card applies as child (with the birth "
                                      "certificate)", source="query")
         if age_on(card["birth_date"], today()) >= 6:
-            raise InvalidInput.field("card_id", "the child is 6 or older: the regular fare applies", source="query")
+            raise Unprocessable.field("card_id", "the child is 6 or older: the regular fare applies", source="query")
     elif category not in PROOF:
         raise InvalidInput.field("category", f"one of {', '.join(PROOF)} (age-based fares need no application)",
                                  source="query")
@@ -243,7 +243,7 @@ async def decide(conn: asyncpg.Connection, principal: Principal, slug: str, appl
             until = born.replace(year=born.year + 6) - dt.timedelta(days=1) if (born.month, born.day) != (2, 29) \
                 else dt.date(born.year + 6, 2, 28)
             if until < day:
-                raise InvalidInput.field("decision", "the child is 6 or older")
+                raise Unprocessable.field("decision", "the child is 6 or older")
         elif decision.valid_until is None or not day < decision.valid_until <= day + dt.timedelta(days=400):
             raise InvalidInput.field("valid_until", "an approval needs an expiry after today, at most 400 days ahead")
         else:
