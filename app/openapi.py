@@ -84,6 +84,12 @@ _CONSTRAINTS = ("pattern", "min_length", "max_length", "minimum", "maximum", "ex
 # Routes that read a form themselves (so that they can check it in their own order) show its fields with
 # `opt={"form": Schema(...)}`, or a function of the settings giving it: (path, method) -> the form's schema.
 _FORMS: dict[tuple[str, str], Schema | Callable[[Any], Schema]] = {}
+# Paths whose errors come in a media type of their own: path -> (media type, body type).
+_OWN_ERRORS: dict[str, tuple[str, Any]] = {}
+
+
+def _route_key(path: str) -> str:
+    return re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path)
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -91,9 +97,9 @@ def components() -> Components:
     return Components(security_schemes=dict(SECURITY_SCHEMES))
 
 
-def problem(status: int) -> ResponseSpec:
+def problem(status: int, media_type: str = PROBLEM_JSON, container: Any = Problem) -> ResponseSpec:
     """A problem answer for a route to declare itself (e.g. 401 from a sign-in that is refused)."""
-    return ResponseSpec(data_container=Problem, media_type=PROBLEM_JSON, description=_DESCRIPTIONS[status],
+    return ResponseSpec(data_container=container, media_type=media_type, description=_DESCRIPTIONS[status],
                         generate_examples=False)
 
 
@@ -123,6 +129,7 @@ class _Documented(OpenAPIPlugin):
             _xml_by_suffix(document)
             _state_what_is_enforced(document)
             _forms(document, self.app.state.get("settings"))
+            _problems_too(document)
         return document
 
 
@@ -221,6 +228,29 @@ def _forms(document: OpenAPI, settings: Any) -> None:
             if form is not None and operation is not None:
                 form = form if isinstance(form, Schema) else form(settings)
                 operation.request_body = RequestBody(content={FORM: OpenAPIMediaType(schema=form)}, required=True)
+
+
+def _problems_too(document: OpenAPI) -> None:
+    """On a route with errors of its own media type, a 401 may still be the kernel's problem (a bad token is
+    refused before the route's own error handler): 401 shows both."""
+    problem_schema = None
+    for operation in _operations(document):
+        for answer in (operation.responses or {}).values():
+            media = (getattr(answer, "content", None) or {}).get(PROBLEM_JSON)
+            if media is not None:
+                problem_schema = media.schema
+                break
+        if problem_schema is not None:
+            break
+    for path, item in (document.paths or {}).items():
+        if path not in _OWN_ERRORS or problem_schema is None:
+            continue
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation = getattr(item, method, None)
+            answer = (operation.responses or {}).get("401") if operation else None
+            content = getattr(answer, "content", None)
+            if content is not None and PROBLEM_JSON not in content:
+                content[PROBLEM_JSON] = OpenAPIMediaType(schema=problem_schema)
 
 
 def _operations(document: OpenAPI):
@@ -338,4 +368,10 @@ def document(app: Litestar) -> None:
             if handler.http_methods & {"POST", "PUT", "PATCH", "DELETE"}:
                 statuses |= {409, 422}
             own = dict(handler.responses or {})
-            handler.responses = {**{s: problem(s) for s in sorted(statuses)}, **own}
+            # a route whose errors come in its own media type (FHIR's OperationOutcome) says so in its opt:
+            # `error_media_type` and `error_container`; the kernel's 401 for a bad token stays a problem
+            media, container = handler.opt.get("error_media_type"), handler.opt.get("error_container")
+            if media:
+                _OWN_ERRORS[_route_key(route.path)] = (media, container)
+            handler.responses = {**{s: problem(s, media or PROBLEM_JSON, container or Problem)
+                                    for s in sorted(statuses)}, **own}

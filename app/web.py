@@ -28,6 +28,8 @@ A handler names what it needs by parameter, and the kernel provides it:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -114,15 +116,24 @@ def cursor_parameter(*types: type) -> Any:
 
 
 def encode_cursor(*values: Any) -> str:
-    """The cursor of the next page: the sort key of the last row given."""
-    return ".".join(str((v - _EPOCH) // dt.timedelta(microseconds=1)) if isinstance(v, dt.datetime) else str(int(v))
-                    for v in values)
+    """The cursor of the next page: the sort key of the last row given. Ints and aware datetimes give the digits
+    form `cursor_parameter` documents; other values (text, UUIDs) an opaque base64url of their JSON."""
+    if all(isinstance(v, (int, dt.datetime)) and not isinstance(v, bool) for v in values):
+        return ".".join(str((v - _EPOCH) // dt.timedelta(microseconds=1)) if isinstance(v, dt.datetime) else str(v)
+                        for v in values)
+    return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
 
 
 def decode_cursor(text: str, types: Sequence[type]) -> tuple[Any, ...]:
     """The values of `encode_cursor`, checked against `types`; anything else is a 400 on `cursor`."""
-    parts = text.split(".")
-    if len(parts) != len(types) or not all(p.isascii() and p.isdigit() and len(p) <= 17 for p in parts):
-        raise InvalidInput.field("cursor", "not a cursor this list gave", source="query")
-    return tuple(_EPOCH + dt.timedelta(microseconds=int(p)) if kind is dt.datetime else int(p)
-                 for p, kind in zip(parts, types, strict=True))
+    if all(kind in (int, dt.datetime) for kind in types):
+        parts = text.split(".")
+        if len(parts) != len(types) or not all(p.isascii() and p.isdigit() and len(p) <= 17 for p in parts):
+            raise InvalidInput.field("cursor", "not a cursor this list gave", source="query")
+        return tuple(_EPOCH + dt.timedelta(microseconds=int(p)) if kind is dt.datetime else int(p)
+                     for p, kind in zip(parts, types, strict=True))
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return msgspec.json.decode(raw, type=tuple[tuple(types)] if types else tuple)  # type: ignore[misc]
+    except (binascii.Error, ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidInput.field("cursor", "not a cursor this list gave", source="query") from None

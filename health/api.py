@@ -92,6 +92,8 @@ class FhirController(Controller):
     path = "/fhir"
     tags = ["Health FHIR"]
     exception_handlers = {Exception: fhir_errors}
+    # every error is an OperationOutcome in FHIR's media type (fhir_errors), and the document says so
+    opt = {"error_media_type": FHIR_JSON, "error_container": FhirResource}
 
     @get("/metadata", operation_id="FhirCapabilityStatement", opt={"identity_level": 1},
          summary="The FHIR R4 CapabilityStatement of this server", responses=_spec("a CapabilityStatement"))
