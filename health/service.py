@@ -27,7 +27,7 @@ import asyncpg
 import msgspec
 
 from app import web
-from app.errors import Forbidden, InvalidInput, NotFound
+from app.errors import Forbidden, InvalidInput, NotFound, UnknownReference
 from app.identity import Principal, names_of
 from app.identity import service as identity
 from health import config, fhir, store
@@ -738,7 +738,7 @@ async def give_consent(conn: asyncpg.Connection, cipher: HealthCipher, settings:
     patient = await own_patient(conn, cipher, principal)
     facility = await store.facility_by_code(conn, body.facility)
     if facility is None:
-        raise InvalidInput.field("facility", "no such facility")
+        raise UnknownReference.field("facility", "no such facility")
     clinician = None
     if body.clinician is not None:
         clinician = uuid.UUID(body.clinician)

@@ -343,7 +343,7 @@ Identified = tuple[str, str, uuid.UUID | None, str | None]
 def _given(body: GateEvent) -> str:
     given = [name for name in ("plate", "rfid_tag", "pass_code") if getattr(body, name) is not None]
     if len(given) != 1:
-        raise InvalidInput.field("plate", "give exactly one of plate, rfid_tag or pass_code")
+        raise Unprocessable.field("plate", "give exactly one of plate, rfid_tag or pass_code")
     return given[0]
 
 

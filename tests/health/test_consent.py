@@ -80,7 +80,7 @@ async def test_consent_needs_level_2_and_a_recent_sign_in(client, conn):
     assert response.status_code == 403 and response.json()["type"].endswith("step-up-required")
     resident = await bearer(client, PATIENT)
     await share(client, resident, code, expect=400, expires_at=later(days=400))
-    await share(client, resident, "no-such-facility", expect=400)
+    await share(client, resident, "no-such-facility", expect=422)
 
 
 async def test_a_clinician_reads_what_was_shared_with_them_or_their_facility(client, conn):

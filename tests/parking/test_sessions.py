@@ -149,7 +149,7 @@ async def test_bad_gate_input_is_a_clear_problem_and_writes_nothing(client, conn
     assert (await check_in(client, gate_headers, lot, expect=400, plate="30G66666", vehicle="motorbike",
                            photo_base64="bm90IGEgcGhvdG8="))["errors"][0]["field"] == "photo_base64"
     assert (await check_in(client, gate_headers, lot, expect=400, plate="30G66666"))["errors"][0]["field"] == "vehicle"
-    assert (await check_in(client, gate_headers, lot, expect=400, plate="30G66666", rfid_tag="ABCDEF12",
+    assert (await check_in(client, gate_headers, lot, expect=422, plate="30G66666", rfid_tag="ABCDEF12",
                            vehicle="car"))["errors"][0]["field"] == "plate"
     assert await counts(conn) == (before[0] + 1, before[1], before[2])  # only the one good check-in
 
