@@ -14,6 +14,8 @@ import socket
 import time
 from collections.abc import Sequence
 
+from redis.exceptions import RedisError
+
 from app import db, idempotency, redisdb
 from app.settings import Settings
 from modules import Job, JobContext, Module
@@ -56,7 +58,13 @@ class Worker:
         key = self.redis.key("job-lease", job.name)
         lease_ms = max(int(job.every_seconds * 1000), 50)
         token = f"{self.identity}:{time.monotonic_ns()}"
-        if not await self.redis.client.set(key, token, nx=True, px=lease_ms):
+        try:
+            # durable: a Redis primary failing over must not hand the same lease to a second worker
+            taken = await self.redis.durable(key, "SET", key, token, "NX", "PX", lease_ms)
+        except (RedisError, OSError) as exc:  # Redis away for a moment (a failover): skip this run, try next period
+            log.warning("job lease not taken: redis unreachable", extra={"job": job.name, "error": type(exc).__name__})
+            return False
+        if not taken:
             return False
         # Kept until the period ends so no other worker runs it again at once; handed back on stop.
         self.leases[key] = token
@@ -71,7 +79,10 @@ class Worker:
     async def release_leases(self) -> None:
         """Hand back the leases we hold, so a restarted worker need not wait out the period."""
         for key, token in self.leases.items():
-            await self.redis.client.eval(_RELEASE, 1, key, token)
+            try:
+                await self.redis.client.eval(_RELEASE, 1, key, token)
+            except (RedisError, OSError):  # it expires at the end of its period anyway
+                log.warning("job lease not handed back: redis unreachable", extra={"lease": key})
         self.leases.clear()
 
     async def _loop(self, job: Job, ctx: JobContext) -> None:

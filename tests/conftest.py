@@ -4,6 +4,11 @@
 once for the run (under .ihanoi/test) and stopped at its end. Each run creates its own database on
 that server, applies the real migrations once, and drops it at the end. Each test then runs inside a
 transaction rolled back at its end and writes Redis keys under its own prefix, deleted at its end.
+
+`--redis-cluster` (or `TEST_REDIS_CLUSTER=1`) runs the tests against a throw-away Redis Cluster of Debian's
+`redis-server` (3 primaries, 3 replicas, tests/redis_cluster.py) with `IHANOI_REDIS_CLUSTER` on, in place of
+`TEST_REDIS_URL` or the embedded Redis. Every test that touches Redis (through the `redis` or `redis_url`
+fixture) is marked `redis`, so `pytest --redis-cluster -m redis` runs exactly those.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from app import db, migrate, redisdb
 from app.asgi import create_app, migration_sources
 from app.settings import load_settings
 from modules import catalog
+from tests import redis_cluster
 from tests.fixture_module import module as fixture_module
 from tests.fixture_module import second as second_module
 
@@ -44,6 +50,35 @@ catalog.install(TEST_MODULES)
 EXTRA_MODULES = "tests.fixture_module:module,tests.fixture_module:second"
 # One master key for every process of this run: they share the database, so they must share its keys.
 MASTER_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
+# Set by pytest_configure from --redis-cluster: every client, app and process of the run speaks cluster.
+REDIS_CLUSTER = False
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--redis-cluster", action="store_true", default=False,
+                     help="run against a throw-away 6-node Redis Cluster (Debian's redis-server)")
+
+
+def pytest_configure(config) -> None:
+    global REDIS_CLUSTER
+    REDIS_CLUSTER = bool(config.getoption("--redis-cluster") or os.environ.get("TEST_REDIS_CLUSTER") == "1")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if {"redis", "redis_url"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker("redis")
+
+
+def sync_redis_client(url: str):
+    """A blocking client for a test's own look at Redis: a cluster client when the run is on a cluster."""
+    import redis
+
+    if REDIS_CLUSTER:
+        return redis.RedisCluster.from_url(url)
+    return redis.Redis.from_url(url)
 
 
 def free_port() -> int:
@@ -61,8 +96,18 @@ def with_database(url: str, name: str) -> str:
 def server_urls() -> Iterator[tuple[str, str]]:
     database_url = os.environ.get("TEST_DATABASE_URL")
     redis_url = os.environ.get("TEST_REDIS_URL")
+    cluster = None
+    if REDIS_CLUSTER:
+        if not redis_cluster.available():
+            pytest.exit("--redis-cluster needs Debian's redis-server and redis-cli (apt-get install redis-server)", 2)
+        cluster = redis_cluster.RedisClusterNodes().start()
+        redis_url = cluster.url
     if database_url and redis_url:
-        yield database_url, redis_url
+        try:
+            yield database_url, redis_url
+        finally:
+            if cluster is not None:
+                cluster.stop()
         return
     from app.embedded import EmbeddedServices
 
@@ -72,6 +117,8 @@ def server_urls() -> Iterator[tuple[str, str]]:
         yield database_url or embedded_db, redis_url or embedded_redis
     finally:
         services.stop()
+        if cluster is not None:
+            cluster.stop()
 
 
 class FreshDatabases:
@@ -179,7 +226,7 @@ async def conn(pool) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest_asyncio.fixture
 async def redis(redis_url) -> AsyncIterator[redisdb.Redis]:
-    client = redisdb.connect(redis_url, prefix=f"test:{uuid.uuid4().hex[:12]}:")
+    client = redisdb.connect(redis_url, prefix=f"test:{uuid.uuid4().hex[:12]}:", cluster=REDIS_CLUSTER)
     yield client
     await client.delete_prefixed()
     await client.close()
@@ -189,7 +236,8 @@ async def redis(redis_url) -> AsyncIterator[redisdb.Redis]:
 def settings(database_url, redis_url):
     return load_settings(
         {"IHANOI_ENV": "test", "DATABASE_URL": database_url, "REDIS_URL": redis_url, "IHANOI_LOG_LEVEL": "WARNING",
-         "IHANOI_MASTER_KEY": MASTER_KEY, "IHANOI_PUBLIC_URL": "http://ihanoi.test"}
+         "IHANOI_MASTER_KEY": MASTER_KEY, "IHANOI_PUBLIC_URL": "http://ihanoi.test",
+         "IHANOI_REDIS_CLUSTER": "true" if REDIS_CLUSTER else "false"}
     )
 
 
@@ -257,6 +305,8 @@ def process_env(**values: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(ROOT)
     env["IHANOI_ENV"] = "test"
     env["IHANOI_MASTER_KEY"] = MASTER_KEY
+    if REDIS_CLUSTER:
+        env["IHANOI_REDIS_CLUSTER"] = "true"
     env.update(values)
     return env
 

@@ -15,7 +15,16 @@ import httpx
 import pytest
 import redis as sync_redis
 
-from tests.conftest import EXTRA_MODULES, IHANOI, ROOT, free_port, process_env, stop_process, wait_ready
+from tests.conftest import (
+    EXTRA_MODULES,
+    IHANOI,
+    ROOT,
+    free_port,
+    process_env,
+    stop_process,
+    sync_redis_client,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -149,7 +158,7 @@ def test_worker_runs_module_jobs_until_sigterm(database_url, redis_url, tmp_path
                       IHANOI_EXTRA_MODULES=EXTRA_MODULES)
     proc = subprocess.Popen([*IHANOI, "worker"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    client = sync_redis.Redis.from_url(redis_url)
+    client = sync_redis_client(redis_url)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and int(client.get(prefix + "fixture:ticks") or 0) < 3:

@@ -186,16 +186,19 @@ class RevokedSessions:
     def key(self) -> str:
         return self.redis.key("revoked-sessions")
 
-    async def revoke(self, session_id: str) -> None:
+    async def revoke(self, session_id: str) -> bool:
         """Call after the revocation is committed: refused here at once, and told to the others through
-        Redis when it answers; when it does not, the others catch up from the database."""
+        Redis when it answers (True); when it does not (False), the others catch up from the database."""
         now = time.time()
         self.local[session_id] = now
         try:
-            await self.redis.client.zadd(self.key, {session_id: now})
+            # durable: a Redis primary failing over right after must not forget it
+            await self.redis.durable(self.key, "ZADD", self.key, now, session_id)
         except (redis.exceptions.RedisError, OSError) as exc:
             log.warning("revocation not published to redis: other processes catch up from the database",
                         extra={"session": session_id, "error": type(exc).__name__})
+            return False
+        return True
 
     async def sync(self) -> None:
         """Poll Redis; when it answers again after a failure, catch up from the database first."""

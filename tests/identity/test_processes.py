@@ -15,10 +15,9 @@ import asyncpg
 import httpx
 import jwt
 import pytest
-import redis as sync_redis
 
 from app.identity.devlogin import sign_in
-from tests.conftest import IHANOI, ROOT, free_port, process_env
+from tests.conftest import IHANOI, ROOT, free_port, process_env, sync_redis_client
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +30,7 @@ CHI, DUNG = "001090000777", "001190000778"
 def shared_prefix(redis_url):
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
     yield prefix
-    client = sync_redis.Redis.from_url(redis_url)
+    client = sync_redis_client(redis_url)
     for key in client.scan_iter(prefix + "*"):
         client.delete(key)
 
@@ -161,7 +160,9 @@ def private_redis(tmp_path):
 
 async def test_logout_while_redis_is_down_holds_everywhere_once_it_is_back(start_server, private_redis):
     port_a = free_port()
-    env = {"IHANOI_PUBLIC_URL": f"http://127.0.0.1:{port_a}", "REDIS_URL": private_redis.url}
+    # a single Redis server of its own, stopped and started by the test, also when the run is on a cluster
+    env = {"IHANOI_PUBLIC_URL": f"http://127.0.0.1:{port_a}", "REDIS_URL": private_redis.url,
+           "IHANOI_REDIS_CLUSTER": "false"}
     a, proc_a = start_server(port=port_a, **env)
     b, proc_b = start_server(**env)
     async with httpx.AsyncClient(base_url=a, timeout=10) as on_a, httpx.AsyncClient(base_url=b, timeout=10) as on_b:

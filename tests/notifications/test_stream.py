@@ -13,12 +13,20 @@ from contextlib import asynccontextmanager
 import httpx
 import jwt
 import pytest
-import redis as sync_redis
 
 from app import db
 from app.identity.devlogin import sign_in
 from notifications import service
-from tests.conftest import EXTRA_MODULES, IHANOI, ROOT, free_port, next_event, process_env, stop_process
+from tests.conftest import (
+    EXTRA_MODULES,
+    IHANOI,
+    ROOT,
+    free_port,
+    next_event,
+    process_env,
+    stop_process,
+    sync_redis_client,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +42,7 @@ async def server_and_worker(start_server, database_url, redis_url):
                               env=process_env(DATABASE_URL=database_url, REDIS_URL=redis_url,
                                               IHANOI_EXTRA_MODULES=EXTRA_MODULES, **env))
     conn = await db.connect(database_url)
-    watcher = sync_redis.Redis.from_url(redis_url)
+    watcher = sync_redis_client(redis_url)
     try:
         deadline = time.monotonic() + 30
         while not watcher.exists(prefix + "job-lease:notifications.expand"):  # the worker is up and polling

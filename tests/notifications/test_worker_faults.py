@@ -10,11 +10,10 @@ import uuid
 
 import httpx
 import pytest
-import redis as sync_redis
 
 from app import db
 from notifications import delivery, store
-from tests.conftest import IHANOI, ROOT, process_env, stop_process
+from tests.conftest import IHANOI, ROOT, process_env, stop_process, sync_redis_client
 
 pytestmark = pytest.mark.e2e
 DEVICES = 3000
@@ -86,7 +85,7 @@ async def test_worker_killed_mid_broadcast(kill, database_url, redis_url, fcm_ur
                 await asyncio.sleep(0.2)
         finally:
             stop_process(worker)
-            client = sync_redis.Redis.from_url(redis_url)
+            client = sync_redis_client(redis_url)
             for key in client.scan_iter(prefix + "*"):
                 client.delete(key)
         stats = (await stand_in.get("/_control/stats")).json()
