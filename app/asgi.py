@@ -108,15 +108,18 @@ def create_app(
     pool: Any = None,
     redis: redisdb.Redis | None = None,
     idp_transport: Any = None,
+    read_pool: Any = None,
 ) -> Litestar:
-    """Build the app. `pool` and `redis` may be given (tests share theirs); else the lifespan owns them."""
+    """Build the app. `pool`, `read_pool` and `redis` may be given (tests share theirs); else the lifespan owns
+    them. The read pool is the replica's (`DATABASE_REPLICA_URL`), for `web.ReadConn`; without one those reads
+    go to `pool`."""
     settings = settings or load_settings()
     modules = resolve_modules(settings, modules)
     disabled = set(settings.modules_disabled)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        own_pool = own_redis = False
+        own_pool = own_read_pool = own_redis = False
         state = app.state
         try:
             if state.get("pool") is None:
@@ -127,6 +130,13 @@ def create_app(
                     timeout=settings.db_timeout,
                 )
                 own_pool = True
+            if state.get("read_pool") is None and settings.database_replica_url:
+                # min_size=0: a replica down at start-up must not stop the API (its reads go to the primary)
+                state.read_pool = await db.create_pool(
+                    settings.database_replica_url, min_size=0, max_size=settings.db_pool_max,
+                    timeout=settings.db_timeout, name="ihanoi-replica",
+                )
+                own_read_pool = True
             if state.get("redis") is None:
                 if not settings.redis_url:
                     raise RuntimeError("REDIS_URL is not set (use `ihanoi dev` for the embedded default)")
@@ -147,6 +157,9 @@ def create_app(
             if own_redis:
                 await state.redis.close()
                 state.redis = None
+            if own_read_pool:
+                await state.read_pool.close()
+                state.read_pool = None
             if own_pool:
                 await state.pool.close()
                 state.pool = None
@@ -168,6 +181,7 @@ def create_app(
         dependencies={
             "conn": Provide(db.provide_connection),
             "tx": Provide(db.provide_transaction),
+            "read_conn": Provide(db.provide_read_connection),
             **identity_api.dependencies,
             **web.dependencies(),
         },
@@ -193,6 +207,7 @@ def create_app(
     openapi.document(app)
     app.state.settings = settings
     app.state.pool = pool
+    app.state.read_pool = read_pool
     app.state.redis = redis
     app.state.modules = modules
     app.state.migration_sources = migration_sources(modules)

@@ -46,7 +46,8 @@ async def connect(dsn: str, *, timeout: float = 10.0) -> asyncpg.Connection:
     return conn
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int, timeout: float, attempts: int = 20) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int, max_size: int, timeout: float, attempts: int = 20,
+                      name: str = "ihanoi") -> asyncpg.Pool:
     """Connect, retrying for a while: in production PostgreSQL may come up after the API does."""
     delay = 0.25
     for attempt in range(1, attempts + 1):
@@ -57,7 +58,7 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, timeout: float,
                 max_size=max_size,
                 timeout=timeout,
                 init=_init_connection,
-                server_settings={"application_name": "ihanoi", **SERVER_SETTINGS},
+                server_settings={"application_name": name, **SERVER_SETTINGS},
             )
         except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
             if attempt == attempts:
@@ -70,6 +71,26 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, timeout: float,
 
 async def provide_connection(state: State) -> AsyncIterator[asyncpg.Connection]:
     """Request-scoped connection: acquired when a handler asks for `conn`, released after it."""
+    async with state.pool.acquire(timeout=state.settings.db_timeout) as conn:
+        yield conn
+
+
+async def provide_read_connection(state: State) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for reads that may lag a little: from the streaming replica's pool when one is configured
+    (`DATABASE_REPLICA_URL`), else from the primary's. A replica that cannot be reached is not an outage: the
+    read goes to the primary. Never for what a caller reads right after its own write (that is `conn`)."""
+    read_pool = state.get("read_pool")
+    if read_pool is not None:
+        try:
+            conn = await read_pool.acquire(timeout=state.settings.db_timeout)
+        except (OSError, TimeoutError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+            log.warning("replica unreachable: reading from the primary", extra={"error": type(exc).__name__})
+        else:
+            try:
+                yield conn
+            finally:
+                await read_pool.release(conn)
+            return
     async with state.pool.acquire(timeout=state.settings.db_timeout) as conn:
         yield conn
 

@@ -20,6 +20,7 @@ Environment = Literal["dev", "test", "prod"]
 ENV_VARS: dict[str, tuple[str, str]] = {
     "IHANOI_ENV": ("env", "`dev`, `test` or `prod`; `prod` refuses to start embedded services"),
     "DATABASE_URL": ("database_url", "PostgreSQL URL; unset = embedded PostgreSQL under the data folder"),
+    "DATABASE_REPLICA_URL": ("database_replica_url", "PostgreSQL streaming replica URL for reads that may lag (README, Read replica); unset = all reads from `DATABASE_URL`"),
     "REDIS_URL": ("redis_url", "Redis URL; unset = embedded Redis under the data folder"),
     "IHANOI_REDIS_CLUSTER": ("redis_cluster", "`true` when `REDIS_URL` points at a Redis Cluster"),
     "IHANOI_REDIS_PREFIX": ("redis_prefix", "prefix of every Redis key this deployment writes"),
@@ -57,6 +58,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     env: Environment = "dev"
     database_url: str | None = None
+    database_replica_url: str | None = None
     redis_url: str | None = None
     redis_cluster: bool = False
     redis_prefix: str = "ihanoi:"

@@ -9,7 +9,10 @@ A handler names what it needs by parameter, and the kernel provides it:
                     language: web.Lang) -> Report: ...
 
 - `conn: web.Conn`: a pooled connection for reads; `tx: web.Tx`: a connection inside a transaction that
-  commits when the handler returns and rolls back if it raises.
+  commits when the handler returns and rolls back if it raises. Both are the primary's.
+- `read_conn: web.ReadConn`: a connection for public reads that may lag the primary by a moment (the
+  streaming replica's when `DATABASE_REPLICA_URL` is set, else the primary's): maps, public lists, figures,
+  reports. Never for what a caller reads back right after writing it (its own reports, its wallet): `conn`.
 - `principal: web.Caller`: the signed-in caller (401 without one); `viewer: web.Viewer`: the caller or
   None, for pages that work without signing in.
 - `language: web.Lang`: "vi" or "en" from Accept-Language (Vietnamese first).
@@ -48,8 +51,8 @@ from app.identity.models import Principal
 
 __all__ = [
     "CITY_TZ", "IDEMPOTENT", "IDEMPOTENT_REQUIRED", "INT64_MAX", "Caller", "Conn", "HumanText", "Id", "Lang",
-    "Limit", "Month", "Slug", "Token", "Tx", "UUIDPath", "UUIDText", "Viewer", "cursor_parameter", "decode_cursor",
-    "dependencies", "encode_cursor", "local",
+    "Limit", "Month", "ReadConn", "Slug", "Token", "Tx", "UUIDPath", "UUIDText", "Viewer", "cursor_parameter",
+    "decode_cursor", "dependencies", "encode_cursor", "local",
 ]
 
 CITY_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -57,6 +60,7 @@ INT64_MAX = 2**63 - 1
 
 Conn: TypeAlias = NamedDependency[asyncpg.Connection]
 Tx: TypeAlias = NamedDependency[asyncpg.Connection]
+ReadConn: TypeAlias = NamedDependency[asyncpg.Connection]
 Caller: TypeAlias = NamedDependency[Principal]
 Viewer: TypeAlias = NamedDependency[Principal | None]
 Lang: TypeAlias = NamedDependency[Language]

@@ -275,19 +275,20 @@ class PublicController(Controller):
     @get("/reports", operation_id="PublicReports",
          summary="Public reports, newest first; bbox=min_lng,min_lat,max_lng,max_lat for a map; q searches "
                  "with or without diacritics")
-    async def reports(self, conn: web.Conn, ctx: Context, bbox: Box = None,
+    async def reports(self, read_conn: web.ReadConn, ctx: Context, bbox: Box = None,
                       category: FromQuery[str | None] = None, status: StatusFilter = None,
                       ward: FromQuery[str | None] = None, q: TextQuery = None,
                       cursor: ReportCursor = None, limit: web.Limit = 50) -> ReportPage:
-        return await views.public_reports(conn, ctx, bbox=bbox, category=category, status=status, ward=ward, q=q,
+        # the replica's (when there is one): a report sent a moment ago may show a moment later
+        return await views.public_reports(read_conn, ctx, bbox=bbox, category=category, status=status, ward=ward, q=q,
                                           cursor=cursor, limit=limit)
 
     @get("/stats", operation_id="FeedbackUnitStats", responses={404: openapi.problem(404)},
          summary="Per unit: received, answered (on time), open, overdue and the average rating")
-    async def stats(self, state: State, conn: web.Conn, ctx: Context,
+    async def stats(self, state: State, read_conn: web.ReadConn, ctx: Context,
                     days: Annotated[int, QueryParameter(ge=1, le=366)] = 90,
                     unit: FromQuery[str | None] = None) -> UnitStatsList:
-        return await views.stats(conn, ctx, days=days, unit=unit, redis=state.redis)
+        return await views.stats(read_conn, ctx, days=days, unit=unit, redis=state.redis)
 
 
 ROUTERS = [CategoriesController, PhotosController, ReportsController, MyReportsController, UnitQueueController,

@@ -5,7 +5,7 @@ once for the run (under .ihanoi/test) and stopped at its end. Each run creates i
 that server, applies the real migrations once, and drops it at the end. Each test then runs inside a
 transaction rolled back at its end and writes Redis keys under its own prefix, deleted at its end.
 
-`--redis-cluster` (or `TEST_REDIS_CLUSTER=1`) runs the tests against a throw-away Redis Cluster of Debian's
+`--redis-cluster` runs the tests against a throw-away Redis Cluster of Debian's
 `redis-server` (3 primaries, 3 replicas, tests/redis_cluster.py) with `IHANOI_REDIS_CLUSTER` on, in place of
 `TEST_REDIS_URL` or the embedded Redis. Every test that touches Redis (through the `redis` or `redis_url`
 fixture) is marked `redis`, so `pytest --redis-cluster -m redis` runs exactly those.
@@ -63,7 +63,7 @@ def pytest_addoption(parser) -> None:
 
 def pytest_configure(config) -> None:
     global REDIS_CLUSTER
-    REDIS_CLUSTER = bool(config.getoption("--redis-cluster") or os.environ.get("TEST_REDIS_CLUSTER") == "1")
+    REDIS_CLUSTER = bool(config.getoption("--redis-cluster"))
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -225,14 +225,14 @@ class OperatorController(Controller):
         return Response(image.to_string(), media_type="image/svg+xml", headers={"Cache-Control": "private, no-store"})
 
     @get("/report", operation_id="GetTransitReport", summary="Rides per route and product, revenue per product")
-    async def report(self, slug: web.Slug, conn: web.Conn, principal: web.Caller, date_from: DateFrom,
-                     date_to: DateTo) -> Report:
-        return await service.report(conn, principal, _slug(slug), date_from, date_to)
+    async def report(self, slug: web.Slug, read_conn: web.ReadConn, principal: web.Caller,
+                     date_from: DateFrom, date_to: DateTo) -> Report:
+        return await service.report(read_conn, principal, _slug(slug), date_from, date_to)
 
     @get("/report.csv", operation_id="GetTransitReportCsv", media_type="text/csv", summary="The report as CSV")
-    async def report_csv(self, slug: web.Slug, conn: web.Conn, principal: web.Caller, date_from: DateFrom,
-                         date_to: DateTo) -> Response[str]:
-        view = await service.report(conn, principal, _slug(slug), date_from, date_to)
+    async def report_csv(self, slug: web.Slug, read_conn: web.ReadConn, principal: web.Caller,
+                         date_from: DateFrom, date_to: DateTo) -> Response[str]:
+        view = await service.report(read_conn, principal, _slug(slug), date_from, date_to)
         name = f"transit-{slug}-{date_from.isoformat()}-{date_to.isoformat()}.csv"
         return Response(service.report_csv(view), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -214,31 +214,31 @@ class Open311Controller(Controller):
 
     @get(_paths("services"), operation_id=_operation("Open311Services"),
          summary="One service per active feedback category", responses=_errors(400, 500, 503))
-    async def list_services(self, request: Request, conn: web.Conn, ctx: Context) -> Response[list[Service]]:
-        return render(format_of(request.url.path), "services", await service.services(conn, ctx))
+    async def list_services(self, request: Request, read_conn: web.ReadConn, ctx: Context) -> Response[list[Service]]:
+        return render(format_of(request.url.path), "services", await service.services(read_conn, ctx))
 
     @get("/services/{name:str}", operation_id="Open311ServiceDefinition",
          summary="A service's definition: the required ward attribute and its values ({code}.json or .xml)",
          responses=READ_ERRORS)
-    async def get_service_definition(self, name: FromPath[str], conn: web.Conn,
+    async def get_service_definition(self, name: FromPath[str], read_conn: web.ReadConn,
                                      ctx: Context) -> Response[ServiceDefinition]:
         code, fmt = split_format(name)
-        return render(fmt, "service_definition", await service.service_definition(conn, ctx, code))
+        return render(fmt, "service_definition", await service.service_definition(read_conn, ctx, code))
 
     @get(_paths("requests"), operation_id=_operation("Open311Requests"),
          summary="Public requests, newest first", description=REQUESTS_QUERY, responses=READ_ERRORS)
-    async def list_requests(self, request: Request, state: State, conn: web.Conn,
+    async def list_requests(self, request: Request, state: State, read_conn: web.ReadConn,
                             ctx: Context) -> Response[list[ServiceRequest]]:
         query = service.parse_query(request.query_params, utcnow())
-        found = await service.find_requests(conn, ctx, query, base_url=state.settings.base_url())
+        found = await service.find_requests(read_conn, ctx, query, base_url=state.settings.base_url())
         return render(format_of(request.url.path), "service_requests", found)
 
     @get("/requests/{name:str}", operation_id="Open311Request", summary="One public request ({id}.json or .xml)",
          responses=READ_ERRORS)
-    async def get_one_request(self, name: FromPath[str], state: State, conn: web.Conn,
+    async def get_one_request(self, name: FromPath[str], state: State, read_conn: web.ReadConn,
                               ctx: Context) -> Response[list[ServiceRequest]]:
         request_id, fmt = split_format(name)
-        found = await service.get_request(conn, ctx, request_id, base_url=state.settings.base_url())
+        found = await service.get_request(read_conn, ctx, request_id, base_url=state.settings.base_url())
         return render(fmt, "service_requests", found)
 
     @post(_paths("requests"), operation_id=_operation("Open311CreateRequest"), status_code=200,
