@@ -82,7 +82,8 @@ def test_what_production_requires_is_given_to_every_workload():
     for name, pod in workloads(docs):
         for container in pod["containers"]:
             env = environment(docs, container)
-            for required in ("IHANOI_ENV", "DATABASE_URL", "REDIS_URL", "IHANOI_MASTER_KEY", "IHANOI_REDIS_CLUSTER"):
+            for required in ("IHANOI_ENV", "DATABASE_URL", "REDIS_URL", "IHANOI_MASTER_KEY", "IHANOI_REDIS_CLUSTER",
+                             "IHANOI_HEALTH_DATA_KEY"):
                 assert required in env, f"{name} lacks {required}"
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     # a production deployment never falls back to embedded services or dev defaults
