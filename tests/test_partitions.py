@@ -1,0 +1,123 @@
+"""The kernel's time partitions (app/partitions.py): a table a module declares gets its months ahead, loses
+the months past its retention (dropped when the declaration says so), and two workers at once do it once."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import subprocess
+import uuid
+
+import pytest
+
+from app import partitions
+from app.settings import load_settings
+from app.worker import Worker
+from modules import TimePartitions
+from tests.conftest import IHANOI, ROOT, process_env
+from tests.fixture_module import module as fixture_module
+
+NOW = dt.datetime(2027, 3, 10, 8, 30, tzinfo=dt.UTC)
+
+
+def probe_module(table: str, **options):
+    # the fixture's shelf_size stands in for a retention setting (an int field of the module's settings)
+    return dataclasses.replace(fixture_module, partitions=[TimePartitions(table, "at", **options)])
+
+
+async def make_probe(conn, table: str) -> None:
+    await conn.execute(f"CREATE TABLE {table} (id bigint NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (id, at)) "
+                       "PARTITION BY RANGE (at)")
+    await conn.execute(f"CREATE TABLE {table}_default PARTITION OF {table} DEFAULT")
+
+
+async def names(conn, table: str) -> list[str]:
+    return sorted(p.name for p in await partitions.partitions_of(conn, table))
+
+
+def test_a_declaration_names_a_setting_the_module_has():
+    with pytest.raises(ValueError, match="retention setting 'nope'"):
+        probe_module("probe_events", retention_setting="nope")
+    with pytest.raises(ValueError, match="only monthly"):
+        TimePartitions("probe_events", "at", interval="day")
+
+
+async def test_months_ahead_then_old_months_dropped_by_retention(conn, settings):
+    await make_probe(conn, "probe_events")
+    module = probe_module("probe_events", ahead=2, retention_setting="shelf_size", expire="drop")
+    keep_all = load_settings({**settings.environ, "IHANOI_FIXTURE_SHELF_SIZE": "0"})
+    assert await partitions.maintain(conn, [module], keep_all, now=NOW) == [
+        "probe_events: created probe_events_p202703 [2027-03-01, 2027-04-01)",
+        "probe_events: created probe_events_p202704 [2027-04-01, 2027-05-01)",
+        "probe_events: created probe_events_p202705 [2027-05-01, 2027-06-01)",
+    ]
+    await conn.execute("INSERT INTO probe_events VALUES (1, '2027-03-31 23:59:59+00'), (2, '2027-04-01 00:00+07'),"
+                       " (3, '2027-04-01 00:00+00')")
+    landed = await conn.fetch("SELECT id, tableoid::regclass::text AS part FROM probe_events ORDER BY id")
+    # 00:00 in Hà Nội on 1 April is still March in UTC: months are UTC months
+    assert [(r["id"], r["part"]) for r in landed] == [
+        (1, "probe_events_p202703"), (2, "probe_events_p202703"), (3, "probe_events_p202704")]
+    # in July, keeping two months (July and June): March, April and May go, and so do their rows
+    keep_two = load_settings({**settings.environ, "IHANOI_FIXTURE_SHELF_SIZE": "2"})
+    done = await partitions.maintain(conn, [module], keep_two, now=dt.datetime(2027, 7, 2, tzinfo=dt.UTC))
+    assert done == [
+        "probe_events: created probe_events_p202706 [2027-06-01, 2027-07-01)",
+        "probe_events: created probe_events_p202707 [2027-07-01, 2027-08-01)",
+        "probe_events: created probe_events_p202708 [2027-08-01, 2027-09-01)",
+        "probe_events: created probe_events_p202709 [2027-09-01, 2027-10-01)",
+        "probe_events: dropped probe_events_p202703 (older than 2 month(s))",
+        "probe_events: dropped probe_events_p202704 (older than 2 month(s))",
+        "probe_events: dropped probe_events_p202705 (older than 2 month(s))",
+    ]
+    assert await names(conn, "probe_events") == [
+        "probe_events_default", "probe_events_p202706", "probe_events_p202707", "probe_events_p202708",
+        "probe_events_p202709"]
+    assert await conn.fetchval("SELECT to_regclass('probe_events_p202703')") is None
+    assert await conn.fetchval("SELECT count(*) FROM probe_events") == 0
+
+
+async def test_two_workers_at_once_make_each_month_once(pool, settings):
+    table = f"probe_{uuid.uuid4().hex[:8]}"
+    async with pool.acquire() as conn:
+        await make_probe(conn, table)
+    module = probe_module(table, ahead=3)
+    try:
+        async def run() -> list[str]:
+            async with pool.acquire() as conn:
+                return await partitions.maintain(conn, [module], settings, now=NOW)
+
+        first, second = await asyncio.gather(run(), run())
+        assert sorted([first, second], key=len) == [[], [
+            f"{table}: created {table}_p{month} [{month[:4]}-{month[4:]}-01, {end}-01)"
+            for month, end in (("202703", "2027-04"), ("202704", "2027-05"), ("202705", "2027-06"),
+                               ("202706", "2027-07"))]]
+        async with pool.acquire() as conn:
+            assert len(await names(conn, table)) == 5
+    finally:
+        async with pool.acquire() as conn:
+            await conn.execute(f"DROP TABLE {table}")
+
+
+def test_the_worker_runs_the_job_only_when_a_module_declares_partitions(settings):
+    assert "kernel.partitions" not in [j.name for j in Worker(settings, [fixture_module]).jobs]
+    assert "kernel.partitions" in [j.name for j in Worker(settings, [probe_module("probe_events")]).jobs]
+
+
+@pytest.mark.e2e
+async def test_ihanoi_partitions_maintain_prints_what_it_did(databases, redis_url):
+    url = await databases.create("partitions")
+    env = process_env(DATABASE_URL=url, REDIS_URL=redis_url)
+
+    def maintain() -> str:
+        result = subprocess.run([*IHANOI, "partitions", "maintain"], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=180)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    this_month = partitions.month_start(dt.datetime.now(dt.UTC))
+    first = maintain()
+    for ahead in (1, 2, 3):
+        month = partitions.add_months(this_month, ahead)
+        assert f"health_access_log: created health_access_log_p{month:%Y%m}" in first
+    assert maintain().strip() == "partitions: nothing to do"
