@@ -9,6 +9,7 @@ import datetime as dt
 import subprocess
 import uuid
 
+import asyncpg
 import pytest
 
 from app import partitions
@@ -121,3 +122,67 @@ async def test_ihanoi_partitions_maintain_prints_what_it_did(databases, redis_ur
         month = partitions.add_months(this_month, ahead)
         assert f"health_access_log: created health_access_log_p{month:%Y%m}" in first
     assert maintain().strip() == "partitions: nothing to do"
+
+
+async def test_the_migrations_convert_existing_rows_into_their_months(databases, settings, tmp_path):
+    """A database holding access-log rows and ledger entries from before the partitioning migrations: after them
+    every row sits in its month, the chain still verifies and the ledger still balances."""
+    from app import migrate
+    from app.asgi import migration_sources
+    from app.identity import service as identity
+    from health import crypto
+    from health import store as health_store
+    from payments import store as payments_store
+    from tests.conftest import TEST_MODULES
+
+    url = await databases.create("convert")
+    sources = migration_sources(TEST_MODULES)
+    before = []  # every migration but the two that partition
+    for module, folder in sources:
+        if folder is not None:
+            copy = tmp_path / module
+            copy.mkdir()
+            for path in folder.glob("*.sql"):
+                if path.name not in ("002_access_log_partitions.sql", "002_entry_partitions.sql"):
+                    (copy / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+            folder = copy
+        before.append((module, folder))
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate.migrate(conn, before)
+        cipher = crypto.cipher_of(settings)
+        async with conn.transaction():
+            resident = await identity.demo_resident(conn, key="convert", full_name="Lê Văn Cường")
+            patient = await health_store.ensure_patient(conn, cipher, resident)
+            for at in (dt.datetime(2025, 11, 5, tzinfo=dt.UTC), dt.datetime(2026, 3, 1, tzinfo=dt.UTC), None):
+                await health_store.append_access(conn, cipher, patient["id"], actor="client:his", actor_kind="facility",
+                                                 facility_id=None, action="read", purpose="consent", what="x", at=at)
+        for key, at in (("old", dt.datetime(2025, 7, 4, 10, tzinfo=dt.UTC)), ("new", None)):
+            async with conn.transaction():  # the entries as the ledger wrote them before booked_at existed
+                tid = await conn.fetchval(
+                    "INSERT INTO payment_transaction (kind, idempotency_key, amount_vnd, reason, created_at) "
+                    "VALUES ('topup', $1, 100, 'convert', coalesce($2, now())) RETURNING id", key, at)
+                await conn.execute("INSERT INTO payment_entry VALUES ($1, 1, -100), ($1, 3, 100)", tid)
+                await conn.execute("UPDATE payment_account SET balance_vnd = balance_vnd + "
+                                   "CASE id WHEN 1 THEN -100 ELSE 100 END WHERE id IN (1, 3)")
+        applied = await migrate.migrate(conn, sources)
+        assert {m.label for m in applied} == {"health/002_access_log_partitions.sql",
+                                              "payments/002_entry_partitions.sql"}
+        this_month = f"{partitions.month_start(dt.datetime.now(dt.UTC)):%Y%m}"
+        log = await conn.fetch("SELECT seq, tableoid::regclass::text AS part FROM health_access_log ORDER BY seq")
+        assert [(r["seq"], r["part"]) for r in log] == [
+            (1, "health_access_log_p202511"), (2, "health_access_log_p202603"), (3, f"health_access_log_p{this_month}")]
+        assert await health_store.verify_chain(conn, cipher, patient["id"]) is None
+        entries = await conn.fetch("SELECT t.idempotency_key AS key, e.booked_at = t.created_at AS same, "
+                                   "e.tableoid::regclass::text AS part FROM payment_entry e "
+                                   "JOIN payment_transaction t ON t.id = e.transaction_id ORDER BY t.id, e.account_id")
+        assert [(r["key"], r["same"], r["part"]) for r in entries] == [
+            ("old", True, "payment_entry_p202507"), ("old", True, "payment_entry_p202507"),
+            ("new", True, f"payment_entry_p{this_month}"), ("new", True, f"payment_entry_p{this_month}")]
+        audit = await payments_store.audit(conn)
+        assert audit["mismatched_accounts"] == [] and audit["unbalanced_transactions"] == []
+        assert audit["entries_total"] == 0 and audit["transactions"] == 2
+    finally:
+        await conn.close()
+
+
