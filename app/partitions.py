@@ -135,10 +135,11 @@ async def maintain(conn: asyncpg.Connection, modules: Sequence[Module], settings
     done: list[str] = []
     async with conn.transaction():
         await conn.execute("SET LOCAL TimeZone = 'UTC'")  # partition bounds are read and written in UTC
+        # another worker's run: wait for it to end, then find its months made
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
         # creating or detaching a month locks the parent table briefly; a long reader in the way must not leave
         # the city's writes queued behind this job: give up and try again at the next run
         await conn.execute("SET LOCAL lock_timeout = '5s'")
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
         for module in modules:
             for spec in module.partitions:
                 done += await _maintain_table(conn, module, spec, retention_months(module, spec, settings), now)
