@@ -143,7 +143,7 @@ async def test_the_migrations_convert_existing_rows_into_their_months(databases,
             copy = tmp_path / module
             copy.mkdir()
             for path in folder.glob("*.sql"):
-                if path.name not in ("052_access_log_partitions.sql", "002_entry_partitions.sql"):
+                if path.name not in ("052_access_log_partitions.sql", "003_entry_partitions.sql"):
                     (copy / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
             folder = copy
         before.append((module, folder))
@@ -167,7 +167,7 @@ async def test_the_migrations_convert_existing_rows_into_their_months(databases,
                                    "CASE id WHEN 1 THEN -100 ELSE 100 END WHERE id IN (1, 3)")
         applied = await migrate.migrate(conn, sources)
         assert {m.label for m in applied} == {"health/052_access_log_partitions.sql",
-                                              "payments/002_entry_partitions.sql"}
+                                              "payments/003_entry_partitions.sql"}
         this_month = f"{partitions.month_start(dt.datetime.now(dt.UTC)):%Y%m}"
         log = await conn.fetch("SELECT seq, tableoid::regclass::text AS part FROM health_access_log ORDER BY seq")
         assert [(r["seq"], r["part"]) for r in log] == [
