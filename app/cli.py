@@ -358,6 +358,40 @@ def configuration_markdown() -> str:
             lines += ["", f"Module `{module.name}`:", "", *table(module.settings.env.items())]
     return "\n".join(lines)
 
+@main.group("partitions")
+def partitions_group() -> None:
+    """The time-partitioned tables modules declare."""
+
+
+@partitions_group.command("maintain")
+@click.pass_context
+def partitions_maintain(ctx: click.Context) -> None:
+    """Create the months ahead and detach or drop months past retention; print what was done."""
+    from app import partitions
+    from app.asgi import resolve_modules
+
+    settings = _settings(data_dir=ctx.obj["data_dir"])
+    configure_logging("WARNING")
+    with _services(settings) as settings:
+        enabled = [m for m in resolve_modules(settings) if m.name not in settings.modules_disabled]
+
+        async def work() -> list[str]:
+            await _migrate(settings, quiet=True)
+            conn = await asyncpg.connect(settings.database_url)
+            try:
+                return await partitions.maintain(conn, partitions.declared(enabled), settings)
+            finally:
+                await conn.close()
+
+        try:
+            done = asyncio.run(work())
+        except (migrations.MigrationError, OSError, asyncpg.PostgresError) as exc:
+            _fail(exc)
+        for line in done:
+            _echo(line)
+        if not done:
+            _echo("partitions: nothing to do")
+
 
 # ---- identity commands ---------------------------------------------------------------------------------
 

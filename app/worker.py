@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from redis.exceptions import RedisError
 
-from app import db, idempotency, redisdb
+from app import db, idempotency, partitions, redisdb
 from app.settings import Settings
 from modules import Job, JobContext, Module
 
@@ -42,7 +42,11 @@ class Worker:
     def __init__(self, settings: Settings, modules: Sequence[Module], *, pool=None, redis=None) -> None:
         self.settings = settings
         enabled = [m for m in modules if m.name not in settings.modules_disabled]
-        self.jobs: list[Job] = [*KERNEL_JOBS, *(job for m in enabled for job in m.jobs)]
+        # the partitions job only when an enabled module declares partitioned tables
+        partitioned = partitions.declared(enabled)
+        kernel = [*KERNEL_JOBS, *([Job(name="kernel.partitions", run=partitions.job_for(partitioned),
+                                       every_seconds=3600)] if partitioned else [])]
+        self.jobs: list[Job] = [*kernel, *(job for m in enabled for job in m.jobs)]
         self.pool = pool
         self.redis = redis
         self.identity = f"{socket.gethostname()}:{os.getpid()}"

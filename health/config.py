@@ -21,6 +21,7 @@ class HealthSettings(msgspec.Struct, frozen=True, kw_only=True):
     outbox_backoff_seconds: int = 30
     outbox_backoff_max_seconds: int = 6 * 3600
     display_grant_max_days: int = 366
+    access_log_retention_months: int = 0
 
 
 SETTINGS = Settings(HealthSettings, {
@@ -37,6 +38,7 @@ SETTINGS = Settings(HealthSettings, {
     "IHANOI_HEALTH_OUTBOX_BACKOFF_SECONDS": ("outbox_backoff_seconds", "seconds before the first retry of a visit the receiver did not take; doubled at each try, with jitter (default 30)"),
     "IHANOI_HEALTH_OUTBOX_BACKOFF_MAX_SECONDS": ("outbox_backoff_max_seconds", "longest wait between two tries of a visit, in seconds (default 21600)"),
     "IHANOI_HEALTH_DISPLAY_GRANT_MAX_DAYS": ("display_grant_max_days", "longest a resident may let an app (the VNeID display) read their health summary, in days (default 366)"),
+    "IHANOI_HEALTH_ACCESS_LOG_RETENTION_MONTHS": ("access_log_retention_months", "months of the access log kept attached to `health_access_log`; older months are detached (kept as their own tables for archiving, never dropped); 0 keeps every month (default 0)"),
 })
 
 

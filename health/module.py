@@ -9,7 +9,7 @@ from health.cli import cli
 from health.outbound import jobs as outbound_jobs
 from health.outbound import stand_in as outbound_stand_in
 from health.resident import api as resident_api
-from modules import Module, NotificationCategory, Role, Template, Title
+from modules import Module, NotificationCategory, Role, Template, TimePartitions, Title
 
 module = Module(
     name="health",
@@ -42,4 +42,8 @@ module = Module(
     settings=config.SETTINGS,
     seed=demo.seed,
     cli=cli,
+    # every read of every record appends a row: monthly partitions; past retention, months are detached, never
+    # dropped (the access log is the resident's proof of who read their record)
+    partitions=[TimePartitions("health_access_log", "at", ahead=3,
+                               retention_setting="access_log_retention_months", expire="detach")],
 )

@@ -15,6 +15,10 @@ edit anywhere else:
 - cli is a click group mounted as `ihanoi <name> ...`;
 - live channels are the Redis pub/sub channels it streams on (`app.live`);
 - jobs run in `ihanoi worker`, readiness checks join `/readyz`, and `seed` fills demo data;
+- partitions are the module's tables that grow without end, partitioned by time (`TimePartitions`): the
+  module's migration converts the table (native RANGE partitioning on the time column, a DEFAULT partition),
+  and the kernel's `kernel.partitions` job (`ihanoi partitions maintain`) keeps `ahead` months of partitions
+  ready and detaches (or drops) months older than the table's retention setting;
 - console pages are the module's operator pages in the staff console (`/console`, the `console` package):
   `console=[ConsolePage("items", Title(...), render, roles=("fixture_keeper",), act=act, templates=folder)]`.
   The console signs the person in (VNeID, session cookie), checks they hold one of `roles` (any scope;
@@ -222,6 +226,33 @@ class ConsolePage:
             raise ValueError(f"console page {self.slug}: templates folder {self.templates} does not exist")
 
 
+@dataclass(frozen=True)
+class TimePartitions:
+    """A table partitioned by RANGE on a time column, one partition per month named `<table>_pYYYYMM`.
+
+    `retention_setting` names a field of the module's settings holding the months to keep (0 or unset: keep
+    every month). Past the retention a month is detached (`expire="detach"`: the table stays, out of the
+    partitioned table, for archiving; what the law wants kept) or dropped (`expire="drop"`)."""
+
+    table: str
+    column: str
+    interval: Literal["month"] = "month"
+    ahead: int = 3
+    retention_setting: str | None = None
+    expire: Literal["detach", "drop"] = "detach"
+
+    def __post_init__(self) -> None:
+        for name in (self.table, self.column):
+            if not re.match(r"^[a-z][a-z0-9_]{1,50}$", name):
+                raise ValueError(f"partitioned table or column {name!r} must be lower_snake, at most 51 characters")
+        if self.interval != "month":
+            raise ValueError(f"{self.table}: only monthly partitions are supported")
+        if not 0 <= self.ahead <= 36:
+            raise ValueError(f"{self.table}: ahead must be 0..36 months")
+        if self.expire not in ("detach", "drop"):
+            raise ValueError(f"{self.table}: expire must be detach or drop")
+
+
 # A readiness check gets the app's state; it raises (or returns False) when the module cannot serve.
 ReadinessCheck = Callable[[Any], Awaitable[bool | None]]
 # A seed gets a connection and a progress callback; it returns what it created, e.g. {"reports": 120}. A seed
@@ -252,6 +283,7 @@ class Module:
     cli: Any = None  # a click.Group, mounted as `ihanoi <its name>`
     live: Sequence[LiveChannel] = ()
     console: Sequence[ConsolePage] = ()
+    partitions: Sequence[TimePartitions] = ()
     # False for a module residents never open (the staff console): it is left off the home screen's list.
     home_screen: bool = True
 
@@ -267,6 +299,14 @@ class Module:
             raise ValueError(f"module {self.name}: migrations folder {self.migrations} does not exist")
         if self.cli is not None and not hasattr(self.cli, "add_command"):
             raise ValueError(f"module {self.name}: cli must be a click group")
+        for spec in self.partitions:
+            if spec.retention_setting is not None:
+                import msgspec
+
+                fields = () if self.settings is None else {f.name for f in msgspec.structs.fields(self.settings.type)}
+                if spec.retention_setting not in fields:
+                    raise ValueError(f"module {self.name}: partitions of {spec.table} name retention setting "
+                                     f"{spec.retention_setting!r}, not one of the module's settings")
         slugs = [page.slug for page in self.console]
         if len(set(slugs)) != len(slugs):
             raise ValueError(f"module {self.name}: console page slugs must be unique: {slugs}")

@@ -22,6 +22,7 @@ class PaymentSettings(msgspec.Struct, frozen=True, kw_only=True):
     topup_max_vnd: int = 5_000_000
     wallet_cap_vnd: int = 10_000_000
     reconcile_after_seconds: int = 900
+    entry_retention_months: int = 0
 
     def __repr__(self) -> str:
         # the terminal code and the secret stay out of any log line that prints the settings
@@ -41,6 +42,7 @@ SETTINGS = Settings(PaymentSettings, {
     "IHANOI_TOPUP_MAX_VND": ("topup_max_vnd", "largest top-up in VND (default 5,000,000)"),
     "IHANOI_WALLET_CAP_VND": ("wallet_cap_vnd", "most a wallet may hold, pending top-ups included (default 10,000,000)"),
     "IHANOI_PAYMENTS_RECONCILE_AFTER": ("reconcile_after_seconds", "seconds without an IPN before the worker asks VNPay (`querydr`) about an order (default 900)"),
+    "IHANOI_PAYMENTS_ENTRY_RETENTION_MONTHS": ("entry_retention_months", "months of ledger entries kept attached to `payment_entry`; older months are detached (kept as their own tables for the accounts' archive, never dropped); 0 keeps every month (default 0)"),
 })
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 import httpx
 
-from modules import Job, JobContext, Module, NotificationCategory, ProblemType, Role, Template, Title
+from modules import Job, JobContext, Module, NotificationCategory, ProblemType, Role, Template, TimePartitions, Title
 from payments import api, config, service, stand_in
 
 log = logging.getLogger("ihanoi.payments")
@@ -93,5 +93,9 @@ module = Module(
                  "Refund received", "{operator} refunded {amount_en} VND to your iHaNoi wallet ({reason})."),
     ])],
     settings=config.SETTINGS,
+    # a ledger entry for every charge: monthly partitions; money records are kept, so past a retention (default
+    # none) a month is detached, never dropped
+    partitions=[TimePartitions("payment_entry", "booked_at", ahead=3, retention_setting="entry_retention_months",
+                               expire="detach")],
     cli=cli,
 )

@@ -83,8 +83,9 @@ WITH t AS (
     ON CONFLICT (kind, idempotency_key) DO NOTHING
     RETURNING id, created_at
 ), e AS (
-    INSERT INTO payment_entry (transaction_id, account_id, amount_vnd)
-    SELECT t.id, x.account_id, x.amount_vnd FROM t, unnest($9::bigint[], $10::bigint[]) AS x(account_id, amount_vnd)
+    INSERT INTO payment_entry (transaction_id, account_id, amount_vnd, booked_at)
+    SELECT t.id, x.account_id, x.amount_vnd, t.created_at
+      FROM t, unnest($9::bigint[], $10::bigint[]) AS x(account_id, amount_vnd)
     RETURNING account_id, amount_vnd
 ), b AS (
     UPDATE payment_account a SET balance_vnd = a.balance_vnd + e.amount_vnd FROM e WHERE a.id = e.account_id

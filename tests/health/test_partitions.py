@@ -1,0 +1,150 @@
+"""The access log is partitioned by month: rows land in their month, a query by time reads only its months,
+the chain and the append-only rule hold across months, and the kernel's job keeps months ahead and detaches
+(never drops) months past the retention setting."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import asyncpg
+import pytest
+
+from app import partitions
+from app.identity import service as identity
+from app.settings import load_settings
+from health import crypto, store
+from health.module import module as health_module
+
+NOW = dt.datetime.now(dt.UTC)
+THIS_MONTH = partitions.month_start(NOW)
+
+
+def month(offset: int) -> dt.datetime:
+    return partitions.add_months(THIS_MONTH, offset)
+
+
+def name(offset: int) -> str:
+    return partitions.partition_name("health_access_log", month(offset))
+
+
+async def attached(conn) -> set[str]:
+    return {p.name for p in await partitions.partitions_of(conn, "health_access_log")}
+
+
+def with_env(settings, **env: str):
+    return load_settings({**settings.environ, **env})
+
+
+async def a_patient(conn, settings, key: str = "partitions"):
+    cipher = crypto.cipher_of(settings)
+    resident = await identity.demo_resident(conn, key=key, full_name="Trần Thị Bình")
+    return cipher, await store.ensure_patient(conn, cipher, resident)
+
+
+def relations(plan) -> set[str]:
+    """Every table a plan reads (EXPLAIN (FORMAT JSON))."""
+    found: set[str] = set()
+    stack = [plan]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "Relation Name" in node:
+                found.add(node["Relation Name"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+async def test_the_job_keeps_months_ahead_and_is_idempotent(conn, settings):
+    done = await partitions.maintain(conn, [health_module], settings, now=NOW)
+    assert {name(k) for k in range(4)} | {"health_access_log_default"} <= await attached(conn)
+    assert all(name(0) not in line for line in done if "created" in line)  # the migration made this month
+    assert await partitions.maintain(conn, [health_module], settings, now=NOW) == []
+    # a month later (the job did not run in between): one more month, and nothing detached by default
+    later = await partitions.maintain(conn, [health_module], settings, now=month(1) + dt.timedelta(days=3))
+    assert later == [f"health_access_log: created {name(4)} [{month(4):%Y-%m-%d}, {month(5):%Y-%m-%d})"]
+
+
+async def test_an_append_lands_in_its_month_and_the_chain_spans_months(conn, settings):
+    await partitions.maintain(conn, [health_module], settings, now=NOW)
+    cipher, patient = await a_patient(conn, settings)
+    for offset in (0, 1, 2, 1):
+        await store.append_access(conn, cipher, patient["id"], actor="client:his-1", actor_kind="facility",
+                                  facility_id=None, action="read", purpose="consent", what=f"read {offset}",
+                                  at=month(offset) + dt.timedelta(days=2))
+    # a clock years ahead still appends: the row waits in DEFAULT
+    await store.append_access(conn, cipher, patient["id"], actor="client:his-1", actor_kind="facility",
+                              facility_id=None, action="read", purpose="consent", what="far",
+                              at=month(60))
+    rows = await conn.fetch("SELECT seq, tableoid::regclass::text AS part FROM health_access_log "
+                            "WHERE patient_id = $1 ORDER BY seq", patient["id"])
+    assert [(r["seq"], r["part"]) for r in rows] == [
+        (1, name(0)), (2, name(1)), (3, name(2)), (4, name(1)), (5, "health_access_log_default")]
+    assert await store.verify_chain(conn, cipher, patient["id"]) is None
+    assert [r["seq"] for r in await store.access_log(conn, patient["id"], limit=10)] == [5, 4, 3, 2, 1]
+    # the job will not make that far month while a row of it sits in DEFAULT, and says so
+    done = await partitions.maintain(conn, [health_module], settings, now=month(60))
+    assert f"health_access_log: {partitions.partition_name('health_access_log', month(60))} not created: " \
+           "1 row(s) of that month are in health_access_log_default" in done
+
+
+async def test_a_query_by_time_reads_only_its_months(conn, settings):
+    await partitions.maintain(conn, [health_module], settings, now=NOW)
+    cipher, patient = await a_patient(conn, settings)
+    for offset in range(4):
+        await store.append_access(conn, cipher, patient["id"], actor="client:his-1", actor_kind="facility",
+                                  facility_id=None, action="read", purpose="consent", what="x",
+                                  at=month(offset) + dt.timedelta(hours=5))
+
+    async def read_by(sql: str, *args) -> set[str]:
+        plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
+        return relations(json.loads(plan) if isinstance(plan, str) else plan)
+
+    one_month = await read_by("SELECT * FROM health_access_log WHERE at >= $1 AND at < $2",
+                              month(1), month(2))
+    assert one_month == {name(1)}
+    two_months = await read_by("SELECT count(*) FROM health_access_log WHERE patient_id = $1 AND at >= $2 "
+                               "AND at < $3", patient["id"], month(2) + dt.timedelta(days=1), month(4))
+    assert two_months == {name(2), name(3)}
+    # without a time filter every month is read: the point of filtering by time
+    assert {name(0), name(1), name(2), name(3), "health_access_log_default"} <= await read_by(
+        "SELECT * FROM health_access_log WHERE patient_id = $1", patient["id"])
+
+
+async def test_every_month_is_append_only(conn, settings):
+    cipher, patient = await a_patient(conn, settings)
+    await store.append_access(conn, cipher, patient["id"], actor="client:his-1", actor_kind="facility",
+                              facility_id=None, action="read", purpose="consent", what="x")
+    for statement in (f"UPDATE {name(0)} SET actor = 'x' WHERE patient_id = $1",
+                      f"DELETE FROM {name(0)} WHERE patient_id = $1",
+                      "UPDATE health_access_log SET actor = 'x' WHERE patient_id = $1",
+                      "DELETE FROM health_access_log WHERE patient_id = $1"):
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            async with conn.transaction():
+                await conn.execute(statement, patient["id"])
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        async with conn.transaction():
+            await conn.execute("TRUNCATE health_access_log")
+    assert await conn.fetchval("SELECT count(*) FROM health_access_log WHERE patient_id = $1", patient["id"]) == 1
+
+
+async def test_past_retention_months_are_detached_and_kept(conn, settings):
+    await partitions.maintain(conn, [health_module], settings, now=NOW)
+    cipher, patient = await a_patient(conn, settings)
+    await store.append_access(conn, cipher, patient["id"], actor="client:his-1", actor_kind="facility",
+                              facility_id=None, action="read", purpose="consent", what="old",
+                              at=month(1) + dt.timedelta(days=1))
+    keep_two = with_env(settings, IHANOI_HEALTH_ACCESS_LOG_RETENTION_MONTHS="2")
+    # five months on, keeping two months (that one and the one before): months 0..3 leave the table
+    done = await partitions.maintain(conn, [health_module], keep_two, now=month(5) + dt.timedelta(days=1))
+    for offset in range(4):
+        assert f"health_access_log: detached {name(offset)} (older than 2 month(s); the table is kept)" in done
+    now_attached = await attached(conn)
+    assert not {name(k) for k in range(4)} & now_attached
+    assert {name(4), name(5), name(6), name(7), name(8)} <= now_attached
+    # detached, not dropped: the month's rows are still there for the archive, out of the live log
+    assert await conn.fetchval(f"SELECT count(*) FROM {name(1)} WHERE patient_id = $1", patient["id"]) == 1
+    assert await conn.fetchval("SELECT count(*) FROM health_access_log WHERE patient_id = $1", patient["id"]) == 0
+    assert await partitions.maintain(conn, [health_module], keep_two, now=month(5) + dt.timedelta(days=1)) == []
