@@ -44,7 +44,7 @@ def cli() -> None:
 @click.option("--vehicle", required=True)
 @click.option("--state", "state_file", default="validator-state.json", type=click.Path(dir_okay=False),
               help="where the tap log waits between runs; the codes it accepted are kept beside it, in "
-                   "<state>.seen.sqlite, so a restarted validator still refuses them")
+                   "<state>.seen.log, so a restarted validator still refuses them")
 @click.pass_context
 def validator(ctx, url, client_id, key_file, route_id, vehicle, state_file) -> None:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -56,7 +56,7 @@ def validator(ctx, url, client_id, key_file, route_id, vehicle, state_file) -> N
     ctx.obj = {"validator": Validator(client_id=client_id, private_key=key, base_url=url.rstrip("/"),
                                       vehicle=vehicle, route_id=route_id), "url": url.rstrip("/"),
                "state": Path(state_file)}
-    memory = SeenStore(Path(state_file + ".seen.sqlite"))
+    memory = SeenStore(Path(state_file + ".seen.log"))
     ctx.call_on_close(memory.close)
     ctx.obj["validator"].restore(ctx.obj["state"], memory)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import sqlite3
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,38 +25,62 @@ from transit import credential
 
 
 class SeenStore:
-    """The validator's own memory of what it accepted, in a local SQLite file (its storage, not the server's).
+    """The validator's own memory of what it accepted, in a local append-only file (the device's storage, not
+    the server's).
 
-    Written before the answer is shown (WAL, synchronous=NORMAL: an accepted code survives the validator's
-    process dying; the device's power failing may lose the last few), read back at start, so a restarted
-    validator still refuses a code it already accepted and a single ride it already let board."""
+    One line per accepted code, written with one `write` before the answer is shown, so an accepted code
+    survives the validator's process dying (the device's power failing may lose the last few, as the OS has
+    not flushed them); read back at start, so a restarted validator still refuses a code it already accepted
+    and a single ride it already let board. A line cut short by a crash is skipped. At start the file is
+    rewritten without what has aged out."""
 
     KEEP_SECONDS = 2 * 24 * 3600  # longer than any code stays valid (a paper ticket: 24 h)
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS seen (fingerprint BLOB PRIMARY KEY, at INTEGER NOT NULL)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS used_single (ticket_id INTEGER PRIMARY KEY, at INTEGER NOT NULL)")
+        self.path = path
+        self.fd: int | None = None
 
     def load(self, now: int) -> tuple[dict[bytes, int], set[int]]:
         horizon = now - self.KEEP_SECONDS
-        self.db.execute("DELETE FROM seen WHERE at < ?", (horizon,))
-        self.db.execute("DELETE FROM used_single WHERE at < ?", (horizon,))
-        seen = {bytes(f): at for f, at in self.db.execute("SELECT fingerprint, at FROM seen")}
-        return seen, {t for (t,) in self.db.execute("SELECT ticket_id FROM used_single")}
+        kept: list[bytes] = []
+        seen: dict[bytes, int] = {}
+        singles: set[int] = set()
+        if self.path.exists():
+            for line in self.path.read_bytes().splitlines():
+                try:
+                    fingerprint, at, single = line.split(b" ")
+                    when = int(at)
+                    code = bytes.fromhex(fingerprint.decode())
+                    ticket = None if single == b"-" else int(single)
+                except ValueError:  # a line the process died writing
+                    continue
+                if when >= horizon:
+                    kept.append(line + b"\n")
+                    seen[code] = when
+                    if ticket is not None:
+                        singles.add(ticket)
+        fresh = self.path.with_name(self.path.name + ".new")
+        fresh.write_bytes(b"".join(kept))
+        fresh.replace(self.path)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return seen, singles
+
+    @staticmethod
+    def _line(fingerprint: bytes, at: int, single_ticket: int | None) -> bytes:
+        single = b"-" if single_ticket is None else b"%d" % single_ticket
+        return b"%s %d %s\n" % (fingerprint.hex().encode(), at, single)
 
     def remember(self, fingerprint: bytes, now: int, single_ticket: int | None) -> None:
-        with self.db:  # one transaction: both or neither
-            self.db.execute("BEGIN")
-            self.db.execute("INSERT OR REPLACE INTO seen (fingerprint, at) VALUES (?, ?)", (fingerprint, now))
-            if single_ticket is not None:
-                self.db.execute("INSERT OR IGNORE INTO used_single (ticket_id, at) VALUES (?, ?)",
-                                (single_ticket, now))
+        if self.fd is None:
+            self.load(now)
+        line = self._line(fingerprint, now, single_ticket)  # one line: both the code and its single ride, or neither
+        if os.write(self.fd, line) != len(line):
+            raise OSError("the validator's memory took only part of a line")
 
     def close(self) -> None:
-        self.db.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 @dataclass
@@ -77,7 +101,7 @@ class Validator:
     used_singles: set[int] = field(default_factory=set)
     single_products: set[int] = field(default_factory=set)
     synced_at: float = 0.0
-    memory: SeenStore | None = None  # where accepted codes are kept between runs (the CLI's SQLite file)
+    memory: SeenStore | None = None  # where accepted codes are kept between runs (the CLI's file)
     _token: tuple[str, float] | None = None
     _devices: dict[bytes, object] = field(default_factory=dict)
     _verified: set[bytes] = field(default_factory=set)
@@ -160,7 +184,7 @@ class Validator:
             if self.memory is not None:  # kept before the rider is let through
                 try:
                     self.memory.remember(fingerprint, now, ticket_id if single else None)
-                except sqlite3.Error:
+                except OSError:
                     accepted, reason = False, "storage-failed"  # never let a code through unrecorded
         if accepted:
             self.seen[fingerprint] = now

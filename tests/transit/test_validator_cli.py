@@ -53,7 +53,7 @@ def _validator(base: str, data_dir, state, env, codes: list[bytes]) -> subproces
 def test_seeded_demo_a_restarted_validator_still_refuses_a_code_it_accepted(start_server, databases, redis_url,
                                                                             tmp_path):
     """`ihanoi seed`, then the demo resident's pass shown to the seeded validator, which is stopped and started
-    again between scans: its SQLite memory (beside its state file) refuses the same code; without it, it would not."""
+    again between scans: its memory file (beside its state file) refuses the same code; without it, it would not."""
     import asyncio
     import base64
     import time
@@ -92,7 +92,7 @@ def test_seeded_demo_a_restarted_validator_still_refuses_a_code_it_accepted(star
     assert first.stdout.splitlines()[0] == "ACCEPT", first.stdout
     again = _validator(base, data_dir, state, env, [code])  # a new process: what it knows came from its disk
     assert again.stdout.splitlines()[0] == "REFUSE already-used", again.stdout
-    (tmp_path / "bus.json.seen.sqlite").unlink()  # the control: a validator that forgot would let it through
+    (tmp_path / "bus.json.seen.log").unlink()  # the control: a validator that forgot would let it through
     forgot = _validator(base, data_dir, state, env, [code])
     assert forgot.stdout.splitlines()[0] == "ACCEPT", forgot.stdout
 
