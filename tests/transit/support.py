@@ -114,3 +114,12 @@ async def flush(client, conn) -> int:
     from transit import service
 
     return await service.flush_boardings(conn, client.app.state.redis)
+
+
+async def rider_with_pass(client, product="bus-monthly-route", route=102):
+    """A funded rider holding a pass, its phone registered, and the pass's level-1 credential."""
+    rider = await funded(client, RIDER, 1_000_000)
+    ticket = await buy(client, rider, product, route)
+    phone = Phone(client, rider)
+    await phone.register()
+    return rider, ticket, phone, await phone.level1(ticket["id"])

@@ -24,17 +24,10 @@ from tests.transit.support import (
     h,
     key,
     offline_validator,
+    rider_with_pass,
     validator_client,
 )
 from transit import credential
-
-
-async def rider_with_pass(client, product="bus-monthly-route", route=102):
-    rider = await funded(client, RIDER, 1_000_000)
-    ticket = await buy(client, rider, product, route)
-    phone = Phone(client, rider)
-    await phone.register()
-    return rider, ticket, phone, await phone.level1(ticket["id"])
 
 
 async def test_online_gate_accepts_once_and_refuses_the_screenshot_everywhere(client, conn):

@@ -11,9 +11,7 @@ import time
 import msgspec
 
 from tests.transit.support import (
-    RIDER,
     STAFF,
-    Phone,
     buy,
     check,
     flush,
@@ -21,22 +19,15 @@ from tests.transit.support import (
     grant,
     h,
     key,
+    rider_with_pass,
     validator_client,
 )
 from transit import service, store
 
 
-async def pass_on_phone(client, product="bus-monthly-route", route=102):
-    rider = await funded(client, RIDER, 1_000_000)
-    ticket = await buy(client, rider, product, route)
-    phone = Phone(client, rider)
-    await phone.register()
-    return rider, ticket, phone, await phone.level1(ticket["id"])
-
-
 async def test_a_logout_in_one_process_is_refused_promptly_by_another_that_cached_the_device(client, conn,
                                                                                              make_client):
-    rider, ticket, phone, level1 = await pass_on_phone(client)
+    rider, ticket, phone, level1 = await rider_with_pass(client)
     async with make_client() as other:
         _, _, gate = await validator_client(other, conn)
         now = int(time.time())
@@ -57,7 +48,7 @@ async def test_a_logout_in_one_process_is_refused_promptly_by_another_that_cache
 async def test_a_revocation_and_a_refund_in_one_process_are_refused_at_once_by_another(client, conn, make_client):
     await grant(client, conn, STAFF, "transit_operator", "hanoibus")
     staff = h(await funded(client, STAFF, 10_000))
-    rider, ticket, phone, level1 = await pass_on_phone(client)
+    rider, ticket, phone, level1 = await rider_with_pass(client)
     single = await buy(client, rider, "bus-single-0-15", 102)
     single_level1 = await phone.level1(single["id"])
     async with make_client() as other:
@@ -78,7 +69,7 @@ async def test_a_revocation_and_a_refund_in_one_process_are_refused_at_once_by_a
 
 
 async def test_a_flush_repeated_after_a_crash_writes_each_boarding_once(client, conn, redis):
-    _, ticket, phone, level1 = await pass_on_phone(client)
+    _, ticket, phone, level1 = await rider_with_pass(client)
     _, _, gate = await validator_client(client, conn)
     assert (await check(client, gate, phone.code(level1), 102))["accepted"] is True
     stream = service.boardings_key(client.app.state.redis, ticket["id"] % service.GATE_SHARDS)
