@@ -730,6 +730,11 @@ class GateBatch:
                 future.set_result(result)
 
     async def _pipeline(self, batch) -> list:
+        if self.redis.cluster:
+            # redis-py's cluster pipeline refuses scripts: the calls go out together instead, each to the node
+            # holding its ticket's slot (its keys share one hash tag)
+            return await asyncio.gather(*(self.redis.client.evalsha(self.sha, len(keys), *keys, *args)
+                                          for keys, args, _ in batch), return_exceptions=True)
         pipe = self.redis.client.pipeline(transaction=False)
         for keys, args, _ in batch:
             pipe.evalsha(self.sha, len(keys), *keys, *args)
