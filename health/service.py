@@ -108,12 +108,16 @@ async def actor_of(conn: asyncpg.Connection, principal: Principal, facility_code
 
 
 async def may_read(conn: asyncpg.Connection, actor: Actor, patient: asyncpg.Record, at: dt.datetime) -> str | None:
-    """Why this actor may read this record now: own, consent or emergency; None when it may not."""
+    """Why this actor may read this record now: own, consent or emergency; None when it may not. A patient row
+    read with `store.patient_for_reader` for this very reader already says it."""
     if actor.resident_id is not None and actor.resident_id == patient["resident_id"]:
         return "own"
     if actor.facility is None:
         return None
     clinician = actor.resident_id if actor.kind == "clinician" else None
+    if ("consent_live" in patient.keys() and patient["reader_facility_id"] == actor.facility_id
+            and patient["reader_clinician_id"] == clinician):
+        return "consent" if patient["consent_live"] else "emergency" if patient["emergency_live"] else None
     if await store.live_consent(conn, patient["id"], actor.facility_id, clinician, at) is not None:
         return "consent"
     if await store.live_emergency(conn, patient["id"], actor.facility_id, at) is not None:
@@ -121,13 +125,22 @@ async def may_read(conn: asyncpg.Connection, actor: Actor, patient: asyncpg.Reco
     return None
 
 
+async def patient_for(conn: asyncpg.Connection, actor: Actor, patient_id: uuid.UUID) -> asyncpg.Record | None:
+    """The patient row, with what `may_read` needs to know of this actor's consent (one statement)."""
+    clinician = actor.resident_id if actor.kind == "clinician" else None
+    return await store.patient_for_reader(conn, patient_id, actor.facility_id, clinician, now())
+
+
 async def log_access(conn: asyncpg.Connection, cipher: HealthCipher, actor: Actor, patient_id: uuid.UUID, *,
-                     action: str, purpose: str, what: str, reason: str | None = None) -> None:
-    """One row of the patient's access log (a resident reading their own record is not logged)."""
+                     action: str, purpose: str, what: str, reason: str | None = None,
+                     known: asyncpg.Record | None = None) -> None:
+    """One row of the patient's access log (a resident reading their own record is not logged). `known`: the
+    patient row this request read (the append is then one statement while no other append came in between)."""
     if purpose == "own":
         return
     await store.append_access(conn, cipher, patient_id, actor=actor.label, actor_kind=actor.kind,
-                              facility_id=actor.facility_id, action=action, purpose=purpose, what=what, reason=reason)
+                              facility_id=actor.facility_id, action=action, purpose=purpose, what=what, reason=reason,
+                              known=known)
 
 
 async def require_read(conn: asyncpg.Connection, cipher: HealthCipher, actor: Actor, patient: asyncpg.Record, *,
@@ -139,7 +152,7 @@ async def require_read(conn: asyncpg.Connection, cipher: HealthCipher, actor: Ac
                                  "consent in force, no emergency access)", code="forbidden")
     if purpose == "own" and actor.principal is not None:  # the resident's own record: a recent level-2 sign-in
         identity.require_level(actor.principal, 2, RESIDENT_AUTH_AGE)
-    await log_access(conn, cipher, actor, patient["id"], action=action, purpose=purpose, what=what)
+    await log_access(conn, cipher, actor, patient["id"], action=action, purpose=purpose, what=what, known=patient)
     return purpose
 
 
@@ -419,7 +432,7 @@ async def read(conn: asyncpg.Connection, cipher: HealthCipher, actor: Actor, kin
     stored = await store.get_resource(conn, cipher, kind, _id(resource_id, kind))
     if stored is None:
         raise FhirError.one(404, f"no {kind} {resource_id}", code="not-found")
-    patient = await store.patient(conn, stored.patient_id)
+    patient = await patient_for(conn, actor, stored.patient_id)
     await require_read(conn, cipher, actor, patient, action="read", what=f"{kind}/{stored.id}")
     return stored.resource
 
@@ -524,7 +537,7 @@ async def search(conn: asyncpg.Connection, rt, cipher: HealthCipher, settings: c
     if patient_id is None:
         raise FhirError.one(400, "patient is required: a record is searched one patient at a time", "patient",
                             code="required")
-    patient = await store.patient(conn, patient_id)
+    patient = await patient_for(conn, actor, patient_id)
     if patient is None:
         raise FhirError.one(404, f"no Patient {patient_id}", "patient", code="not-found")
     count = _count(params, settings.page_max)
@@ -599,10 +612,11 @@ async def _search_patient(conn: asyncpg.Connection, rt, cipher: HealthCipher, ac
 
 async def everything(conn: asyncpg.Connection, cipher: HealthCipher, settings: config.HealthSettings, actor: Actor,
                      patient_text: str, params: dict[str, list[str]], base_url: str) -> dict:
-    """`Patient/{id}/$everything`: the Patient, then every resource of the record (newest first), paged."""
+    """`Patient/{id}/$everything`: the Patient, then every resource of the record (newest first), paged. Each
+    entry's resource is its JSON as msgspec.Raw (opened, never parsed: the response encodes it as it is)."""
     _check_params(params, {"start", "end", "_since", "_type", "_count", "_cursor", "_format"})
     patient_id = _id(patient_text, "Patient")
-    patient = await store.patient(conn, patient_id)
+    patient = await patient_for(conn, actor, patient_id)
     if patient is None:
         raise FhirError.one(404, f"no Patient {patient_text}", code="not-found")
     count = _count(params, settings.page_max, default=100)
@@ -625,12 +639,15 @@ async def everything(conn: asyncpg.Connection, cipher: HealthCipher, settings: c
     query = store.Query(patient_id=patient_id, types=others, date_from=start, date_to=end, updated_from=since)
     after = _cursor(params)
     extra: list[dict] = []
-    if after is None and (types is None or "Patient" in types):
-        own = await store.get_resource(conn, cipher, "Patient", patient_id)
+    rows: list[store.StoredResource] = []
+    if after is None and (types is None or "Patient" in types):  # the first page starts with the Patient
+        own, rows = await store.find_with(conn, cipher, ("Patient", patient_id), query,
+                                           limit=count + 1 if count else 0, as_json=True)
         if own is not None:
             extra.append({"fullUrl": f"{base_url}/Patient/{own.id}", "resource": own.resource,
                           "search": {"mode": "match"}})
-    rows = await store.find_resources(conn, cipher, query, limit=count + 1, after=after) if count else []
+    elif count:
+        rows = await store.find_resources(conn, cipher, query, limit=count + 1, after=after, as_json=True)
     next_cursor = None
     if len(rows) > count:
         rows = rows[:count]

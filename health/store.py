@@ -6,6 +6,8 @@ Functions other parts of the module may call (names are stable; new ones are add
 
     # patients (a resident's record; FHIR Patient id == health_patient.id)
     await patient(conn, patient_id) -> Record | None         # id, resident_id, bhyt_hash, created_at, ...
+    await patient_for_reader(conn, patient_id, facility_id, clinician_id, now) -> Record | None
+        # the patient row with consent_live and emergency_live for that reader, in one statement
     await patient_of_resident(conn, resident_id) -> Record | None
     await ensure_patient(conn, cipher, resident_id, bhyt=None) -> Record   # creates it, or records the BHYT
     bhyt_of(cipher, patient_row) -> str | None                # the BHYT card number, decrypted (not async)
@@ -25,10 +27,19 @@ Functions other parts of the module may call (names are stable; new ones are add
                          codes=(...), updated_from=, updated_to=, encounter_id=), limit=, after=(effective_at, id),
                          newest_first=True) -> list[StoredResource]
     await patient_resources(conn, cipher, patient_id, types=None, limit=None) -> list[StoredResource]  # newest first
+    await find_with(conn, cipher, (type, id), Query(...), limit=, after=) -> (StoredResource | None, [...])
+        # that one resource (the Patient of $everything's first page) and the page, in one statement
+    await find_lines(conn, Query(...), limit=, after=, newest_first=True) -> list[Record]  # for line_of, with
+                                                    # facility_name: a list of lines opens no whole resource
+    opened(cipher, row) -> StoredResource          # a row selected with RESOURCE_COLUMNS, opened (not async)
+    opened_json(cipher, row) -> StoredResource     # the same, `resource` as msgspec.Raw JSON (for a response)
+    # find_resources / find_with(..., as_json=True): opened with opened_json
+    line_of(cipher, row) -> health.display.Line     # a row selected with LINE_COLUMNS: its line (text, detail,
+                                                    # status, code), sealed beside the content at write time
 
     # the access log (hash chain per patient); appending locks the patient row (in a transaction)
     await append_access(conn, cipher, patient_id, actor=, actor_kind=, facility_id=, action=, purpose=, what=,
-                        reason=None) -> Record
+                        reason=None, known=patient_row) -> Record   # known: one statement when its head holds
     await access_log(conn, patient_id, limit=, before_seq=None) -> list[Record]   # newest first
     await verify_chain(conn, cipher, patient_id) -> int | None   # the first broken seq, None when intact
 
@@ -49,6 +60,7 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
+from health import display
 from health.crypto import HealthCipher
 
 Record = asyncpg.Record
@@ -106,6 +118,22 @@ async def patient(conn: asyncpg.Connection, patient_id: uuid.UUID) -> Record | N
     return await conn.fetchrow("SELECT * FROM health_patient WHERE id = $1", patient_id)
 
 
+async def patient_for_reader(conn: asyncpg.Connection, patient_id: uuid.UUID, facility_id: int | None,
+                             clinician_id: uuid.UUID | None, now: dt.datetime) -> Record | None:
+    """The patient row, and in the same statement whether this facility (or clinician of it) holds a consent in
+    force now (`consent_live`) or an emergency access (`emergency_live`), for the reader `reader_facility_id`."""
+    return await conn.fetchrow(
+        """SELECT p.*, $2::integer AS reader_facility_id, $3::uuid AS reader_clinician_id,
+                  EXISTS (SELECT 1 FROM health_consent c
+                           WHERE c.patient_id = p.id AND c.facility_id = $2 AND c.revoked_at IS NULL
+                             AND c.starts_at <= $4 AND c.expires_at > $4
+                             AND (c.clinician_id IS NULL OR c.clinician_id = $3)) AS consent_live,
+                  EXISTS (SELECT 1 FROM health_emergency_access e
+                           WHERE e.patient_id = p.id AND e.facility_id = $2 AND e.starts_at <= $4
+                             AND e.expires_at > $4) AS emergency_live
+             FROM health_patient p WHERE p.id = $1""", patient_id, facility_id, clinician_id, now)
+
+
 async def patient_of_resident(conn: asyncpg.Connection, resident_id: uuid.UUID) -> Record | None:
     return await conn.fetchrow("SELECT * FROM health_patient WHERE resident_id = $1", resident_id)
 
@@ -160,7 +188,7 @@ class StoredResource(msgspec.Struct, frozen=True, kw_only=True):
     category: tuple[str, ...]
     status: str | None
     encounter_id: uuid.UUID | None
-    resource: dict
+    resource: dict  # msgspec.Raw (the same JSON, unparsed) when read with as_json / opened_json
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
@@ -176,21 +204,66 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     facility_id: int | None = None
 
 
-_COLUMNS = ("resource_type, id, patient_id, facility_id, version, effective_at, last_updated, category, status, "
-            "encounter_id, content")
+# the columns `opened` makes a StoredResource of (a query of another part of the module selects these)
+RESOURCE_COLUMNS = ("resource_type, id, patient_id, facility_id, version, effective_at, last_updated, category, "
+                    "status, encounter_id, content")
+_COLUMNS = RESOURCE_COLUMNS
+# the columns `line_of` reads a resource's line from: the sealed line, and the content only where no line was
+# stored (rows written before the column existed), so a list of lines never carries whole resources
+LINE_COLUMNS = ("resource_type, id, facility_id, effective_at, status, encounter_id, display, "
+                "CASE WHEN display IS NULL THEN content END AS content")
+# the same, with the writing facility's name (a list of lines shows who recorded each)
+LINE_COLUMNS_NAMED = (LINE_COLUMNS + ", (SELECT f.name FROM health_facility f WHERE f.id = health_resource.facility_id)"
+                      " AS facility_name")
 
 
-def _stored(cipher: HealthCipher, row: Record) -> StoredResource:
-    resource = cipher.open_json(row["content"], context=_context(row["resource_type"], row["id"]))
-    resource["id"] = str(row["id"])
-    meta = dict(resource.get("meta") or {})
-    meta["versionId"] = str(row["version"])
-    meta["lastUpdated"] = row["last_updated"].isoformat()
+def opened(cipher: HealthCipher, row: Record) -> StoredResource:
+    """The resource of a row selected with RESOURCE_COLUMNS, opened (its id and meta as FHIR shows them)."""
+    kind, resource_id, version, updated = row["resource_type"], row["id"], row["version"], row["last_updated"]
+    resource = cipher.open_json(row["content"], context=f"{kind}/{resource_id}".encode())
+    resource["id"] = str(resource_id)
+    meta = resource.get("meta")
+    meta = dict(meta) if meta else {}
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = updated.isoformat()
     resource["meta"] = meta
     return StoredResource(
-        resource_type=row["resource_type"], id=row["id"], patient_id=row["patient_id"], facility_id=row["facility_id"],
-        version=row["version"], effective_at=row["effective_at"], last_updated=row["last_updated"],
-        category=tuple(row["category"]), status=row["status"], encounter_id=row["encounter_id"], resource=resource)
+        resource_type=kind, id=resource_id, patient_id=row["patient_id"], facility_id=row["facility_id"],
+        version=version, effective_at=row["effective_at"], last_updated=updated, category=tuple(row["category"]),
+        status=row["status"], encounter_id=row["encounter_id"], resource=resource)
+
+
+
+def opened_json(cipher: HealthCipher, row: Record) -> StoredResource:
+    """As `opened`, but `resource` is the resource's JSON as msgspec.Raw, for a response body that msgspec encodes:
+    the sealed JSON is opened and its id and meta written in front of it, never decoded to a dict and encoded
+    again (a resource stored with a meta of its own, a profile say, is opened and merged as `opened` does)."""
+    kind, resource_id, version, updated = row["resource_type"], row["id"], row["version"], row["last_updated"]
+    body = cipher.open(row["content"], context=f"{kind}/{resource_id}".encode())
+    if body[:1] != b"{" or b'"meta":' in body:  # a meta to merge (or, harmlessly, the text in a value): decode
+        return opened(cipher, row)
+    head = b'{"id":"%s","meta":{"versionId":"%d","lastUpdated":"%s"}' % (
+        str(resource_id).encode(), version, updated.isoformat().encode())
+    resource = msgspec.Raw(head + (b"," + body[1:] if body != b"{}" else b"}"))
+    return StoredResource(
+        resource_type=kind, id=resource_id, patient_id=row["patient_id"], facility_id=row["facility_id"],
+        version=version, effective_at=row["effective_at"], last_updated=updated, category=tuple(row["category"]),
+        status=row["status"], encounter_id=row["encounter_id"], resource=resource)
+
+
+def _line_context(resource_type: str, resource_id: uuid.UUID) -> bytes:
+    return f"line:{resource_type}/{resource_id}".encode()
+
+
+_LINE = msgspec.json.Decoder(display.Line)
+
+
+def line_of(cipher: HealthCipher, row: Record) -> display.Line:
+    """The line of a row selected with LINE_COLUMNS: its sealed line, else (an older row) made from its content."""
+    sealed = row["display"]
+    if sealed is not None:
+        return _LINE.decode(cipher.open(sealed, context=_line_context(row["resource_type"], row["id"])))
+    return display.line_of(cipher.open_json(row["content"], context=_context(row["resource_type"], row["id"])))
 
 
 def _sealed(cipher: HealthCipher, resource_type: str, resource_id: uuid.UUID, resource: dict) -> bytes:
@@ -200,6 +273,11 @@ def _sealed(cipher: HealthCipher, resource_type: str, resource_id: uuid.UUID, re
     if meta:
         body["meta"] = meta
     return cipher.seal_json(body, context=_context(resource_type, resource_id))
+
+
+def _sealed_line(cipher: HealthCipher, resource_type: str, resource_id: uuid.UUID, resource: dict) -> bytes:
+    line = display.line_of({**resource, "resourceType": resource_type})
+    return cipher.seal(msgspec.json.encode(line), context=_line_context(resource_type, resource_id))
 
 
 async def upsert_resource(conn: asyncpg.Connection, cipher: HealthCipher, *, resource_type: str,
@@ -218,21 +296,23 @@ async def upsert_resource(conn: asyncpg.Connection, cipher: HealthCipher, *, res
             row = await conn.fetchrow(
                 f"""UPDATE health_resource SET patient_id = $3, version = version + 1, effective_at = $4,
                            category = $5, codes = $6, status = $7, encounter_id = $8, content = $9,
-                           last_updated = clock_timestamp()
+                           display = $10, last_updated = clock_timestamp()
                      WHERE resource_type = $1 AND id = $2 RETURNING {_COLUMNS}""",
                 resource_type, existing["id"], patient_id, index.effective_at, list(index.category), codes,
-                index.status, index.encounter_id, _sealed(cipher, resource_type, existing["id"], resource))
-            return _stored(cipher, row), False
+                index.status, index.encounter_id, _sealed(cipher, resource_type, existing["id"], resource),
+                _sealed_line(cipher, resource_type, existing["id"], resource))
+            return opened(cipher, row), False
         new_id = new_id or uuid.uuid4()
         row = await conn.fetchrow(
             f"""INSERT INTO health_resource (resource_type, id, patient_id, facility_id, source_hash, effective_at,
-                                             category, codes, status, encounter_id, content, last_updated)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, clock_timestamp())
+                                             category, codes, status, encounter_id, content, display, last_updated)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, clock_timestamp())
                 ON CONFLICT (resource_type, facility_id, source_hash) DO NOTHING RETURNING {_COLUMNS}""",
             resource_type, new_id, patient_id, facility_id, hashed, index.effective_at, list(index.category), codes,
-            index.status, index.encounter_id, _sealed(cipher, resource_type, new_id, resource))
+            index.status, index.encounter_id, _sealed(cipher, resource_type, new_id, resource),
+            _sealed_line(cipher, resource_type, new_id, resource))
         if row is not None:
-            return _stored(cipher, row), True
+            return opened(cipher, row), True
     raise RuntimeError("resource upsert lost twice to concurrent writers")
 
 
@@ -259,24 +339,26 @@ async def write_resources(conn: asyncpg.Connection, cipher: HealthCipher, facili
     inserts, updates = [], []
     for w in writes:
         content = _sealed(cipher, w.resource_type, w.id, w.resource)
+        line = _sealed_line(cipher, w.resource_type, w.id, w.resource)
         codes = code_hashes(cipher, w.index.codes)
         if w.existed:
             updates.append((w.resource_type, w.id, facility_id, w.patient_id, w.index.effective_at,
-                            list(w.index.category), codes, w.index.status, w.index.encounter_id, content, at))
+                            list(w.index.category), codes, w.index.status, w.index.encounter_id, content, at, line))
         else:
             inserts.append((w.resource_type, w.id, w.patient_id, facility_id, source_hash(cipher, w.source_key),
                             w.index.effective_at, list(w.index.category), codes, w.index.status, w.index.encounter_id,
-                            content, at))
+                            content, at, line))
     if inserts:
         await conn.executemany(
             """INSERT INTO health_resource (resource_type, id, patient_id, facility_id, source_hash, effective_at,
-                                            category, codes, status, encounter_id, content, last_updated)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                            category, codes, status, encounter_id, content, last_updated, display)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                ON CONFLICT (resource_type, facility_id, source_hash) DO NOTHING""", inserts)
     if updates:
         await conn.executemany(
             """UPDATE health_resource SET patient_id = $4, version = version + 1, effective_at = $5, category = $6,
-                      codes = $7, status = $8, encounter_id = $9, content = $10, last_updated = $11
+                      codes = $7, status = $8, encounter_id = $9, content = $10, last_updated = $11,
+                      display = $12
                 WHERE resource_type = $1 AND id = $2 AND facility_id IS NOT DISTINCT FROM $3""", updates)
     rows = await conn.fetch("SELECT id, version, last_updated FROM health_resource WHERE id = ANY($1::uuid[])",
                             [w.id for w in writes])
@@ -292,18 +374,19 @@ async def put_resource(conn: asyncpg.Connection, cipher: HealthCipher, *, resour
     """Create or replace the resource with this id (the Patient resource of a record has the patient's id)."""
     row = await conn.fetchrow(
         f"""INSERT INTO health_resource (resource_type, id, patient_id, facility_id, effective_at, category, codes,
-                                         status, encounter_id, content, last_updated)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, clock_timestamp())
+                                         status, encounter_id, content, display, last_updated)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, clock_timestamp())
             ON CONFLICT (resource_type, id) DO UPDATE SET
                 facility_id = EXCLUDED.facility_id, version = health_resource.version + 1,
                 effective_at = EXCLUDED.effective_at, category = EXCLUDED.category, codes = EXCLUDED.codes,
                 status = EXCLUDED.status, encounter_id = EXCLUDED.encounter_id, content = EXCLUDED.content,
-                last_updated = EXCLUDED.last_updated
+                display = EXCLUDED.display, last_updated = EXCLUDED.last_updated
             RETURNING {_COLUMNS}""",
         resource_type, resource_id, patient_id, facility_id, index.effective_at, list(index.category),
         code_hashes(cipher, index.codes), index.status, index.encounter_id,
-        _sealed(cipher, resource_type, resource_id, resource))
-    return _stored(cipher, row)
+        _sealed(cipher, resource_type, resource_id, resource),
+        _sealed_line(cipher, resource_type, resource_id, resource))
+    return opened(cipher, row)
 
 
 async def resource_by_source(conn: asyncpg.Connection, cipher: HealthCipher, resource_type: str,
@@ -336,7 +419,7 @@ async def get_resource(conn: asyncpg.Connection, cipher: HealthCipher, resource_
                        resource_id: uuid.UUID) -> StoredResource | None:
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM health_resource WHERE resource_type = $1 AND id = $2",
                               resource_type, resource_id)
-    return None if row is None else _stored(cipher, row)
+    return None if row is None else opened(cipher, row)
 
 
 async def resource_exists(conn: asyncpg.Connection, resource_type: str, resource_id: uuid.UUID) -> Record | None:
@@ -376,22 +459,56 @@ def _where(query: Query, args: list) -> list[str]:
     return clauses
 
 
-async def find_resources(conn: asyncpg.Connection, cipher: HealthCipher, query: Query, *, limit: int | None,
-                         after: tuple[dt.datetime, uuid.UUID] | None = None,
-                         newest_first: bool = True) -> list[StoredResource]:
-    """Resources matching `query` by clinical date (newest first by default), keyset-paged after `after`."""
-    args: list = []
+def _find_sql(columns: str, query: Query, args: list, limit: int | None, after: tuple[dt.datetime, uuid.UUID] | None,
+              newest_first: bool) -> str:
     clauses = _where(query, args)
     if after is not None:
         args.extend(after)
         clauses.append(f"(effective_at, id) {'<' if newest_first else '>'} (${len(args) - 1}, ${len(args)})")
     order = "DESC" if newest_first else "ASC"
-    sql = (f"SELECT {_COLUMNS} FROM health_resource WHERE {' AND '.join(clauses) or 'true'} "
+    sql = (f"SELECT {columns} FROM health_resource WHERE {' AND '.join(clauses) or 'true'} "
            f"ORDER BY effective_at {order}, id {order}")
     if limit is not None:
         args.append(limit)
         sql += f" LIMIT ${len(args)}"
-    return [_stored(cipher, row) for row in await conn.fetch(sql, *args)]
+    return sql
+
+
+async def find_resources(conn: asyncpg.Connection, cipher: HealthCipher, query: Query, *, limit: int | None,
+                         after: tuple[dt.datetime, uuid.UUID] | None = None,
+                         newest_first: bool = True, as_json: bool = False) -> list[StoredResource]:
+    """Resources matching `query` by clinical date (newest first by default), keyset-paged after `after`
+    (`as_json`: opened with `opened_json`)."""
+    args: list = []
+    sql = _find_sql(_COLUMNS, query, args, limit, after, newest_first)
+    opening = opened_json if as_json else opened
+    return [opening(cipher, row) for row in await conn.fetch(sql, *args)]
+
+
+async def find_with(conn: asyncpg.Connection, cipher: HealthCipher, first: tuple[str, uuid.UUID], query: Query, *,
+                    limit: int, after: tuple[dt.datetime, uuid.UUID] | None = None,
+                    newest_first: bool = True,
+                    as_json: bool = False) -> tuple[StoredResource | None, list[StoredResource]]:
+    """The resource `first` (type, id), and `find_resources(query, ...)`, in one statement."""
+    args: list = [first[0], first[1]]
+    sql = _find_sql(_COLUMNS, query, args, limit, after, newest_first)
+    order = "DESC" if newest_first else "ASC"
+    rows = await conn.fetch(
+        f"""SELECT * FROM (
+                (SELECT 0 AS part, {_COLUMNS} FROM health_resource WHERE resource_type = $1 AND id = $2)
+                UNION ALL (SELECT 1 AS part, * FROM ({sql}) found)) both_parts
+            ORDER BY part, effective_at {order}, id {order}""", *args)
+    opening = opened_json if as_json else opened
+    head = opening(cipher, rows[0]) if rows and rows[0]["part"] == 0 else None
+    return head, [opening(cipher, row) for row in rows[head is not None:]]
+
+
+async def find_lines(conn: asyncpg.Connection, query: Query, *, limit: int | None,
+                     after: tuple[dt.datetime, uuid.UUID] | None = None, newest_first: bool = True) -> list[Record]:
+    """As `find_resources`, but the rows for `line_of` (LINE_COLUMNS), with the writer's `facility_name`."""
+    args: list = []
+    sql = _find_sql(LINE_COLUMNS_NAMED, query, args, limit, after, newest_first)
+    return await conn.fetch(sql, *args)
 
 
 async def count_resources(conn: asyncpg.Connection, query: Query) -> int:
@@ -499,30 +616,55 @@ def _reason_context(patient_id: uuid.UUID) -> bytes:
     return b"access-reason:" + patient_id.bytes
 
 
+_LOG_COLUMNS = "patient_id, seq, at, actor, actor_kind, facility_id, action, purpose, what, reason_enc, prev_hash, hash"
+
+
 async def append_access(conn: asyncpg.Connection, cipher: HealthCipher, patient_id: uuid.UUID, *, actor: str,
                         actor_kind: str, facility_id: int | None, action: str, purpose: str, what: str,
-                        reason: str | None = None, at: dt.datetime | None = None) -> Record:
-    """Append one row to the patient's chain (inside the caller's transaction, under the patient's lock)."""
+                        reason: str | None = None, at: dt.datetime | None = None,
+                        known: Record | None = None) -> Record:
+    """Append one row to the patient's chain (inside the caller's transaction, under the patient's lock).
+
+    `known`: the patient row as this request read it (its access_seq and access_head). The row is then chained
+    to that head and written in one statement that moves the head only if it is still the one read (the same
+    lock, taken by that UPDATE); when another append came in between, nothing is written and the row is chained
+    again to the head read under the lock. Either way each row holds the keyed hash of the one before."""
+    reason_enc = None if reason is None else cipher.seal(reason.encode(), context=_reason_context(patient_id))
+    row = {"patient_id": patient_id, "at": at or dt.datetime.now(dt.UTC), "actor": actor, "actor_kind": actor_kind,
+           "facility_id": facility_id, "action": action, "purpose": purpose, "what": what, "reason_enc": reason_enc}
+    if known is not None and known["id"] == patient_id:
+        row["seq"] = known["access_seq"] + 1
+        prev = GENESIS if known["access_head"] is None else bytes(known["access_head"])
+        link = _link(cipher, row, prev)
+        # the head moves only from the one chained to; the INSERT reads the UPDATE's row, so both or neither
+        inserted = await conn.fetchrow(
+            f"""WITH head AS (
+                    UPDATE health_patient SET access_seq = $2, access_head = $12
+                     WHERE id = $1 AND access_seq = $2 - 1 AND access_head IS NOT DISTINCT FROM $13::bytea
+                    RETURNING id)
+                INSERT INTO health_access_log ({_LOG_COLUMNS})
+                SELECT head.id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM head RETURNING *""",
+            patient_id, row["seq"], row["at"], actor, actor_kind, facility_id, action, purpose, what, reason_enc,
+            prev, link, None if known["access_head"] is None else prev)
+        if inserted is not None:
+            return inserted
     # the patient row holds the chain's head: its lock orders appends, and a deleted tail no longer matches it
     head = await conn.fetchrow(
         "UPDATE health_patient SET access_seq = access_seq + 1 WHERE id = $1 RETURNING access_seq, access_head",
         patient_id)
     if head is None:
         raise LookupError("no such patient")
-    row = {
-        "patient_id": patient_id, "seq": head["access_seq"],
-        "at": at or dt.datetime.now(dt.UTC), "actor": actor, "actor_kind": actor_kind, "facility_id": facility_id,
-        "action": action, "purpose": purpose, "what": what,
-        "reason_enc": None if reason is None else cipher.seal(reason.encode(), context=_reason_context(patient_id)),
-    }
+    row["seq"] = head["access_seq"]
     prev = GENESIS if head["access_head"] is None else bytes(head["access_head"])
+    link = _link(cipher, row, prev)
     inserted = await conn.fetchrow(
-        """INSERT INTO health_access_log (patient_id, seq, at, actor, actor_kind, facility_id, action, purpose, what,
-                                          reason_enc, prev_hash, hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *""",
-        row["patient_id"], row["seq"], row["at"], actor, actor_kind, facility_id, action, purpose, what,
-        row["reason_enc"], prev, _link(cipher, row, prev))
-    await conn.execute("UPDATE health_patient SET access_head = $2 WHERE id = $1", patient_id, inserted["hash"])
+        f"""WITH log AS (
+                INSERT INTO health_access_log ({_LOG_COLUMNS})
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING *),
+            moved AS (UPDATE health_patient SET access_head = $12 WHERE id = $1)
+            SELECT * FROM log""",
+        patient_id, row["seq"], row["at"], actor, actor_kind, facility_id, action, purpose, what, reason_enc, prev,
+        link)
     return inserted
 
 

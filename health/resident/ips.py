@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.web import CITY_TZ
+from health import display
 
 LOINC = "http://loinc.org"
 EMPTY_REASON_SYSTEM = "http://terminology.hl7.org/CodeSystem/list-empty-reason"
@@ -79,72 +80,12 @@ def _parse(value: Any) -> dt.datetime | None:
         return None
 
 
-def concept_text(concept: Any) -> str | None:
-    if not isinstance(concept, dict):
-        return None
-    if concept.get("text"):
-        return str(concept["text"])
-    for coding in concept.get("coding") or ():
-        if coding.get("display"):
-            return str(coding["display"])
-    for coding in concept.get("coding") or ():
-        if coding.get("code"):
-            return str(coding["code"])
-    return None
-
-
-def first_code(concept: Any) -> str | None:
-    """`system|code` of a concept's first coding, as FHIR search writes it."""
-    if not isinstance(concept, dict):
-        return None
-    for coding in concept.get("coding") or ():
-        if coding.get("code"):
-            return f"{coding.get('system', '')}|{coding['code']}"
-    return None
-
-
-def _quantity(value: Any) -> str | None:
-    if not isinstance(value, dict) or value.get("value") is None:
-        return None
-    number = value["value"]
-    shown = f"{number:g}" if isinstance(number, float) else str(number)
-    return f"{shown} {value.get('unit') or value.get('code') or ''}".strip()
-
-
-def _status(resource: dict) -> str | None:
-    for key in ("clinicalStatus", "verificationStatus"):
-        text = concept_text(resource.get(key))
-        if text:
-            return text
-    status = resource.get("status")
-    return str(status) if status else None
-
-
-def describe(resource: dict) -> tuple[str, str | None]:
-    """(what it is, detail) for one resource, in the facility's words."""
-    kind = resource.get("resourceType")
-    if kind == "MedicationRequest" or kind == "MedicationStatement":
-        name = concept_text(resource.get("medicationCodeableConcept")) or "Thuốc"
-        dosage = resource.get("dosageInstruction") or resource.get("dosage") or []
-        detail = dosage[0].get("text") if dosage and isinstance(dosage[0], dict) else None
-        return name, detail
-    if kind == "Immunization":
-        return concept_text(resource.get("vaccineCode")) or "Vắc xin", resource.get("lotNumber")
-    if kind == "Observation":
-        value = (_quantity(resource.get("valueQuantity")) or concept_text(resource.get("valueCodeableConcept"))
-                 or resource.get("valueString"))
-        return concept_text(resource.get("code")) or "Chỉ số", str(value) if value is not None else None
-    if kind == "DiagnosticReport":
-        return concept_text(resource.get("code")) or "Kết quả", resource.get("conclusion")
-    if kind == "Encounter":
-        kinds = [concept_text(t) for t in resource.get("type") or []]
-        reasons = [concept_text(r) for r in resource.get("reasonCode") or []]
-        what = next((k for k in kinds if k), None) or (resource.get("class") or {}).get("display") or "Lần khám"
-        return what, ", ".join(r for r in reasons if r) or None
-    if kind == "DocumentReference":
-        return concept_text(resource.get("type")) or resource.get("description") or "Tài liệu", resource.get(
-            "description")
-    return concept_text(resource.get("code")) or kind or "", None
+# the line of a resource: moved to the core (`health.display`) so the store keeps it beside the content
+concept_text = display.concept_text
+first_code = display.first_code
+_quantity = display.quantity
+_status = display.status_text
+describe = display.describe
 
 
 def document_bundle(patient: dict, grouped: dict[str, list[dict]], *, language: str, base_url: str,

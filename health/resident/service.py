@@ -16,6 +16,7 @@ import asyncpg
 from app import web
 from app.errors import InvalidInput, NotFound
 from app.identity import Principal, machine_client, names_of
+from health import display
 from health import service as health_service
 from health import store as health_store
 from health.crypto import HealthCipher
@@ -48,22 +49,19 @@ async def own_patient(conn: asyncpg.Connection, principal: Principal) -> asyncpg
     return await health_store.patient_of_resident(conn, _resident(principal))
 
 
-async def _log(conn: asyncpg.Connection, cipher: HealthCipher, patient_id: uuid.UUID, principal: Principal, *,
+async def _log(conn: asyncpg.Connection, cipher: HealthCipher, patient: asyncpg.Record, principal: Principal, *,
                action: str, what: str) -> None:
+    """`patient`: the row this request read (its chain head makes the append one statement)."""
     if principal.kind == "resident":
         # The core's `log_access` leaves a resident's own reads out; the record's log takes them (actor_kind
         # resident), and the resident sees their own reads among the others.
-        await health_store.append_access(conn, cipher, patient_id, actor=f"resident:{principal.sub}",
+        await health_store.append_access(conn, cipher, patient["id"], actor=f"resident:{principal.sub}",
                                          actor_kind="resident", facility_id=None, action=action, purpose="own",
-                                         what=what)
+                                         what=what, known=patient)
         return
     app = health_service.Actor(kind="app", label=f"client:{principal.client_id}", facility=None, resident_id=None)
-    await health_service.log_access(conn, cipher, app, patient_id, action=action, purpose="app-grant", what=what)
-
-
-async def _facility_names(conn: asyncpg.Connection, resources: list[health_store.StoredResource]) -> dict[int, str]:
-    ids = sorted({r.facility_id for r in resources if r.facility_id is not None})
-    return await store.facility_names(conn, ids) if ids else {}
+    await health_service.log_access(conn, cipher, app, patient["id"], action=action, purpose="app-grant", what=what,
+                                    known=patient)
 
 
 # ---- the summary ---------------------------------------------------------------------------------------------
@@ -74,25 +72,20 @@ async def summary_sections(conn: asyncpg.Connection, cipher: HealthCipher,
     """The resources each section shows, newest first: one statement filters and cuts them, only those are opened."""
     grouped: dict[str, list[health_store.StoredResource]] = {spec.key: [] for spec in ips.SECTIONS}
     for row in await store.summary_rows(conn, patient_id):
-        grouped[row["section"]].append(health_store._stored(cipher, row))
+        grouped[row["section"]].append(health_store.opened(cipher, row))
     return grouped
 
 
-def _entry(stored: health_store.StoredResource, facilities: dict[int, str]) -> SummaryEntry:
-    resource = stored.resource
-    text, detail = ips.describe(resource)
-    return SummaryEntry(id=str(stored.id), type=stored.resource_type, text=text, detail=detail,
-                        status=ips._status(resource), date=web.local(stored.effective_at),
-                        code=ips.first_code(resource.get("code") or resource.get("vaccineCode")
-                                            or resource.get("medicationCodeableConcept")),
-                        facility=facilities.get(stored.facility_id) if stored.facility_id else None)
+def _entry(row: asyncpg.Record, line: display.Line) -> SummaryEntry:
+    return SummaryEntry(id=str(row["id"]), type=row["resource_type"], text=line.text, detail=line.detail,
+                        status=line.status, date=web.local(row["effective_at"]), code=line.code,
+                        facility=row["facility_name"])
 
 
-def build_summary(patient_id: uuid.UUID | None, grouped: dict[str, list[health_store.StoredResource]],
-                  facilities: dict[int, str], language: str) -> Summary:
+def build_summary(patient_id: uuid.UUID | None, grouped: dict[str, list[SummaryEntry]], language: str) -> Summary:
     sections = []
     for spec in ips.SECTIONS:
-        entries = [_entry(stored, facilities) for stored in grouped.get(spec.key, ())]
+        entries = grouped.get(spec.key) or []
         empty = None if entries else EmptyReason(code="unavailable", text=ips.EMPTY[language])
         sections.append(SummarySection(key=spec.key, code=spec.loinc, title=spec.en if language == "en" else spec.vi,
                                        entries=entries, empty_reason=empty))
@@ -102,12 +95,15 @@ def build_summary(patient_id: uuid.UUID | None, grouped: dict[str, list[health_s
 
 async def summary_of(conn: asyncpg.Connection, cipher: HealthCipher, patient: asyncpg.Record | None,
                      principal: Principal, language: str) -> Summary:
+    """The summary's sections: one statement picks each section's rows (with who wrote them), and only their
+    sealed lines are opened, not the resources."""
     if patient is None:  # no facility has written anything yet: every section empty, nothing to log against
-        return build_summary(None, {}, {}, language)
-    grouped = await summary_sections(conn, cipher, patient["id"])
-    await _log(conn, cipher, patient["id"], principal, action="read", what="summary")
-    facilities = await _facility_names(conn, [r for rows in grouped.values() for r in rows])
-    return build_summary(patient["id"], grouped, facilities, language)
+        return build_summary(None, {}, language)
+    grouped: dict[str, list[SummaryEntry]] = {spec.key: [] for spec in ips.SECTIONS}
+    for row in await store.summary_lines(conn, patient["id"]):
+        grouped[row["section"]].append(_entry(row, health_store.line_of(cipher, row)))
+    await _log(conn, cipher, patient, principal, action="read", what="summary")
+    return build_summary(patient["id"], grouped, language)
 
 
 async def document_of(conn: asyncpg.Connection, cipher: HealthCipher, patient: asyncpg.Record | None,
@@ -119,7 +115,7 @@ async def document_of(conn: asyncpg.Connection, cipher: HealthCipher, patient: a
     stored_patient = await health_store.get_resource(conn, cipher, "Patient", patient["id"])
     patient_resource = stored_patient.resource if stored_patient else {"resourceType": "Patient",
                                                                        "id": str(patient["id"])}
-    await _log(conn, cipher, patient["id"], principal, action="read", what="summary document")
+    await _log(conn, cipher, patient, principal, action="read", what="summary document")
     return ips.document_bundle(patient_resource, {k: [r.resource for r in rows] for k, rows in grouped.items()},
                                language=language, base_url=base_url, now=now())
 
@@ -153,22 +149,20 @@ async def my_timeline(conn: asyncpg.Connection, cipher: HealthCipher, principal:
     patient = await own_patient(conn, principal)
     if patient is None:
         return Timeline(items=[])
-    rows = await health_store.find_resources(
-        conn, cipher, health_store.Query(patient_id=patient["id"], types=TIMELINE_TYPES), limit=limit + 1, after=after)
+    rows = await health_store.find_lines(
+        conn, health_store.Query(patient_id=patient["id"], types=TIMELINE_TYPES), limit=limit + 1, after=after)
     page, more = rows[:limit], len(rows) > limit
-    facilities = await _facility_names(conn, page)
     items = []
-    for stored in page:
-        text, detail = ips.describe(stored.resource)
-        visit = stored.id if stored.resource_type == "Encounter" else stored.encounter_id
+    for row in page:
+        line = health_store.line_of(cipher, row)
+        visit = row["id"] if row["resource_type"] == "Encounter" else row["encounter_id"]
         items.append(TimelineItem(
-            id=str(stored.id), type=stored.resource_type, text=text, detail=detail,
-            status=ips._status(stored.resource), date=web.local(stored.effective_at),
-            facility=facilities.get(stored.facility_id) if stored.facility_id else None,
+            id=str(row["id"]), type=row["resource_type"], text=line.text, detail=line.detail, status=line.status,
+            date=web.local(row["effective_at"]), facility=row["facility_name"],
             encounter_id=str(visit) if visit else None))
-    await _log(conn, cipher, patient["id"], principal, action="read", what="timeline")
+    await _log(conn, cipher, patient, principal, action="read", what="timeline")
     last = page[-1] if page else None
-    next_cursor = web.encode_cursor(last.effective_at.isoformat(), str(last.id)) if more and last else None
+    next_cursor = web.encode_cursor(last["effective_at"].isoformat(), str(last["id"])) if more and last else None
     return Timeline(items=items, next_cursor=next_cursor)
 
 
@@ -214,7 +208,7 @@ async def my_visit_pdf(conn: asyncpg.Connection, cipher: HealthCipher, principal
         immunizations=lines("Immunization"),
         allergies=[ips.describe(a.resource)[0] for a in allergies
                    if ips.is_current(ips.BY_KEY["allergies"], a.status)])
-    await _log(conn, cipher, patient["id"], principal, action="read", what=f"Encounter/{encounter_id} pdf")
+    await _log(conn, cipher, patient, principal, action="read", what=f"Encounter/{encounter_id} pdf")
     # fpdf2 is pure Python: lay the pages out off the event loop
     body = await asyncio.to_thread(pdf.render, doc, language, issued=now())
     return body, doc.start

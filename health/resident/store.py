@@ -7,32 +7,38 @@ import uuid
 
 import asyncpg
 
+from health import store as health_store
 from health.resident.ips import SECTIONS, SectionSpec
 
 Record = asyncpg.Record
 
-# the columns the core's store opens a resource from (health.store._stored)
-RESOURCE_COLUMNS = ("resource_type, id, patient_id, facility_id, version, effective_at, last_updated, category, "
-                    "status, encounter_id, content")
-
-
-def _section(spec: SectionSpec) -> str:
+def _section(spec: SectionSpec, columns: str) -> str:
     def listed(values: tuple[str, ...]) -> str:
         return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
 
     current = (f"status IN ({listed(spec.only)})" if spec.only
                else f"coalesce(status, '') <> ALL (ARRAY[{listed(spec.never)}])")
     types = listed(spec.types)
-    return (f"(SELECT '{spec.key}' AS section, {RESOURCE_COLUMNS} FROM health_resource WHERE patient_id = $1 "
+    return (f"(SELECT '{spec.key}' AS section, {columns} FROM health_resource WHERE patient_id = $1 "
             f"AND resource_type IN ({types}) AND {current} ORDER BY effective_at DESC, id DESC LIMIT {spec.limit})")
 
 
 # Every section in one statement, each newest first, filtered and cut in SQL: only the rows shown are opened.
-SUMMARY_SQL = "\nUNION ALL\n".join(_section(spec) for spec in SECTIONS)
+# The summary shows lines: it reads each row's sealed line (health.store.LINE_COLUMNS), not the resource.
+# Who wrote each row comes in the same statement (the facility's name, health.store.LINE_COLUMNS_NAMED).
+SUMMARY_SQL = "\nUNION ALL\n".join(_section(spec, health_store.LINE_COLUMNS_NAMED) for spec in SECTIONS)
+# The summary as a FHIR document carries the resources themselves (health.store.RESOURCE_COLUMNS).
+SUMMARY_RESOURCES_SQL = "\nUNION ALL\n".join(_section(spec, health_store.RESOURCE_COLUMNS) for spec in SECTIONS)
+
+
+async def summary_lines(conn: asyncpg.Connection, patient_id: uuid.UUID) -> list[Record]:
+    """The rows each section shows (column `section`, and `facility_name`), for `health.store.line_of`."""
+    return await conn.fetch(SUMMARY_SQL, patient_id)
 
 
 async def summary_rows(conn: asyncpg.Connection, patient_id: uuid.UUID) -> list[Record]:
-    return await conn.fetch(SUMMARY_SQL, patient_id)
+    """The same rows whole, for `health.store.opened`."""
+    return await conn.fetch(SUMMARY_RESOURCES_SQL, patient_id)
 
 
 async def grant_app(conn: asyncpg.Connection, patient_id: uuid.UUID, client_id: str, *, now: dt.datetime,

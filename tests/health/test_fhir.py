@@ -287,3 +287,35 @@ async def test_everything_filters_by_type_and_dates(client, conn):
     bad = await fhir_get(client, his, f"Patient/{patient_id}/$everything", expect=400, _type="Practitioner")
     assert bad["issue"][0]["expression"] == ["_type"]
     assert (await fhir_get(client, his, f"Encounter/{patient_id}/$everything", expect=404))["issue"]
+
+
+async def test_everything_answers_each_resource_as_a_read_does_paged_by_cursor(client, conn):
+    """$everything passes each stored resource's JSON through unparsed, with its id and meta written in front; a
+    resource sent with a meta of its own (a profile) keeps it beside versionId and lastUpdated."""
+    code, his = await facility(client, conn)
+    profile = "http://hl7.org/fhir/StructureDefinition/vitalsigns"
+    observations = [(None, observation(f"ev{i}", when=f"2026-03-{i + 1:02d}T08:00:00+07:00",
+                                       **({"meta": {"profile": [profile]}} if i == 3 else {}))) for i in range(7)]
+    answer = await send(client, his, bundle(("urn:uuid:p1", patient()), *observations))
+    patient_id = answer["entry"][0]["response"]["location"].split("/")[1]
+    await consent(client, code)
+    first = await fhir_get(client, his, f"Patient/{patient_id}/$everything", _count=3)
+    assert first["entry"][0]["resource"]["resourceType"] == "Patient" and len(first["entry"]) == 4
+    entries, page = [], first
+    while True:
+        entries += [e for e in page["entry"] if e["resource"]["resourceType"] != "Patient"]
+        following = [link["url"] for link in page["link"] if link["relation"] == "next"]
+        if not following:
+            break
+        page = (await client.get(f"/fhir/{following[0].split('/fhir/', 1)[1]}", headers=his)).json()
+        assert page["entry"] and page["entry"][0]["resource"]["resourceType"] == "Observation"  # Patient once
+    assert [e["resource"]["effectiveDateTime"][:10] for e in entries] == [f"2026-03-{d:02d}" for d in range(7, 0, -1)]
+    for entry in entries:
+        resource = entry["resource"]
+        assert entry["fullUrl"].endswith(f"/Observation/{resource['id']}")
+        assert resource == await fhir_get(client, his, f"Observation/{resource['id']}")
+        assert resource["meta"]["versionId"] == "1" and resource["meta"]["lastUpdated"]
+    profiled = [e["resource"] for e in entries if e["resource"]["meta"].get("profile")]
+    assert [r["meta"]["profile"] for r in profiled] == [[profile]]
+    only_patient = await fhir_get(client, his, f"Patient/{patient_id}/$everything", _count=0)
+    assert [e["resource"]["resourceType"] for e in only_patient["entry"]] == ["Patient"]

@@ -78,3 +78,53 @@ async def test_concurrent_appends_keep_one_unbroken_chain(pool, settings):
             "SELECT seq FROM health_access_log WHERE patient_id = $1 ORDER BY seq", patient["id"])]
         assert seqs == list(range(1, 41))
         assert await store.verify_chain(conn, cipher, patient["id"]) is None
+
+
+async def test_an_append_chained_to_a_head_read_earlier_is_written_once_and_chained_again_when_it_moved(conn,
+                                                                                                       settings):
+    """`known`: the patient row this request read. Its head still holds: one statement. Another append came in
+    between (the row is stale): nothing is written against the old head, the row goes after the new one."""
+    cipher, patient = await a_patient(conn, settings)
+    fresh = await store.patient(conn, patient["id"])
+    first = await store.append_access(conn, cipher, patient["id"], actor="client:his-1", actor_kind="facility",
+                                      facility_id=None, action="read", purpose="consent", what="a", known=fresh)
+    assert first["seq"] == 1 and bytes(first["prev_hash"]) == store.GENESIS
+    # `fresh` is stale now (its head is before `first`): the append must not fork the chain at seq 1
+    second = await store.append_access(conn, cipher, patient["id"], actor="client:his-2", actor_kind="facility",
+                                       facility_id=None, action="read", purpose="consent", what="b", known=fresh)
+    assert second["seq"] == 2 and bytes(second["prev_hash"]) == bytes(first["hash"])
+    third = await store.append_access(conn, cipher, patient["id"], actor="client:his-3", actor_kind="facility",
+                                      facility_id=None, action="read", purpose="consent", what="c",
+                                      known=await store.patient(conn, patient["id"]))
+    assert third["seq"] == 3 and bytes(third["prev_hash"]) == bytes(second["hash"])
+    head = await store.patient(conn, patient["id"])
+    assert head["access_seq"] == 3 and bytes(head["access_head"]) == bytes(third["hash"])
+    assert [r["seq"] for r in await conn.fetch("SELECT seq FROM health_access_log WHERE patient_id = $1 ORDER BY seq",
+                                               patient["id"])] == [1, 2, 3]
+    assert await store.verify_chain(conn, cipher, patient["id"]) is None
+    await conn.execute("SET LOCAL session_replication_role = replica")
+    await conn.execute("UPDATE health_access_log SET what = 'x' WHERE patient_id = $1 AND seq = 3", patient["id"])
+    await conn.execute("SET LOCAL session_replication_role = origin")
+    assert await store.verify_chain(conn, cipher, patient["id"]) == 3
+
+
+async def test_a_resource_line_is_sealed_beside_it_and_read_from_the_content_where_none_was_stored(conn, settings):
+    cipher, patient = await a_patient(conn, settings)
+    body = {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}], "text": "Đường huyết"},
+            "valueQuantity": {"value": 5.4, "unit": "mmol/L"}}
+    stored, _ = await store.upsert_resource(conn, cipher, resource_type="Observation", patient_id=patient["id"],
+                                            facility_id=None, source_key="urn:bv|O1", resource=body,
+                                            index=store.Index(effective_at=dt.datetime(2026, 5, 1, tzinfo=dt.UTC)))
+    sealed = await conn.fetchval("SELECT display FROM health_resource WHERE id = $1", stored.id)
+    assert sealed is not None and "Đường".encode() not in sealed and b"mmol" not in sealed
+    query = store.Query(patient_id=patient["id"])
+    (row,) = await store.find_lines(conn, query, limit=10)
+    expected = ("Đường huyết", "5.4 mmol/L", "final", "http://loinc.org|2345-7")
+    line = store.line_of(cipher, row)
+    assert (line.text, line.detail, line.status, line.code) == expected
+    # a row written before lines were stored: its line comes from its content
+    await conn.execute("UPDATE health_resource SET display = NULL WHERE id = $1", stored.id)
+    (row,) = await store.find_lines(conn, query, limit=10)
+    line = store.line_of(cipher, row)
+    assert row["content"] is not None and (line.text, line.detail, line.status, line.code) == expected
