@@ -612,7 +612,8 @@ def run_in_throwaway_database(label: str, bench: Callable[[str], Any]) -> int:
         admin_url, _, where = resolve_services(cleanup)
         name = f"ihanoi_bench_{label}_{uuid.uuid4().hex[:8]}"
         create_database(admin_url, name)
-        cleanup.append(lambda: drop_database(admin_url, name))
+        # a loaded machine may take more than a statement's usual 10 s to drop a database it just wrote
+        cleanup.append(lambda: drop_database(admin_url, name, timeout=120))
         print(f"PostgreSQL: {safe_url(admin_url)} ({where}), database {name}", flush=True)
         return uvloop.run(bench(with_database(admin_url, name)))
     finally:

@@ -9,20 +9,38 @@ the resident's summary for a patient with 2,000 resources (p95) against the raw 
    resources each: Encounter, Condition, MedicationRequest, 5 Observations, DiagnosticReport; a few Immunizations
    and AllergyIntolerances), through `health.service.transaction` in a transaction each (what POST /fhir runs:
    JSON decoded, every resource validated by fhir.resources R4B, coded values checked, the patient matched by
-   personal ID and BHYT number, references resolved, each resource sealed with AES-GCM, hashed for search,
-   upserted by its identifier, the access log appended, the finished visit queued for social insurance). After
-   each Bundle, the bare INSERT of the same rows (content sealed beforehand, outside the timing) for a second
-   patient, one executemany in a transaction. Resources per second of each and their ratio. No goal is set.
-3. Reads, for the patient with --resources resources, --queries times each, alternating:
-   - `$everything`, first page (_count 100, the default): `health.service.everything` for the facility (consent
-     checked, access logged, rows opened, the searchset Bundle built) against the raw query of the same 101 rows
-     (the same SELECT, ORDER BY and LIMIT, nothing opened);
-   - the summary: `health.resident.service.summary_of` for the resident (one statement picks each section's
-     current rows, newest first, cut to its limit; those rows opened, sections built, the read logged) against
-     that same statement run raw;
+   personal ID and BHYT number, references resolved, each resource and its display line sealed with AES-GCM,
+   hashed for search, upserted by its identifier, the access log appended, the finished visit queued for social
+   insurance). After each Bundle, the bare INSERT of the same rows (content sealed beforehand, outside the timing)
+   for a second patient, one executemany in a transaction. Resources per second of each and their ratio. No goal.
+3. Reads, for the patient with --resources resources, --queries times each, the ways of one read taking turns
+   (the order rotates every round, so none always runs on a warm cache or right after a commit):
+   - `$everything`, first page (_count 100, the default): `health.service.everything` for the facility, in a
+     transaction as GET /fhir/Patient/{id}/$everything runs it (the patient and the consent read, the access log
+     appended, the Patient and the page's 100 rows fetched and opened, the searchset Bundle built, committed);
+     raw: the same SELECT, ORDER BY and LIMIT of the same rows (101, content included), nothing opened;
+   - the summary: `health.resident.service.my_summary` for the resident, in a transaction as GET
+     /v1/health/summary runs it (the resident's record found, one statement picks each section's current rows,
+     newest first, cut to its limit, with who wrote them; each row's sealed line opened, sections built, the
+     read logged, committed); raw: that very statement (`health.resident.store.SUMMARY_SQL`), nothing opened;
    - the whole record, `$everything` walked page by page (_count 200), against the raw query of all its rows
-     (a tenth as many times: it is 10 pages).
+     (a tenth as many times: it is 10 pages; no goal: the issue's goals are for one read).
    Goals: p95 < 100 ms and <= 2x the raw query's p95.
+
+What the raw baseline is, and why. It is the SQL a service without rules would send for the same answer: the same
+rows, the same columns, the same sealed bytes over the wire, one round trip, no transaction. The service's
+statements are chosen to fetch little (the summary reads each row's sealed line, a few dozen bytes, not the
+resource), and the raw baseline runs exactly those statements, so it fetches the same bytes and gets the same
+benefit. Two things the service must do are left out of the baseline, on purpose, and shown beside it:
+   - opening (AES-GCM decryption and JSON decoding): encryption at rest is this service's own requirement, not
+     the database's; a baseline that decrypted would already be half the service, and the ratio would hide what
+     the sealing costs. "raw + open" is the raw query with every row opened as the service opens it;
+   - the access-log append and the commit that makes it durable: every read by a facility or a resident is
+     logged, in the transaction that reads, and the answer leaves only once the log row is on disk (never
+     skipped here, never committed asynchronously: a read whose log row a crash could lose is a read the
+     resident cannot see). "raw + logged commit" is the raw query in a transaction that also writes one small
+     row and commits: the floor any logged read has on this database, whatever the service's code does.
+The goals are judged against the raw query alone, as the issue sets them.
 
 Everything it creates is dropped at the end (Ctrl-C included).
 """
@@ -186,8 +204,8 @@ async def bench(args: argparse.Namespace, url: str) -> int:
         actor = health_service.Actor(kind="facility", label="client:bench-his", facility=facility, resident_id=None)
         items = resources_for(args.resources)
         batches = bundles(items, args.bundle, PERSONAL_ID, BHYT)
-        print(f"ingest: {len(items)} resources in {len(batches)} transaction Bundles of <= {args.bundle} entries",
-              flush=True)
+        print(f"ingest: {len(items)} resources in {len(batches)} transaction Bundles of <= {args.bundle} entries "
+              f"(load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})", flush=True)
         # the second patient, whose rows the bare INSERTs write
         other = await health_service.transaction(conn, rt, cipher, own, actor,
                                                  as_transaction([patient_entry(OTHER_ID, OTHER_BHYT)]), base_url)
@@ -236,11 +254,21 @@ async def bench(args: argparse.Namespace, url: str) -> int:
         resident = Principal(sub=str(patient["resident_id"]), kind="resident", level=2,
                              auth_time=int(time.time()))
         types_all = tuple(t for t in fhir.RESOURCE_TYPES if t != "Patient")
-        raw_page = """SELECT resource_type, id, patient_id, facility_id, version, effective_at, last_updated, category,
-                             status, encounter_id, content FROM health_resource
+        raw_page = f"""SELECT {store.RESOURCE_COLUMNS} FROM health_resource
                        WHERE patient_id = $1 AND resource_type = ANY($2::text[])
                        ORDER BY effective_at DESC, id DESC LIMIT $3"""
         raw_whole = raw_page.replace(" LIMIT $3", "")
+        # the floor of a logged read: one small row written and committed with the read (not the access log, whose
+        # chain the service's reads extend)
+        await conn.execute("CREATE TABLE bench_logged_commit (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                           "at timestamptz NOT NULL, what text NOT NULL, hash bytea NOT NULL)")
+
+        async def logged_commit(fetch) -> int:
+            async with conn.transaction():
+                rows = await fetch()
+                await conn.execute("INSERT INTO bench_logged_commit (at, what, hash) VALUES ($1, $2, $3)",
+                                   dt.datetime.now(dt.UTC), "read", os.urandom(32))
+            return len(rows)
 
         async def everything_page() -> int:
             async with conn.transaction():
@@ -248,17 +276,28 @@ async def bench(args: argparse.Namespace, url: str) -> int:
                                                        {"_count": ["100"]}, base_url)
             return len(body["entry"])
 
+        async def page_rows() -> list:
+            return await conn.fetch(raw_page, patient["id"], list(types_all), 101)
+
         async def raw_everything_page() -> int:
-            rows = await conn.fetch(raw_page, patient["id"], list(types_all), 101)
-            return len(rows)
+            return len(await page_rows())
+
+        async def opened_everything_page() -> int:
+            return len([store.opened(cipher, row) for row in await page_rows()])
 
         async def summary() -> int:
             async with conn.transaction():
-                result = await resident_service.summary_of(conn, cipher, patient, resident, "vi")
+                result = await resident_service.my_summary(conn, cipher, resident, "vi")
             return sum(len(s.entries) for s in result.sections)
 
-        async def raw_summary() -> int:  # the very statement the summary runs, nothing opened
-            return len(await conn.fetch(resident_store.SUMMARY_SQL, patient["id"]))
+        async def summary_rows() -> list:  # the very statement the summary runs, nothing opened
+            return await conn.fetch(resident_store.SUMMARY_SQL, patient["id"])
+
+        async def raw_summary() -> int:
+            return len(await summary_rows())
+
+        async def opened_summary() -> int:
+            return len([store.line_of(cipher, row) for row in await summary_rows()])
 
         async def everything_whole() -> int:
             total, cursor = 0, None
@@ -267,33 +306,48 @@ async def bench(args: argparse.Namespace, url: str) -> int:
                 async with conn.transaction():
                     body = await health_service.everything(conn, cipher, own, actor, str(patient["id"]), params,
                                                            base_url)
-                total += sum(1 for e in body["entry"] if e["resource"]["resourceType"] != "Patient")
+                total += sum(1 for e in body["entry"] if e["fullUrl"].rsplit("/", 2)[-2] != "Patient")
                 following = [link["url"] for link in body.get("link", []) if link["relation"] == "next"]
                 if not following:
                     return total
                 cursor = parse_qs(urlsplit(following[0]).query)["_cursor"][0]
 
-        async def raw_whole_record() -> int:
-            return len(await conn.fetch(raw_whole, patient["id"], list(types_all)))
+        async def whole_rows() -> list:
+            return await conn.fetch(raw_whole, patient["id"], list(types_all))
 
-        pairs = {"$everything page": (everything_page, raw_everything_page, args.queries),
-                 "summary": (summary, raw_summary, args.queries),
-                 "$everything whole": (everything_whole, raw_whole_record, max(10, args.queries // 10))}
+        async def raw_whole_record() -> int:
+            return len(await whole_rows())
+
+        async def opened_whole_record() -> int:
+            return len([store.opened(cipher, row) for row in await whole_rows()])
+
+        def ways(served, raw, opened, rows) -> dict:
+            return {"service": served, "raw": raw, "raw + open": opened,
+                    "raw + logged commit": lambda: logged_commit(rows)}
+
+        scenarios = {
+            "$everything page": (ways(everything_page, raw_everything_page, opened_everything_page, page_rows),
+                                 args.queries),
+            "summary": (ways(summary, raw_summary, opened_summary, summary_rows), args.queries),
+            "$everything whole": (ways(everything_whole, raw_whole_record, opened_whole_record, whole_rows),
+                                  max(10, args.queries // 10)),
+        }
         results = {}
-        for name, (served, raw, times) in pairs.items():
-            measured: dict[str, list[float]] = {"service": [], "raw": []}
+        for name, (calls, times) in scenarios.items():
+            measured: dict[str, list[float]] = {how: [] for how in calls}
             counts = {}
             for _ in range(3):  # warm-up
-                await served()
-                await raw()
+                for call in calls.values():
+                    await call()
+            order = list(calls.items())
             for n in range(times):
-                for how, call in (("raw", raw), ("service", served)) if n % 2 else (("service", served), ("raw", raw)):
+                for how, call in order[n % len(order):] + order[:n % len(order)]:  # each way first in turn
                     began = time.perf_counter()
                     counts[how] = await call()
                     measured[how].append((time.perf_counter() - began) * 1000)
             results[name] = (measured, counts)
-            print(f"  {name}: service {counts['service']} entries, raw {counts['raw']} rows, "
-                  f"p95 {p(measured['service'], 0.95):.2f} vs {p(measured['raw'], 0.95):.2f} ms", flush=True)
+            print(f"  {name}: service {counts['service']} entries, raw {counts['raw']} rows; p95 "
+                  + ", ".join(f"{how} {p(values, 0.95):.2f}" for how, values in measured.items()) + " ms", flush=True)
         if results["$everything whole"][1]["service"] != args.resources:
             raise common.BenchError("walking $everything did not give every resource of the record")
         outbox = await conn.fetchval("SELECT count(*) FROM health_outbox WHERE patient_id = $1", patient["id"])
@@ -313,8 +367,12 @@ async def bench(args: argparse.Namespace, url: str) -> int:
               f"p95 {s95:.2f} ms; raw p50 {statistics.median(measured['raw']):.2f} ms p95 {r95:.2f} ms; "
               f"ratio p95 {s95 / r95:.2f} (goals p95 < 100 ms: {'met' if s95 < 100 else 'NOT met'}, <= 2x raw: "
               f"{'met' if s95 <= 2 * r95 else 'NOT met'})")
+        for how in ("raw + open", "raw + logged commit"):
+            h50, h95 = statistics.median(measured[how]), p(measured[how], 0.95)
+            print(f"    {how}: p50 {h50:.2f} ms p95 {h95:.2f} ms ({h95 / r95:.2f}x raw; service p95 is "
+                  f"{s95 / h95:.2f}x this)")
     print(f"{args.queries} queries each (the whole record {max(10, args.queries // 10)} times), one connection, "
-          f"load average {os.getloadavg()[0]:.1f} at the end (2 cores shared)")
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (2 cores shared)")
     return 0 if ok else 1
 
 
