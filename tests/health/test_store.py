@@ -69,8 +69,13 @@ async def test_concurrent_appends_keep_one_unbroken_chain(pool, settings):
     async def reader(n: int) -> None:
         for i in range(10):
             async with pool.acquire() as conn, conn.transaction():
+                # half the readers chain to the head they read first (a request's patient row), which the
+                # others keep moving under them: one statement when it still holds, chained again when not
+                known = await store.patient(conn, patient["id"]) if n % 2 else None
+                await asyncio.sleep(0)
                 await store.append_access(conn, cipher, patient["id"], actor=f"client:his-{n}", actor_kind="facility",
-                                          facility_id=None, action="read", purpose="consent", what=f"read {i}")
+                                          facility_id=None, action="read", purpose="consent", what=f"read {i}",
+                                          known=known)
 
     await asyncio.gather(*(reader(n) for n in range(4)))
     async with pool.acquire() as conn:
