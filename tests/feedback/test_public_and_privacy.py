@@ -200,3 +200,51 @@ async def test_staff_queue_filters_and_per_unit_figures(client, conn, redis, peo
     await redis.client.delete(redis.key("feedback", "stats", 90, WARD))
     fresh = (await client.get("/v1/feedback/public/stats", params={"unit": WARD})).json()["units"][0]
     assert fresh["received"] == 4
+
+
+async def test_search_pages_are_the_same_whatever_the_window(client, people, monkeypatch):
+    """A text search tests the newest rows of the list one by one (store.SEARCH_WINDOW of them), then asks the
+    GIN index for the whole list when they hold less than a page: the same pages either way, with a box, a
+    category and a cursor, and in the staff queue."""
+    from feedback import store
+
+    made = []  # (id, matches "den duong", in the box, category), oldest first
+    for i in range(9):
+        lamp = i % 3 != 1
+        far = i % 4 == 3
+        category = "trat-tu-do-thi" if i % 2 else "ve-sinh-moi-truong"
+        report = await submit(client, people["a" if i % 2 else "b"], duplicates_checked=True, category=category,
+                              latitude=LAT + (0.02 if far else 0.0) + i * 0.00001,
+                              description=("Đèn đường hỏng " if lamp else "Rác thải ") + f"lần {i}")
+        made.append((report["id"], lamp, not far, category))
+    box = f"{LNG - 0.005},{LAT - 0.005},{LNG + 0.005},{LAT + 0.005}"
+
+    async def walk(path, headers=None, **params):
+        seen, cursor = [], None
+        while True:
+            query = params | {"limit": 2} | ({"cursor": cursor} if cursor else {})
+            response = await client.get(path, params=query, headers=headers or {})
+            assert response.status_code == 200, response.text
+            seen += [r["id"] for r in response.json()["items"]]
+            cursor = response.json()["next_cursor"]
+            if not cursor:
+                return seen
+
+    newest = sorted(made, reverse=True)
+    lamps = [i for i, lamp, _, _ in newest if lamp]
+    expected = {
+        "text": lamps,
+        "box": [i for i, lamp, inside, _ in newest if lamp and inside],
+        "category": [i for i, lamp, _, c in newest if lamp and c == "trat-tu-do-thi"],
+    }
+    for window in (1, 2, 3, 100):
+        monkeypatch.setattr(store, "SEARCH_WINDOW", window)
+        for dense in (1, 10_000):  # the box as ranges (tested with the row) or through its spatial index
+            monkeypatch.setattr(views, "DENSE_BOX", dense)
+            path = "/v1/feedback/public/reports"
+            assert await walk(path, q="den duong") == expected["text"], window
+            assert await walk(path, q="den duong", bbox=box) == expected["box"], (window, dense)
+            assert await walk(path, q="den duong", category="trat-tu-do-thi") == expected["category"], window
+            assert await walk(path, q="khong co") == []
+        queue = await walk(f"/v1/feedback/units/{WARD}/reports", people["clerk"], q="den duong", order="newest")
+        assert queue == lamps, window
