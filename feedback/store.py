@@ -7,17 +7,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-# Rows of a list tested one by one for a text search before the GIN index is used for the rest (list_reports):
+# Rows of a list tested one by one for a text search before the GIN index is asked (list_reports):
 # the most a search reads either way is about this window plus the matches of a search with fewer than a page in
 # it, i.e. about SEARCH_WINDOW + limit * rows / SEARCH_WINDOW; 15,000 keeps both near 15,000 up to about 5 million
 # reports (measured at 1 million: benchmarks/feedback.py).
 SEARCH_WINDOW = 15_000
+
+# The map cells of migrations/004_search_cells.sql: squares of these sizes in metres, numbered as feedback_tags.
+CELL_SIZES = (1_000, 8_000)
+MAX_BOX_CELLS = 64  # a box with more cells than this at every size is searched without them
 
 # ---- categories and templates -----------------------------------------------------------------------------
 
@@ -235,6 +240,22 @@ SUMMARY_COLUMNS = """
 """
 
 
+def box_cells(box: tuple[float, float, float, float]) -> list[int] | None:
+    """The cells (feedback_tags' numbers) that cover a box (min_lat, min_lng, max_lat, max_lng), at the smallest
+    size that needs no more than MAX_BOX_CELLS; None if none does. A metre of margin on each side: a point of the
+    box is never in a cell left out, whatever the rounding of its metres."""
+    min_lat, min_lng, max_lat, max_lng = box
+    # feedback_metres, the same operations in the same order (IEEE doubles both)
+    x0, x1 = (min_lng - 105.8542) * 103873.0 - 1, (max_lng - 105.8542) * 103873.0 + 1
+    y0, y1 = (min_lat - 21.0285) * 110748.0 - 1, (max_lat - 21.0285) * 110748.0 + 1
+    for size in CELL_SIZES:
+        xs = range(math.floor(x0 / size), math.floor(x1 / size) + 1)
+        ys = range(math.floor(y0 / size), math.floor(y1 / size) + 1)
+        if len(xs) * len(ys) <= MAX_BOX_CELLS:
+            return [(x * 100_000 + y) * 10 + size // 1000 for x in xs for y in ys]
+    return None
+
+
 class Filters:
     """Builds a parameterised WHERE clause from optional filters, in one place for every list."""
 
@@ -243,6 +264,10 @@ class Filters:
         self.args: list[Any] = []
         self.search: int | None = None  # the position in clauses of the full-text condition, if there is one
         self.ranges: int | None = None  # that of a map box given as latitude and longitude ranges
+        self.cells: list[int] | None = None  # the map cells that cover that box (box_cells)
+        self.category: int | None = None  # the position of the category's condition
+        self.category_arg: int | None = None  # and of its argument
+        self.words: str | None = None  # the text search's tsquery
 
     def add(self, clause: str, *values: Any) -> None:
         for value in values:
@@ -284,6 +309,7 @@ def _filters(query: ReportQuery, now: dt.datetime) -> Filters:
             filters.add("r.latitude BETWEEN ? AND ? AND r.longitude BETWEEN ? AND ?", min_lat, max_lat, min_lng,
                         max_lng)
             filters.ranges = len(filters.clauses) - 1
+            filters.cells = box_cells(query.box)
         else:
             filters.add("r.location <@ box(feedback_metres(?, ?), feedback_metres(?, ?))", *query.box)
     if query.unit is not None:
@@ -299,6 +325,7 @@ def _filters(query: ReportQuery, now: dt.datetime) -> Filters:
         filters.add("r.reporter_id = ?", query.reporter)
     if query.category:
         filters.add("r.category_code = ?", query.category)
+        filters.category, filters.category_arg = len(filters.clauses) - 1, len(filters.args)
     if query.statuses:
         filters.add("r.status = ANY(?::text[])", query.statuses)
     elif query.open:
@@ -309,6 +336,7 @@ def _filters(query: ReportQuery, now: dt.datetime) -> Filters:
         # websearch_to_tsquery accepts anything a person types; both sides are folded the same way
         filters.add("r.search @@ websearch_to_tsquery('simple', feedback_fold(?))", query.text)
         filters.search = len(filters.clauses) - 1
+        filters.words = f"websearch_to_tsquery('simple', feedback_fold(${len(filters.args)}))"
     if query.overdue is not None:
         filters.add(("" if query.overdue else "NOT ") + _overdue("?"), now)
     return filters
@@ -363,27 +391,46 @@ async def list_reports(conn: asyncpg.Connection, query: ReportQuery, *, order: s
     # planner prefer a walk with the table (e.g. the whole public list filtered by category, not the category's
     # own index). Measured in benchmarks/feedback.py.
     others = " AND ".join(c for i, c in enumerate(filters.clauses) if i != filters.search) or "true"
-    if filters.ranges is not None or others == "r.visibility = 'public'":
-        walk = f"""SELECT w.id FROM (SELECT {key}, r.search FROM report r WHERE {others} ORDER BY {order_by}
-                                      LIMIT {SEARCH_WINDOW}) w"""
-        text = filters.clauses[filters.search].replace("r.search", "w.search")
+    # A box in ranges and a category of the public list are tested with the words: the window is then SEARCH_WINDOW
+    # rows of the public list read, newest first, in the order the table holds them (its pages one after the
+    # other), not SEARCH_WINDOW rows found in the box (a box holding 2 % of the reports would read the whole list
+    # for a rare word) or read by id through the category's index.
+    tested = {i for i in (filters.search, filters.ranges, filters.category) if i is not None}
+    walked = " AND ".join(c for i, c in enumerate(filters.clauses) if i not in tested) or "true"
+    if query.public and walked.startswith("r.visibility = 'public'") and (
+            walked == "r.visibility = 'public'" or filters.ranges is not None or filters.category is not None):
+        walk = f"""SELECT w.id FROM (SELECT {key}, r.search, r.latitude, r.longitude, r.category_code FROM report r
+                                     WHERE {walked} ORDER BY {order_by} LIMIT {SEARCH_WINDOW}) w"""
+        text = " AND ".join([filters.clauses[i].replace("r.", "w.") for i in sorted(tested - {filters.search})]
+                            + [f"w.search @@ (SELECT {filters.words})"])
     else:
         walk = f"""SELECT w.id FROM (SELECT {key} FROM report r WHERE {others} ORDER BY {order_by}
                                       LIMIT {SEARCH_WINDOW}) w
                     CROSS JOIN LATERAL (SELECT r.search FROM report r WHERE r.id = w.id OFFSET 0) r"""
-        text = filters.clauses[filters.search]
+        text = f"r.search @@ (SELECT {filters.words})"
+        walked = None
+    # (The window takes the words as a query once, in a sub-select: a generic plan of the cached statement, the
+    # same SQL for every search, would otherwise parse them again for each row it tests.)
     # Whether the list goes on beyond the window (if not, the window held every match): asked of the index the
-    # walk used, without the table, except for a box in ranges (a walk with the table each time: left out, the
-    # GIN index then finds no more than the window did).
-    beyond = "true" if filters.ranges is not None else f"""EXISTS (SELECT FROM report r WHERE {others}
+    # walk used, without the table.
+    beyond = f"""EXISTS (SELECT FROM report r WHERE {walked or others}
         ORDER BY {order_by} OFFSET {SEARCH_WINDOW - 1} LIMIT 1)"""
+    # The GIN index of words and tags (004_search_cells.sql): the words in the box's cells, in the category, in one
+    # index scan; the box and the category themselves are still tested on each row.
+    tags = ""
+    if filters.cells is not None:
+        filters.args.append(filters.cells)
+        tags += f" AND feedback_tags(r.location, r.category_code) && ${len(filters.args)}::bigint[]"
+    if filters.category is not None:
+        tags += (" AND feedback_tags(r.location, r.category_code) && ARRAY[feedback_category_tag("
+                 f"${filters.category_arg})]")
     ids = f"""
         WITH window_hits AS MATERIALIZED (
             {walk}
              WHERE {text} ORDER BY {order_by.replace("r.", "w.")} LIMIT {n}
         ), index_hits AS MATERIALIZED (
             SELECT r.id FROM report r
-             WHERE (SELECT count(*) FROM window_hits) < {n} AND {beyond} AND {filters.where()}
+             WHERE (SELECT count(*) FROM window_hits) < {n} AND {beyond} AND {filters.where()}{tags}
              ORDER BY {order_by} LIMIT {n}
         )
         SELECT id FROM window_hits UNION ALL SELECT id FROM index_hits"""
