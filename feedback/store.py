@@ -20,8 +20,9 @@ import asyncpg
 # reports (measured at 1 million: benchmarks/feedback.py).
 SEARCH_WINDOW = 15_000
 
-# The map cells of migrations/004_search_cells.sql: squares of these sizes in metres, numbered as feedback_tags.
-CELL_SIZES = (1_000, 8_000)
+# The map cells of migrations/004_search_cells.sql: squares of these sizes in metres, and the last digit of their
+# numbers (feedback_tags).
+CELL_SIZES = ((2_000, 2), (16_000, 6))
 MAX_BOX_CELLS = 64  # a box with more cells than this at every size is searched without them
 
 # ---- categories and templates -----------------------------------------------------------------------------
@@ -248,11 +249,11 @@ def box_cells(box: tuple[float, float, float, float]) -> list[int] | None:
     # feedback_metres, the same operations in the same order (IEEE doubles both)
     x0, x1 = (min_lng - 105.8542) * 103873.0 - 1, (max_lng - 105.8542) * 103873.0 + 1
     y0, y1 = (min_lat - 21.0285) * 110748.0 - 1, (max_lat - 21.0285) * 110748.0 + 1
-    for size in CELL_SIZES:
+    for size, digit in CELL_SIZES:
         xs = range(math.floor(x0 / size), math.floor(x1 / size) + 1)
         ys = range(math.floor(y0 / size), math.floor(y1 / size) + 1)
         if len(xs) * len(ys) <= MAX_BOX_CELLS:
-            return [(x * 100_000 + y) * 10 + size // 1000 for x in xs for y in ys]
+            return [(x * 100_000 + y) * 10 + digit for x in xs for y in ys]
     return None
 
 

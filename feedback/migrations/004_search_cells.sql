@@ -4,8 +4,8 @@
 -- find the few in the box or the category (a rare word in a district: thousands of rows read for a few dozen;
 -- benchmarks/feedback.py).
 --
--- A report lies in two cells, squares of 1 km and of 8 km in the local metres of feedback_metres; a cell is
--- numbered (floor(x / size) * 100000 + floor(y / size)) * 10 + size in km. feedback.store.box_cells numbers a
+-- A report lies in two cells, squares of 2 km and of 16 km in the local metres of feedback_metres; a cell is
+-- numbered (floor(x / size) * 100000 + floor(y / size)) * 10 + 2 or 6 (for 2 or 16 km). feedback.store.box_cells numbers a
 -- box's cells the same way: the two must agree (tests/feedback/test_search_cells.py checks it). A category's tag
 -- ends in 0. Like the functions of 003, never redefine these: the index depends on them; a new numbering is a
 -- new function and a new index.
@@ -15,8 +15,8 @@ CREATE FUNCTION feedback_category_tag(code text) RETURNS bigint
 
 CREATE FUNCTION feedback_tags(p point, category_code text) RETURNS bigint[]
     LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-    RETURN ARRAY[(floor(p[0] / 1000)::bigint * 100000 + floor(p[1] / 1000)::bigint) * 10 + 1,
-                 (floor(p[0] / 8000)::bigint * 100000 + floor(p[1] / 8000)::bigint) * 10 + 8,
+    RETURN ARRAY[(floor(p[0] / 2000)::bigint * 100000 + floor(p[1] / 2000)::bigint) * 10 + 2,
+                 (floor(p[0] / 16000)::bigint * 100000 + floor(p[1] / 16000)::bigint) * 10 + 6,
                  feedback_category_tag(category_code)];
 
 -- It replaces the index of words alone: a search without a box or a category scans the first column only, as
