@@ -7,13 +7,14 @@ import json
 
 
 def relations(plan) -> set[str]:
-    """Every table a plan reads (EXPLAIN (FORMAT JSON)); a partition pruned away is not among them."""
+    """Every table a plan scans (EXPLAIN (FORMAT JSON)); a partition pruned away is not among them. An UPDATE's
+    target list names every partition (it prunes them as it starts): only the scans that find its rows count."""
     found: set[str] = set()
     stack = [json.loads(plan) if isinstance(plan, str) else plan]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            if "Relation Name" in node:
+            if "Relation Name" in node and node.get("Node Type", "").endswith("Scan"):
                 found.add(node["Relation Name"])
             stack.extend(node.values())
         elif isinstance(node, list):
