@@ -739,15 +739,3 @@ async def verify_chain(conn: asyncpg.Connection, cipher: HealthCipher, patient_i
                                                   and bytes(head["access_head"]) != prev):
         return expected_seq
     return None
-    prev = GENESIS
-    expected_seq = 1
-    for row in await conn.fetch("SELECT * FROM health_access_log WHERE patient_id = $1 ORDER BY seq", patient_id):
-        if (row["seq"] != expected_seq or bytes(row["prev_hash"]) != prev
-                or bytes(row["hash"]) != _link(cipher, row, prev)):
-            return row["seq"] if row["seq"] <= expected_seq else expected_seq
-        prev = bytes(row["hash"])
-        expected_seq += 1
-    if expected_seq - 1 != head["access_seq"] or (head["access_head"] is not None
-                                                  and bytes(head["access_head"]) != prev):
-        return expected_seq
-    return None
