@@ -119,6 +119,8 @@ async def _maintain_table(conn: asyncpg.Connection, module: Module, spec: TimePa
         for partition in existing:
             if partition.end is None or partition.end > cutoff:
                 continue
+            if spec.before_expire is not None:  # in this transaction: what it saves commits with the detach
+                await spec.before_expire(conn, partition.name)
             if spec.expire == "drop":
                 await conn.execute(f'DROP TABLE "{partition.name}"')
                 done.append(f"{table}: dropped {partition.name} (older than {keep} month(s))")

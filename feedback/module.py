@@ -6,7 +6,7 @@ from pathlib import Path
 
 from feedback import api, config, demo, jobs
 from feedback.open311 import api as open311_api
-from modules import Module, NotificationCategory, ProblemType, Template, Title
+from modules import Module, NotificationCategory, ProblemType, Template, TimePartitions, Title
 
 module = Module(
     name="feedback",
@@ -17,6 +17,10 @@ module = Module(
     jobs=jobs.JOBS,
     seed=demo.seed,
     settings=config.SETTINGS,
+    # a step for every action on every report: monthly partitions; past the retention (default none) a month is
+    # detached, never dropped (a report's history is a public record)
+    partitions=[TimePartitions("report_event", "at", ahead=3, retention_setting="event_retention_months",
+                               expire="detach")],
     problems=[ProblemType("possible-duplicates", 409, Title("Đã có phản ánh tương tự gần đây",
                                                             "Similar reports were sent nearby"))],
     notification_categories=[NotificationCategory("feedback", Title("Phản ánh hiện trường", "Reports"), templates=[

@@ -166,11 +166,15 @@ async def insert_event(conn: asyncpg.Connection, *, report_id: int, at: dt.datet
         report_id, at, kind, public, actor_id, actor_role, actor_unit, from_status, to_status, message, data or {})
 
 
-async def events(conn: asyncpg.Connection, report_id: int, *, public_only: bool) -> list[asyncpg.Record]:
+async def events(conn: asyncpg.Connection, report_id: int, submitted_at: dt.datetime, *,
+                 public_only: bool) -> list[asyncpg.Record]:
+    """A report's steps. None is older than the report (a day's margin for the API processes' clocks): the months
+    of report_event before it are not read."""
     where = " AND public" if public_only else ""
     return await conn.fetch(
         "SELECT id, at, kind, public, actor_id, actor_role, actor_unit, from_status, to_status, message, data "
-        f"FROM report_event WHERE report_id = $1{where} ORDER BY id", report_id)
+        f"FROM report_event WHERE report_id = $1 AND at >= $2::timestamptz - interval '1 day'{where} ORDER BY id",
+        report_id, submitted_at)
 
 
 async def nearby_open(conn: asyncpg.Connection, *, category: str, latitude: float, longitude: float,

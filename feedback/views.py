@@ -192,7 +192,7 @@ async def timeline(conn: asyncpg.Connection, ctx: Ctx, principal: Principal | No
     mine = resident_id(principal) == row["reporter_id"]
     photo_rows = [p for p in await store.photos_of(conn, [report_id]) if p["event_id"] is not None]
     events = []
-    for e in await store.events(conn, report_id, public_only=not staff):
+    for e in await store.events(conn, report_id, row["submitted_at"], public_only=not staff):
         photos = [photo(p) for p in photo_rows if p["event_id"] == e["id"] and (p["public"] or mine or staff)]
         events.append(Event(
             id=e["id"], at=local(e["at"]), kind=e["kind"], label=ctx.pick(EVENT_LABELS[e["kind"]]),

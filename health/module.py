@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from health import api, config, demo
+from health import api, config, demo, store
 from health.cli import cli
 from health.outbound import jobs as outbound_jobs
 from health.outbound import stand_in as outbound_stand_in
@@ -43,7 +43,9 @@ module = Module(
     seed=demo.seed,
     cli=cli,
     # every read of every record appends a row: monthly partitions; past retention, months are detached, never
-    # dropped (the access log is the resident's proof of who read their record)
+    # dropped (the access log is the resident's proof of who read their record); the chain's anchors are saved
+    # first, so verify-log still walks the live log from them
     partitions=[TimePartitions("health_access_log", "at", ahead=3,
-                               retention_setting="access_log_retention_months", expire="detach")],
+                               retention_setting="access_log_retention_months", expire="detach",
+                               before_expire=store.save_chain_anchors)],
 )

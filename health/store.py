@@ -684,20 +684,57 @@ async def access_log(conn: asyncpg.Connection, patient_id: uuid.UUID, *, limit: 
         patient_id, before_seq, limit)
 
 
+async def save_chain_anchors(conn: asyncpg.Connection, partition: str) -> None:
+    """Before a month of the log is detached (the partitions job, in its transaction): for each patient, the
+    last row of every run of rows the month holds, so that verify_chain can step over the gap it leaves."""
+    if not partition.startswith("health_access_log_p") or not partition[len("health_access_log_p"):].isdigit():
+        raise ValueError(f"not a month of the access log: {partition!r}")
+    await conn.execute(
+        f"""INSERT INTO health_access_log_anchor (patient_id, seq, hash, partition_name)
+            SELECT l.patient_id, l.seq, l.hash, $1 FROM "{partition}" l
+             WHERE NOT EXISTS (SELECT 1 FROM "{partition}" n WHERE n.patient_id = l.patient_id AND n.seq = l.seq + 1)
+            ON CONFLICT (patient_id, seq) DO NOTHING""", partition)
+
+
+async def _anchors(conn: asyncpg.Connection, patient_id: uuid.UUID) -> dict[int, bytes | None]:
+    """The patient's anchors by seq: their hash, or None when the month's table, still here, disagrees."""
+    rows = await conn.fetch(
+        "SELECT a.seq, a.hash, a.partition_name, to_regclass(quote_ident(a.partition_name)) IS NOT NULL AS kept "
+        "FROM health_access_log_anchor a WHERE a.patient_id = $1", patient_id)
+    found: dict[int, bytes | None] = {}
+    for row in rows:
+        hash_ = bytes(row["hash"])
+        if row["kept"]:
+            archived = await conn.fetchval(f'SELECT hash FROM "{row["partition_name"]}" '
+                                           "WHERE patient_id = $1 AND seq = $2", patient_id, row["seq"])
+            if archived is None or bytes(archived) != hash_:
+                hash_ = None
+        found[row["seq"]] = hash_
+    return found
+
+
 async def verify_chain(conn: asyncpg.Connection, cipher: HealthCipher, patient_id: uuid.UUID) -> int | None:
     """Walk the patient's chain from the start: the seq of the first row that does not hold (a changed, missing
-    or inserted row), or the head's seq when rows after the last good one were removed; None when intact."""
+    or inserted row), or the head's seq when rows after the last good one were removed; None when intact.
+
+    Rows of months detached past the retention are not in the log: a gap ending at an anchor the partitions job
+    saved (save_chain_anchors) is stepped over, the walk going on from the anchor's hash."""
     head = await conn.fetchrow("SELECT access_seq, access_head FROM health_patient WHERE id = $1", patient_id)
     if head is None:
         return None
+    anchors = await _anchors(conn, patient_id)
     prev = GENESIS
     expected_seq = 1
     for row in await conn.fetch("SELECT * FROM health_access_log WHERE patient_id = $1 ORDER BY seq", patient_id):
+        if row["seq"] > expected_seq and anchors.get(row["seq"] - 1) is not None:
+            prev, expected_seq = anchors[row["seq"] - 1], row["seq"]  # the rows before left with their month
         if (row["seq"] != expected_seq or bytes(row["prev_hash"]) != prev
                 or bytes(row["hash"]) != _link(cipher, row, prev)):
             return row["seq"] if row["seq"] <= expected_seq else expected_seq
         prev = bytes(row["hash"])
         expected_seq += 1
+    if head["access_seq"] > expected_seq - 1 and anchors.get(head["access_seq"]) is not None:
+        prev, expected_seq = anchors[head["access_seq"]], head["access_seq"] + 1  # the newest rows left too
     if expected_seq - 1 != head["access_seq"] or (head["access_head"] is not None
                                                   and bytes(head["access_head"]) != prev):
         return expected_seq

@@ -232,7 +232,9 @@ class TimePartitions:
 
     `retention_setting` names a field of the module's settings holding the months to keep (0 or unset: keep
     every month). Past the retention a month is detached (`expire="detach"`: the table stays, out of the
-    partitioned table, for archiving; what the law wants kept) or dropped (`expire="drop"`)."""
+    partitioned table, for archiving; what the law wants kept) or dropped (`expire="drop"`). `before_expire`, when
+    given, is awaited with (connection, the month's partition name) in the job's transaction just before: to save
+    what must outlive the month (the health access log keeps its hash chain's anchors)."""
 
     table: str
     column: str
@@ -240,6 +242,7 @@ class TimePartitions:
     ahead: int = 3
     retention_setting: str | None = None
     expire: Literal["detach", "drop"] = "detach"
+    before_expire: Callable[[Any, str], Awaitable[None]] | None = None
 
     def __post_init__(self) -> None:
         for name in (self.table, self.column):

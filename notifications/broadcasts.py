@@ -135,7 +135,8 @@ async def cancel_broadcast(conn: asyncpg.Connection, identity: IdentityRuntime, 
         if row["status"] == "cancelled":
             raise Conflict("the broadcast is already cancelled")
         # 'done' means every inbox row is written; pushes may still be waiting (quiet hours, back-off)
-        skipped = await store.skip_pending_deliveries(conn, broadcast_id)
+        skipped = await store.skip_pending_deliveries(conn, broadcast_id,
+                                                      row["started_at"] or dt.datetime.now(dt.UTC))
         if row["status"] == "done" and skipped == 0:
             raise Conflict("the broadcast has already been delivered")
         await store.set_broadcast_status(conn, broadcast_id, "cancelled", cancelled_at=dt.datetime.now(dt.UTC))

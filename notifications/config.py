@@ -13,6 +13,11 @@ class PushSettings(msgspec.Struct, frozen=True, kw_only=True):
     fcm_concurrency: int = 16
     push_lease_seconds: int = 60
     google_credentials: str | None = None  # read by firebase-admin itself; documented here
+    delivery_retention_months: int = 0
+
+    def __post_init__(self) -> None:
+        if self.delivery_retention_months == 1:  # a delivery of last month's last day may still be due
+            raise msgspec.ValidationError("IHANOI_PUSH_DELIVERY_RETENTION_MONTHS must be 0 (keep all) or at least 2")
 
 
 SETTINGS = Settings(PushSettings, {
@@ -20,6 +25,7 @@ SETTINGS = Settings(PushSettings, {
     "IHANOI_FCM_ENDPOINT": ("fcm_endpoint", "FCM base URL; dev/test default: the local FCM stand-in at `/stand-in/fcm`; prod: Google"),
     "IHANOI_FCM_CONCURRENCY": ("fcm_concurrency", "FCM requests in flight per worker, over as many keep-alive connections (default 16; more helps over a slow network)"),
     "IHANOI_PUSH_LEASE": ("push_lease_seconds", "seconds before a push claimed by a worker that died is sent again (default 60)"),
+    "IHANOI_PUSH_DELIVERY_RETENTION_MONTHS": ("delivery_retention_months", "months of push deliveries kept in `notification_delivery`; older months are dropped (the inbox items and broadcast counts stay); 0 keeps every month, else at least 2 (default 0)"),
     "GOOGLE_APPLICATION_CREDENTIALS": ("google_credentials", "prod: service-account file firebase-admin signs in with"),
 })
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 
 from app.identity import units_file_directory
 from app.settings import Settings
-from modules import Job, JobContext, LiveChannel, Module, Title
-from notifications import api, broadcasts, config, delivery, fcm_stand_in, service, templates
+from modules import Job, JobContext, LiveChannel, Module, TimePartitions, Title
+from notifications import api, broadcasts, config, delivery, fcm_stand_in, service, store, templates
 from notifications.sender import FirebaseSender
+
+log = logging.getLogger("ihanoi.notifications")
 
 
 @lru_cache(maxsize=4)
@@ -33,6 +36,14 @@ async def fan_out(ctx: JobContext) -> None:
                              redis=ctx.redis)
 
 
+async def expire(ctx: JobContext) -> None:
+    """Pushes still unsent past store.DELIVERY_WINDOW_DAYS fail as EXPIRED: the worker's claim reads no older month."""
+    async with ctx.pool.acquire() as conn:
+        expired = await store.expire_deliveries(conn)
+    if expired:
+        log.warning("pushes expired unsent", extra={"deliveries": expired})
+
+
 async def send(ctx: JobContext) -> None:
     await delivery.send_due(ctx.pool, ctx.redis, sender_for(ctx.settings), stopping=ctx.stopping,
                             lease_seconds=config.push_settings(ctx.settings).push_lease_seconds)
@@ -48,8 +59,13 @@ module = Module(
     migrations=Path(__file__).parent / "migrations",
     jobs=[Job(name="notifications.expand", run=expand, every_seconds=0.1),
           Job(name="notifications.broadcast", run=fan_out, every_seconds=0.5),
-          Job(name="notifications.send", run=send, every_seconds=0.25)],
+          Job(name="notifications.send", run=send, every_seconds=0.25),
+          Job(name="notifications.expire", run=expire, every_seconds=3600)],
     on_session_end=service.on_session_end,
+    # a delivery for every push to every device: monthly partitions on the notification's time; past the retention
+    # (default none) a month is dropped
+    partitions=[TimePartitions("notification_delivery", "created_at", ahead=3,
+                               retention_setting="delivery_retention_months", expire="drop")],
     notification_categories=templates.CATEGORIES,
     settings=config.SETTINGS,
     live=[LiveChannel("inbox", "new items of one resident's inbox", keyed=True),

@@ -13,6 +13,16 @@ OUTBOX_CHANNEL = "ihanoi_notifications"
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "skipped")
 # One answer to record: (notification_id, device_id, status, message_id, error_code, retry_in_seconds).
 DeliveryUpdate: TypeAlias = tuple[int, uuid.UUID, str, str | None, str | None, float]
+# notification_delivery is partitioned by month on created_at, its notification's time (migration 004). The worker
+# claims from the deliveries of the last DELIVERY_WINDOW_DAYS only, so its statements read the latest month or two,
+# never the whole history; a push still undelivered after it is no longer worth sending: expire_deliveries fails it.
+DELIVERY_WINDOW_DAYS = 7
+
+
+def _recent(column: str, days: int = DELIVERY_WINDOW_DAYS) -> str:
+    """A bounded range of the partition key the planner prunes by: created_at is the database's now() of the
+    notification's transaction, never ahead of this statement's (a day's margin all the same)."""
+    return f"{column} >= now() - interval '{days} days' AND {column} < now() + interval '1 day'"
 
 
 def _count_changes(changes: str) -> str:
@@ -217,8 +227,8 @@ async def insert_deliveries(conn: asyncpg.Connection, notification_ids: Sequence
     """A delivery row per active device of each notification's resident; one per (notification, device)."""
     result = await conn.execute(
         """
-        INSERT INTO notification_delivery (notification_id, device_id, available_at)
-        SELECT n.id, d.id, t.available_at
+        INSERT INTO notification_delivery (notification_id, device_id, available_at, created_at)
+        SELECT n.id, d.id, t.available_at, n.created_at
         FROM unnest($1::bigint[], $2::timestamptz[]) AS t(id, available_at)
         JOIN notification n ON n.id = t.id
         JOIN notification_device d ON d.resident_id = n.resident_id AND d.deactivated_at IS NULL
@@ -234,14 +244,16 @@ async def claim_due(conn: asyncpg.Connection, limit: int, lease_seconds: int) ->
     return await conn.fetch(
         f"""
         WITH due AS (
-            SELECT notification_id, device_id, status FROM notification_delivery
+            SELECT notification_id, device_id, created_at, status FROM notification_delivery
             WHERE status IN ('pending', 'sending') AND available_at <= clock_timestamp()
+              AND {_recent('created_at')}
             ORDER BY available_at LIMIT $1 FOR UPDATE SKIP LOCKED
         ), claimed AS (
             UPDATE notification_delivery d
             SET status = 'sending', attempts = d.attempts + 1, updated_at = now(),
                 available_at = clock_timestamp() + make_interval(secs => $2)
             FROM due WHERE d.notification_id = due.notification_id AND d.device_id = due.device_id
+              AND d.created_at = due.created_at AND {_recent('d.created_at')}
             RETURNING d.notification_id, d.device_id, d.attempts, due.status AS was
         ), claimed_rows AS MATERIALIZED (
             SELECT c.notification_id, c.device_id, c.attempts, c.was, dev.fcm_token, dev.locale, n.urgency,
@@ -273,9 +285,10 @@ async def record_results(conn: asyncpg.Connection, rows: Sequence[DeliveryUpdate
             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::float8[])
                  AS r(notification_id, device_id, status, message_id, error_code, delay)
         ), old AS (
-            SELECT d.notification_id, d.device_id, d.status AS was, n.broadcast_id
+            SELECT d.notification_id, d.device_id, d.created_at, d.status AS was, n.broadcast_id
             FROM r
             JOIN notification_delivery d ON d.notification_id = r.notification_id AND d.device_id = r.device_id
+                 AND {_recent('d.created_at', DELIVERY_WINDOW_DAYS + 1)}  -- claimed at the edge: answered later
             JOIN notification n ON n.id = d.notification_id
             FOR UPDATE OF d
         ), changed AS (
@@ -284,6 +297,7 @@ async def record_results(conn: asyncpg.Connection, rows: Sequence[DeliveryUpdate
                 available_at = clock_timestamp() + make_interval(secs => r.delay)
             FROM old JOIN r ON r.notification_id = old.notification_id AND r.device_id = old.device_id
             WHERE d.notification_id = old.notification_id AND d.device_id = old.device_id
+              AND d.created_at = old.created_at AND {_recent('d.created_at', DELIVERY_WINDOW_DAYS + 1)}
             RETURNING old.broadcast_id, old.was, d.status AS became
         ), counted AS (
             {_count_changes("changed")}
@@ -350,19 +364,48 @@ async def set_broadcast_status(conn: asyncpg.Connection, broadcast_id: int, stat
     )
 
 
-async def skip_pending_deliveries(conn: asyncpg.Connection, broadcast_id: int) -> int:
+async def skip_pending_deliveries(conn: asyncpg.Connection, broadcast_id: int, since: dt.datetime) -> int:
+    """Skip the broadcast's pending deliveries: those made since `since` (its start, by a worker's clock: a day's
+    margin), so the months before it are not read."""
     return await conn.fetchval(
         f"""
         WITH skipped AS (
             UPDATE notification_delivery d SET status = 'skipped', updated_at = now() FROM notification n
             WHERE n.id = d.notification_id AND n.broadcast_id = $1 AND d.status = 'pending'
+              AND d.created_at >= $2::timestamptz - interval '1 day'
             RETURNING n.broadcast_id, 'pending'::text AS was, 'skipped'::text AS became
         ), counted AS (
             {_count_changes("skipped")}
         )
         SELECT count(*) FROM skipped
         """,
-        broadcast_id,
+        broadcast_id, since,
+    )
+
+
+async def expire_deliveries(conn: asyncpg.Connection) -> int:
+    """Fail the deliveries still pending or sending past DELIVERY_WINDOW_DAYS (error EXPIRED): no claim reads
+    them any more. Their broadcast's counts move with them, from the status each had under its lock (as
+    record_results)."""
+    older = f"created_at < now() - interval '{DELIVERY_WINDOW_DAYS} days'"
+    return await conn.fetchval(
+        f"""
+        WITH old AS (
+            SELECT d.notification_id, d.device_id, d.created_at, d.status AS was, n.broadcast_id
+            FROM notification_delivery d JOIN notification n ON n.id = d.notification_id
+            WHERE d.status IN ('pending', 'sending') AND d.{older}
+            FOR UPDATE OF d SKIP LOCKED
+        ), expired AS (
+            UPDATE notification_delivery d SET status = 'failed', error_code = 'EXPIRED', updated_at = now()
+            FROM old
+            WHERE d.notification_id = old.notification_id AND d.device_id = old.device_id
+              AND d.created_at = old.created_at AND d.{older}
+            RETURNING old.broadcast_id, old.was, d.status AS became
+        ), counted AS (
+            {_count_changes("expired")}
+        )
+        SELECT count(*) FROM expired
+        """
     )
 
 
@@ -413,9 +456,9 @@ async def fan_out_batch(conn: asyncpg.Connection, broadcast: asyncpg.Record, *, 
                                       deep_link, idempotency_key, broadcast_id)
             SELECT id, 'city', $5, $6, $7, $8, $9, $10, $11, 'broadcast:' || $1::bigint, $1::bigint FROM chosen
             ON CONFLICT (resident_id, idempotency_key) DO NOTHING
-            RETURNING id, resident_id
+            RETURNING id, resident_id, created_at
         ), delivered AS (
-            INSERT INTO notification_delivery (notification_id, device_id, available_at)
+            INSERT INTO notification_delivery (notification_id, device_id, available_at, created_at)
             SELECT i.id, d.id,
                    -- quiet hours (Hanoi local time, maybe across midnight) hold a normal push till they end
                    CASE WHEN $5 <> 'emergency' AND q.quiet_start IS NOT NULL AND (
@@ -423,7 +466,8 @@ async def fan_out_batch(conn: asyncpg.Connection, broadcast: asyncpg.Record, *, 
                          OR (q.quiet_start > q.quiet_end AND (lt.t >= q.quiet_start OR lt.t < q.quiet_end)))
                         THEN ((lt.d + CASE WHEN lt.t < q.quiet_end THEN 0 ELSE 1 END) + q.quiet_end)
                              AT TIME ZONE 'Asia/Ho_Chi_Minh'
-                        ELSE $12::timestamptz END
+                        ELSE $12::timestamptz END,
+                   i.created_at
             FROM inserted i
             JOIN notification_device d ON d.resident_id = i.resident_id AND d.deactivated_at IS NULL
             LEFT JOIN notification_preference p ON p.resident_id = i.resident_id AND p.category = 'city'

@@ -154,16 +154,20 @@ async def history(conn: asyncpg.Connection, account_id: int, *, before: int | No
 
 async def statement_lines(conn: asyncpg.Connection, account_id: int, start: dt.datetime,
                           end: dt.datetime) -> list[asyncpg.Record]:
+    # by booked_at (= its transaction's created_at), the entries' partition key: only the month's partitions are read
     return await conn.fetch(
-        _LINE + " WHERE e.account_id = $1 AND t.created_at >= $2 AND t.created_at < $3 ORDER BY t.created_at, t.id",
+        _LINE + " WHERE e.account_id = $1 AND e.booked_at >= $2 AND e.booked_at < $3 ORDER BY t.created_at, t.id",
         account_id, start, end)
 
 
 async def balance_before(conn: asyncpg.Connection, account_id: int, moment: dt.datetime) -> int:
+    """The account's balance just before `moment`: its balance now less what was booked since, in one snapshot.
+    Reads the months from `moment` on, not the whole history before it, and stays right once old months are
+    detached from the ledger (past the entry retention)."""
     return await conn.fetchval(
-        """SELECT coalesce(sum(e.amount_vnd), 0)::bigint FROM payment_entry e
-             JOIN payment_transaction t ON t.id = e.transaction_id
-            WHERE e.account_id = $1 AND t.created_at < $2""", account_id, moment)
+        """SELECT (a.balance_vnd - coalesce((SELECT sum(e.amount_vnd) FROM payment_entry e
+                                              WHERE e.account_id = a.id AND e.booked_at >= $2), 0))::bigint
+             FROM payment_account a WHERE a.id = $1""", account_id, moment)
 
 
 async def wallet_line(conn: asyncpg.Connection, account_id: int, transaction_id: int) -> asyncpg.Record | None:

@@ -124,6 +124,11 @@ async def test_ihanoi_partitions_maintain_prints_what_it_did(databases, redis_ur
     assert maintain().strip() == "partitions: nothing to do"
 
 
+CONVERTING = {"health/052_access_log_partitions.sql", "payments/003_entry_partitions.sql",
+              "transit/003_tap_partitions.sql", "notifications/004_delivery_partitions.sql",
+              "feedback/004_event_partitions.sql"}
+
+
 async def test_the_migrations_convert_existing_rows_into_their_months(databases, settings, tmp_path):
     """A database holding access-log rows and ledger entries from before the partitioning migrations: after them
     every row sits in its month, the chain still verifies and the ledger still balances."""
@@ -143,7 +148,7 @@ async def test_the_migrations_convert_existing_rows_into_their_months(databases,
             copy = tmp_path / module
             copy.mkdir()
             for path in folder.glob("*.sql"):
-                if path.name not in ("052_access_log_partitions.sql", "003_entry_partitions.sql"):
+                if f"{module}/{path.name}" not in CONVERTING:
                     (copy / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
             folder = copy
         before.append((module, folder))
@@ -165,9 +170,51 @@ async def test_the_migrations_convert_existing_rows_into_their_months(databases,
                 await conn.execute("INSERT INTO payment_entry VALUES ($1, 1, -100), ($1, 3, 100)", tid)
                 await conn.execute("UPDATE payment_account SET balance_vnd = balance_vnd + "
                                    "CASE id WHEN 1 THEN -100 ELSE 100 END WHERE id IN (1, 3)")
+        # taps and a flag naming two of them, a delivery of an old notification, a report's old steps
+        old_at, new_at = dt.datetime(2025, 9, 3, 7, tzinfo=dt.UTC), dt.datetime(2026, 2, 1, 8, tzinfo=dt.UTC)
+        taps = [uuid.uuid4(), uuid.uuid4()]
+        await conn.execute(
+            "INSERT INTO transit_tap (tap_id, validator, operator_slug, ticket_id, route_id, vehicle, direction, at, "
+            "accepted, fingerprint) SELECT t, 'client:v', 'hanoibus', 7, 101, 'bus-1', 'on', a, true, '\\x01' "
+            "FROM unnest($1::uuid[], $2::timestamptz[]) AS u(t, a)", taps, [old_at, new_at])
+        await conn.execute("INSERT INTO transit_flag (operator_slug, ticket_id, reason, first_tap, second_tap) "
+                           "VALUES ('hanoibus', 7, 'replayed-code', $1, $2)", *taps)
+        device = uuid.uuid4()
+        await conn.execute("INSERT INTO notification_device (id, resident_id, fcm_token, platform, locale, "
+                           "app_version) VALUES ($1, $2, 'tok-convert', 'android', 'vi', '1')", device, resident)
+        notification = await conn.fetchval(
+            "INSERT INTO notification (resident_id, category, urgency, template, title_vi, body_vi, title_en, "
+            "body_en, idempotency_key, created_at) VALUES ($1, 'city', 'normal', 't', 'a', 'b', 'c', 'd', 'k', $2) "
+            "RETURNING id", resident, old_at)
+        await conn.execute("INSERT INTO notification_delivery (notification_id, device_id, status, updated_at) "
+                           "VALUES ($1, $2, 'sent', now())", notification, device)
+        report = await conn.fetchval(
+            "INSERT INTO report (reporter_id, idempotency_key, visibility, source, category_code, urgency, "
+            "description, latitude, longitude, ward_code, unit_code, submitted_at, routed_at, receive_due_at, "
+            "answer_due_at, updated_at) SELECT $1, 'convert', 'public', 'app', code, urgency, 'Rác ở góc phố', "
+            "21.03, 105.85, 'hoan-kiem', 'hoan-kiem', $2, $2, $2, $2, $2 FROM feedback_category LIMIT 1 "
+            "RETURNING id", resident, old_at)
+        events = [await conn.fetchval("INSERT INTO report_event (report_id, at, kind, public, actor_role) "
+                                      "VALUES ($1, $2, $3, true, 'system') RETURNING id", report, at, kind)
+                  for at, kind in ((old_at, "submitted"), (new_at, "received"))]
+        await conn.execute("INSERT INTO report_photo (id, owner_id, report_id, event_id, content_type, width, height, "
+                           "byte_size, sha256, data, thumbnail) VALUES ($1, $2, $3, $4, 'image/jpeg', 1, 1, 1, 'x', "
+                           "'\\x00', '\\x00')", uuid.uuid4(), resident, report, events[1])
+
         applied = await migrate.migrate(conn, sources)
-        assert {m.label for m in applied} == {"health/052_access_log_partitions.sql",
-                                              "payments/003_entry_partitions.sql"}
+        assert {m.label for m in applied} == CONVERTING
+        part = "tableoid::regclass::text"
+        assert [tuple(r) for r in await conn.fetch(f"SELECT tap_id, {part} FROM transit_tap ORDER BY at")] == [
+            (taps[0], "transit_tap_p202509"), (taps[1], "transit_tap_p202602")]
+        assert await conn.fetchval("SELECT count(*) FROM transit_flag WHERE first_tap = $1", taps[0]) == 1
+        assert tuple(await conn.fetchrow(f"SELECT created_at, status, {part} FROM notification_delivery")) == (
+            old_at, "sent", "notification_delivery_p202509")
+        assert [tuple(r) for r in await conn.fetch(f"SELECT id, kind, {part} FROM report_event ORDER BY id")] == [
+            (events[0], "submitted", "report_event_p202509"), (events[1], "received", "report_event_p202602")]
+        # the identity goes on after the copied ids
+        after = await conn.fetchval("INSERT INTO report_event (report_id, at, kind, public, actor_role) "
+                                    "VALUES ($1, now(), 'note', false, 'system') RETURNING id", report)
+        assert after == events[1] + 1
         this_month = f"{partitions.month_start(dt.datetime.now(dt.UTC)):%Y%m}"
         log = await conn.fetch("SELECT seq, tableoid::regclass::text AS part FROM health_access_log ORDER BY seq")
         assert [(r["seq"], r["part"]) for r in log] == [

@@ -16,6 +16,7 @@ class TransitSettings(msgspec.Struct, frozen=True, kw_only=True):
     impossible_journey_seconds: int = 120
     paper_ticket_hours: int = 24
     single_ticket_hours: int = 24
+    tap_retention_months: int = 0
 
     def __post_init__(self) -> None:
         if not 15 <= self.qr_freshness_seconds <= 30:
@@ -37,6 +38,7 @@ SETTINGS = Settings(TransitSettings, {
     "IHANOI_TRANSIT_IMPOSSIBLE_JOURNEY_SECONDS": ("impossible_journey_seconds", "boardings of one ticket on two vehicles closer than this are flagged at reconciliation (default 120)"),
     "IHANOI_TRANSIT_PAPER_TICKET_HOURS": ("paper_ticket_hours", "hours a paper single-ride ticket sold at a kiosk stays valid (default 24)"),
     "IHANOI_TRANSIT_SINGLE_TICKET_HOURS": ("single_ticket_hours", "hours an app single-ride ticket stays valid after purchase (default 24)"),
+    "IHANOI_TRANSIT_TAP_RETENTION_MONTHS": ("tap_retention_months", "months of validator taps kept in `transit_tap`; older months are dropped (taps say where a rider went), so the operator reports cover only the months kept; 0 keeps every month (default 0)"),
 })
 
 

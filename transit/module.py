@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from app import web
-from modules import Job, JobContext, Module, NotificationCategory, ProblemType, Role, Template, Title
+from modules import Job, JobContext, Module, NotificationCategory, ProblemType, Role, Template, TimePartitions, Title
 from transit import api, config, demo, service
 
 log = logging.getLogger("ihanoi.transit")
@@ -148,6 +148,9 @@ module = Module(
     jobs=[Job(name="transit.renewal_reminders", run=remind_renewals, every_seconds=3600),
           Job(name="transit.flush_boardings", run=flush_boardings, every_seconds=1)],
     on_session_end=service.on_session_end,
+    # a tap for every boarding: monthly partitions; past the retention (default none) a month is dropped
+    partitions=[TimePartitions("transit_tap", "at", ahead=3, retention_setting="tap_retention_months",
+                               expire="drop")],
     problems=[
         ProblemType("transit-pass-already-active", 409,
                     Title("Đã có vé cùng loại đang hiệu lực", "A pass of this kind is already active")),

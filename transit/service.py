@@ -525,7 +525,7 @@ async def refund(conn: asyncpg.Connection, principal: Principal, ticket_id: int,
         return _ticket(row)
     if row["kind"] != "single":
         raise NotRefundable("only single-ride tickets are refunded")
-    if row["status"] != "active" or await store.was_tapped(conn, ticket_id):
+    if row["status"] != "active" or await store.was_tapped(conn, ticket_id, row["valid_from"], row["valid_until"]):
         raise NotRefundable("this ticket was used")
     if row["valid_until"] <= utcnow():
         raise NotRefundable("this ticket has expired")

@@ -7,6 +7,11 @@ import uuid
 
 import asyncpg
 
+# A ticket's longest validity (a monthly pass: a calendar month): two accepted boardings of one ticket are never
+# further apart. Validators' clocks run a few seconds off; a day's margin covers them.
+TICKET_LONGEST_LIFE = dt.timedelta(days=32)
+TAP_CLOCK_MARGIN = dt.timedelta(days=1)
+
 PRODUCT_COLUMNS = """p.id, p.code, p.product_id, p.operator_slug, p.name_vi, p.name_en, p.kind, p.network, p.min_km,
     p.max_km, p.rider_category_id, p.amount_vnd, p.fare_media_id, p.effective_from, p.effective_to"""
 
@@ -188,9 +193,12 @@ async def use_single(conn, ticket_id: int) -> bool:
                                "AND status = 'active' RETURNING true", ticket_id) is not None
 
 
-async def was_tapped(conn, ticket_id: int) -> bool:
-    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM transit_tap WHERE ticket_id = $1 AND accepted)",
-                                    ticket_id))
+async def was_tapped(conn, ticket_id: int, valid_from: dt.datetime, valid_until: dt.datetime) -> bool:
+    """Whether a validator or gate accepted the ticket. It accepts a ticket only while it is valid (by its own
+    clock, a few seconds off at most), so only the months of the ticket's validity, a day either side, are read."""
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM transit_tap WHERE ticket_id = $1 AND accepted AND at >= $2 AND at < $3)",
+        ticket_id, valid_from - TAP_CLOCK_MARGIN, valid_until + TAP_CLOCK_MARGIN))
 
 
 async def denied_tickets(conn, operator_slug: str, now: dt.datetime) -> list[int]:
@@ -218,7 +226,7 @@ async def insert_boardings(conn, rows: list[tuple]) -> list[uuid.UUID]:
         "SELECT u.tap_id, u.validator, u.operator_slug, u.ticket_id, u.route_id, u.vehicle, 'on', u.at, true, "
         "u.fingerprint FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[], $6::text[], "
         "$7::timestamptz[], $8::bytea[]) AS u(tap_id, validator, operator_slug, ticket_id, route_id, vehicle, at, "
-        "fingerprint) ON CONFLICT (tap_id) DO NOTHING RETURNING tap_id",
+        "fingerprint) ON CONFLICT (tap_id, at) DO NOTHING RETURNING tap_id",
         [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows],
         [r[5] for r in rows], [r[6] for r in rows], [r[7] for r in rows])
     singles = sorted({r[3] for r in rows if r[8]})
@@ -272,35 +280,45 @@ async def insert_key(conn, public_key: bytes, sealed: bytes) -> int:
 # ---- taps, flags, reports -----------------------------------------------------------------------------------
 
 
-async def insert_taps(conn, validator: str, operator_slug: str, taps: list) -> list[uuid.UUID]:
-    rows = await conn.fetch(
+async def insert_taps(conn, validator: str, operator_slug: str, taps: list) -> list[asyncpg.Record]:
+    """The taps not stored before, as (tap_id, at): a tap is its id at its time, and a batch sent again counts
+    once (ON CONFLICT on the primary key, which holds the partition key)."""
+    return await conn.fetch(
         "INSERT INTO transit_tap (tap_id, validator, operator_slug, ticket_id, route_id, vehicle, direction, at, "
         "accepted, reason, fingerprint) "
         "SELECT u.tap_id, $1, $2, u.ticket_id, u.route_id, u.vehicle, u.direction, u.at, u.accepted, u.reason, "
         "u.fingerprint FROM unnest($3::uuid[], $4::bigint[], $5::int[], $6::text[], $7::text[], $8::timestamptz[], "
         "$9::bool[], $10::text[], $11::bytea[]) AS u(tap_id, ticket_id, route_id, vehicle, direction, at, accepted, "
-        "reason, fingerprint) ON CONFLICT (tap_id) DO NOTHING RETURNING tap_id",
+        "reason, fingerprint) ON CONFLICT (tap_id, at) DO NOTHING RETURNING tap_id, at",
         validator, operator_slug, [t.tap_id for t in taps], [t.ticket_id for t in taps], [t.route_id for t in taps],
         [t.vehicle for t in taps], [t.direction for t in taps], [t.at for t in taps], [t.accepted for t in taps],
         [t.reason for t in taps], [bytes.fromhex(t.fingerprint) for t in taps])
-    return [r["tap_id"] for r in rows]
 
 
-async def flag_new_taps(conn, tap_ids: list[uuid.UUID], impossible: dt.timedelta) -> int:
-    """Pairs of accepted boardings involving a new tap: the same bytes twice (a screenshot, a reused paper
-    ticket), or the same ticket on two vehicles closer in time than a rider could change between them."""
+async def flag_new_taps(conn, new_taps: list[asyncpg.Record], impossible: dt.timedelta) -> int:
+    """Pairs of accepted boardings involving a new tap (tap_id, at): the same bytes twice (a screenshot, a reused
+    paper ticket), or the same ticket on two vehicles closer in time than a rider could change between them.
+
+    Two accepted boardings of one ticket both lie within its validity, so at most TICKET_LONGEST_LIFE apart: the
+    earlier boardings are read from the months around the new ones only, never the whole history."""
+    ats = [t["at"] for t in new_taps]
+    first, last = min(ats), max(ats)
+    span = TICKET_LONGEST_LIFE + TAP_CLOCK_MARGIN
     result = await conn.execute(
         "INSERT INTO transit_flag (operator_slug, ticket_id, reason, first_tap, second_tap) "
         "SELECT n.operator_slug, n.ticket_id, CASE WHEN n.fingerprint = o.fingerprint THEN 'replayed-code' "
         "  ELSE 'impossible-journey' END, "
         "  CASE WHEN (o.at, o.tap_id) < (n.at, n.tap_id) THEN o.tap_id ELSE n.tap_id END, "
         "  CASE WHEN (o.at, o.tap_id) < (n.at, n.tap_id) THEN n.tap_id ELSE o.tap_id END "
-        "FROM transit_tap n JOIN transit_tap o ON o.ticket_id = n.ticket_id AND o.tap_id <> n.tap_id "
-        "  AND o.accepted AND o.direction = 'on' "
-        "WHERE n.tap_id = ANY($1::uuid[]) AND n.accepted AND n.direction = 'on' "
+        "FROM unnest($1::uuid[], $2::timestamptz[]) AS new(tap_id, at) "
+        "JOIN transit_tap n ON n.tap_id = new.tap_id AND n.at = new.at AND n.at >= $4 AND n.at <= $5 "
+        "JOIN transit_tap o ON o.ticket_id = n.ticket_id AND o.tap_id <> n.tap_id "
+        "  AND o.accepted AND o.direction = 'on' AND o.at >= $4::timestamptz - $6::interval "
+        "  AND o.at <= $5::timestamptz + $6::interval "
+        "WHERE n.accepted AND n.direction = 'on' "
         "  AND (n.fingerprint = o.fingerprint OR (n.vehicle <> o.vehicle AND abs(extract(epoch FROM n.at - o.at)) "
-        "       < extract(epoch FROM $2::interval))) "
-        "ON CONFLICT DO NOTHING", tap_ids, impossible)
+        "       < extract(epoch FROM $3::interval))) "
+        "ON CONFLICT DO NOTHING", [t["tap_id"] for t in new_taps], ats, impossible, first, last, span)
     return int(result.split()[-1])
 
 

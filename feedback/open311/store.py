@@ -36,7 +36,8 @@ _REQUEST_COLUMNS = """
     r.duplicate_of,
     CASE WHEN r.status = 'rejected' THEN
         (SELECT e.message FROM report_event e
-          WHERE e.report_id = r.id AND e.kind = 'rejected' AND e.public ORDER BY e.id DESC LIMIT 1)
+          WHERE e.report_id = r.id AND e.kind = 'rejected' AND e.public
+            AND e.at >= r.submitted_at - interval '1 day' ORDER BY e.id DESC LIMIT 1)
     END AS rejection,
     (SELECT p.id FROM report_photo p WHERE p.report_id = r.id AND p.event_id IS NULL AND p.public
       ORDER BY p.position LIMIT 1) AS photo_id

@@ -148,3 +148,57 @@ async def test_past_retention_months_are_detached_and_kept(conn, settings):
     assert await conn.fetchval(f"SELECT count(*) FROM {name(1)} WHERE patient_id = $1", patient["id"]) == 1
     assert await conn.fetchval("SELECT count(*) FROM health_access_log WHERE patient_id = $1", patient["id"]) == 0
     assert await partitions.maintain(conn, [health_module], keep_two, now=month(5) + dt.timedelta(days=1)) == []
+
+
+async def read_at(conn, cipher, patient, at: dt.datetime) -> None:
+    await store.append_access(conn, cipher, patient["id"], actor="client:his-1", actor_kind="facility",
+                              facility_id=None, action="read", purpose="consent", what="x", at=at)
+
+
+async def test_the_chain_still_verifies_from_the_anchors_once_months_are_detached(conn, settings):
+    await partitions.maintain(conn, [health_module], settings, now=NOW)
+    cipher, regular = await a_patient(conn, settings, "anchor-regular")
+    _, quiet = await a_patient(conn, settings, "anchor-quiet")
+    _, archived = await a_patient(conn, settings, "anchor-archived")
+    # regular: read every month (months 0 and 1 will leave, 2 and 3 stay); quiet: read in month 0 only, so even
+    # the head's row leaves; archived: its detached month is then tampered with
+    for offset in (0, 0, 1, 2, 3):
+        await read_at(conn, cipher, regular, month(offset) + dt.timedelta(days=1 + offset))
+    await read_at(conn, cipher, quiet, month(0) + dt.timedelta(days=4))
+    await read_at(conn, cipher, quiet, month(0) + dt.timedelta(days=5))
+    for offset in (1, 3):
+        await read_at(conn, cipher, archived, month(offset) + dt.timedelta(hours=3))
+    keep_two = with_env(settings, IHANOI_HEALTH_ACCESS_LOG_RETENTION_MONTHS="2")
+    done = await partitions.maintain(conn, [health_module], keep_two, now=month(3) + dt.timedelta(days=10))
+    assert f"health_access_log: detached {name(1)} (older than 2 month(s); the table is kept)" in done
+    assert [r["seq"] for r in await store.access_log(conn, regular["id"], limit=10)] == [5, 4]
+    anchors = await conn.fetch("SELECT patient_id, seq, partition_name FROM health_access_log_anchor "
+                               "WHERE patient_id = ANY($1) ORDER BY partition_name, seq",
+                               [regular["id"], quiet["id"], archived["id"]])
+    assert {(r["patient_id"], r["seq"], r["partition_name"]) for r in anchors} == {
+        (regular["id"], 2, name(0)), (regular["id"], 3, name(1)), (quiet["id"], 2, name(0)),
+        (archived["id"], 1, name(1))}
+    for patient in (regular, quiet, archived):
+        assert await store.verify_chain(conn, cipher, patient["id"]) is None
+    # an anchor is checked against its month's table while that is kept: a row changed in the archive shows
+    await conn.execute(f"ALTER TABLE {name(1)} DISABLE TRIGGER USER")
+    await conn.execute(f"UPDATE {name(1)} SET hash = '\\x00' WHERE patient_id = $1", archived["id"])
+    assert await store.verify_chain(conn, cipher, archived["id"]) == 1
+    # nobody rewrites an anchor
+    with pytest.raises(asyncpg.RaiseError, match="append-only"):
+        async with conn.transaction():
+            await conn.execute("DELETE FROM health_access_log_anchor WHERE patient_id = $1", regular["id"])
+
+
+async def test_without_its_anchor_a_detached_month_is_a_break(conn, settings):
+    import dataclasses
+
+    no_anchors = dataclasses.replace(health_module, partitions=[
+        dataclasses.replace(health_module.partitions[0], before_expire=None)])
+    await partitions.maintain(conn, [no_anchors], settings, now=NOW)
+    cipher, patient = await a_patient(conn, settings, "no-anchor")
+    for offset in (0, 2):
+        await read_at(conn, cipher, patient, month(offset) + dt.timedelta(days=1))
+    keep_two = with_env(settings, IHANOI_HEALTH_ACCESS_LOG_RETENTION_MONTHS="2")
+    await partitions.maintain(conn, [no_anchors], keep_two, now=month(2) + dt.timedelta(days=3))
+    assert await store.verify_chain(conn, cipher, patient["id"]) == 1

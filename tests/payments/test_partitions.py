@@ -15,6 +15,7 @@ from app import partitions
 from app.settings import load_settings
 from payments import store
 from payments.module import module as payments_module
+from tests.plans import Recorder
 
 THIS_MONTH = partitions.month_start(dt.datetime.now(dt.UTC))
 CLEARING, TREASURY = 1, 3
@@ -113,3 +114,31 @@ async def test_old_months_are_detached_never_dropped(conn, settings):
     assert not [line for line in done if "dropped" in line]
     assert await conn.fetchval(f"SELECT count(*) FROM {name(1)} WHERE transaction_id = $1", tid) == 2
     assert await conn.fetchval("SELECT count(*) FROM payment_entry WHERE transaction_id = $1", tid) == 0
+
+
+async def test_a_statement_reads_only_its_months_and_its_opening_survives_detached_months(conn, settings):
+    await partitions.maintain(conn, [payments_module], settings, now=month(-3))  # months -3 .. 3 exist
+    wallet = await conn.fetchval("INSERT INTO payment_account (kind, resident_id) VALUES ('wallet', $1) RETURNING id",
+                                 await conn.fetchval("INSERT INTO resident (id, personal_id_hash, personal_id_enc) "
+                                                     "VALUES (gen_random_uuid(), '\\x01', '\\x00') RETURNING id"))
+    for offset, amount in ((-3, 100_000), (-2, 20_000), (-1, 3_000), (0, 400)):
+        at = month(offset) + dt.timedelta(days=2)
+        tid = await conn.fetchval(
+            "INSERT INTO payment_transaction (kind, idempotency_key, amount_vnd, reason, created_at) "
+            "VALUES ('topup', $1, $2, 'statement test', $3) RETURNING id", uuid.uuid4().hex, amount, at)
+        await conn.execute("INSERT INTO payment_entry (transaction_id, account_id, amount_vnd, booked_at) "
+                           "VALUES ($1, $2, $3, $5), ($1, $4, -$3, $5)", tid, wallet, amount, CLEARING, at)
+        await conn.execute("UPDATE payment_account SET balance_vnd = balance_vnd + $2 WHERE id = $1", wallet, amount)
+    recorder = Recorder(conn)
+    lines = await store.statement_lines(recorder, wallet, month(-2), month(-1))
+    assert [r["amount_vnd"] for r in lines] == [20_000]
+    assert await recorder.tables(prefix="payment_entry") == {name(-2)}
+    assert await store.balance_before(recorder, wallet, month(-1)) == 120_000
+    # the opening balance is the balance now less what was booked since: the months before are not read
+    assert not {name(-3), name(-2)} & await recorder.tables(prefix="payment_entry")
+    # and it stays right when the oldest months leave the ledger (keeping two months: -1 and 0)
+    keep_two = load_settings({**settings.environ, "IHANOI_PAYMENTS_ENTRY_RETENTION_MONTHS": "2"})
+    done = await partitions.maintain(conn, [payments_module], keep_two)
+    assert f"payment_entry: detached {name(-2)} (older than 2 month(s); the table is kept)" in done
+    assert await store.balance_before(conn, wallet, month(-1)) == 120_000
+    assert await store.balance_before(conn, wallet, month(0)) == 123_000

@@ -101,6 +101,11 @@ async def test_statement_months_are_hanoi_months(client, conn, world):
     await conn.execute("UPDATE payment_transaction SET created_at = $1::timestamptz - interval '1 hour' "
                        "WHERE kind = 'topup'", first_local)
     await conn.execute("ALTER TABLE payment_transaction ENABLE TRIGGER payment_transaction_append_only")
+    # an entry is booked at its transaction's time (the partition key statements read by): moved with it
+    await conn.execute("ALTER TABLE payment_entry DISABLE TRIGGER payment_entry_append_only")
+    await conn.execute("UPDATE payment_entry e SET booked_at = t.created_at FROM payment_transaction t "
+                       "WHERE t.id = e.transaction_id AND e.booked_at <> t.created_at")
+    await conn.execute("ALTER TABLE payment_entry ENABLE TRIGGER payment_entry_append_only")
     previous = f"{(first_local - dt.timedelta(days=1)):%Y-%m}"
     before = (await client.get(f"/v1/payments/statements/{previous}", headers=world["alice"])).json()
     assert [line["amount_vnd"] for line in before["lines"]] == [500_000]
