@@ -126,7 +126,7 @@ async def test_ihanoi_partitions_maintain_prints_what_it_did(databases, redis_ur
 
 CONVERTING = {"health/052_access_log_partitions.sql", "payments/003_entry_partitions.sql",
               "transit/003_tap_partitions.sql", "notifications/004_delivery_partitions.sql",
-              "feedback/004_event_partitions.sql"}
+              "feedback/005_event_partitions.sql"}
 
 
 async def test_the_migrations_convert_existing_rows_into_their_months(databases, settings, tmp_path):
