@@ -460,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  database         deliveries {result.deliveries} (maintained counts); counted from the rows: "
           f"{result.counted}")
     print(f"  versions         Python {platform.python_version()}, firebase-admin {version('firebase-admin')}, "
-          f"aiohttp {version('aiohttp')}, asyncpg {version('asyncpg')}, uvicorn {version('uvicorn')}, "
+          f"httptools {version('httptools')}, asyncpg {version('asyncpg')}, uvicorn {version('uvicorn')}, "
           f"Litestar {version('litestar')}, PostgreSQL {pg_version}, Redis {redis_version}")
     print(f"  machine          {os.cpu_count()} CPUs shared by the worker, PostgreSQL, Redis and the stand-in "
           "(and this script's polling): compare the ratio, not the absolute figures")
