@@ -152,14 +152,16 @@ async def send_due(pool: asyncpg.Pool, redis: Redis, sender: PushSender, *, batc
                 until = dt.datetime.now(dt.UTC).timestamp() + quota_wait
                 await redis.client.eval(_EXTEND_PAUSE, 1, pause_key, str(until), int(quota_wait * 1000))
                 log.warning("FCM quota exceeded: pausing sends", extra={"seconds": quota_wait})
-    finally:
-        # On an error: a claim still running is waited for (its rows come back when their lease ends), the batch
-        # being recorded is finished, and the first error is the one raised.
-        if claiming is not None:
-            with contextlib.suppress(Exception):
-                await claiming
-        if recording is not None:
-            await recording
+    except BaseException:
+        # A claim still running is waited for (its rows come back when their lease ends) and the batch being
+        # recorded is finished; the error raised is this one, not a later one of theirs.
+        for task in (claiming, recording):
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
+        raise
+    if recording is not None:
+        await recording
     return handled
 
 
