@@ -42,6 +42,7 @@ from benchmarks.common import (
     HOST,  # every socket this script opens or serves is on the loopback interface
     REPO,
     BenchError,
+    CpuMeter,
     Server,
     create_database,
     delete_redis_prefix,
@@ -397,6 +398,7 @@ def run(args: argparse.Namespace) -> int:
         stand_in_cpu_before = stand_in_mem.cpu_s
 
         print(f"starting `ihanoi worker` (broadcast {broadcast_id} to {args.target}) ...", flush=True)
+        pg_meter = CpuMeter(database=db_name).start()  # the database's backends: fan-out, claims, records
         started = time.monotonic()
         worker_env = {**app_env, "IHANOI_FCM_ENDPOINT": f"http://{HOST}:{stand_in_port}"}
         if args.fcm_concurrency is not None:
@@ -408,6 +410,7 @@ def run(args: argparse.Namespace) -> int:
                                            started, deadline, worker_mem, stand_in_mem))
         sample_proc(worker.pid, worker_mem)
         sample_proc(stand_in.pid, stand_in_mem)
+        pg_meter.stop()
         stats = http_call(stand_in_port, "GET", "/_control/stats")
         pg_version = _pg_version(database_url)
         redis_version = sync_redis.Redis.from_url(redis_url).info("server").get("redis_version", "?")
@@ -445,6 +448,11 @@ def run(args: argparse.Namespace) -> int:
           f"({worker_mem.cpu_s / result.recorded_s:.0%} of a core, {worker_mem.cpu_s / n * 1000:.2f} ms a message; "
           f"{sending_cpu / n * 1000:.2f} ms a message after the start-up)"
           if result.recorded_s else "")
+    pg_cpu = pg_meter.seconds.get("postgresql", 0.0)
+    print(f"  per core         {n / sending_cpu:,.0f} msg/s per worker core after the start-up "
+          f"({n / worker_mem.cpu_s:,.0f} with it); {n / pg_cpu:,.0f} msg/s per PostgreSQL core (fan-out included: "
+          f"{pg_cpu:.1f} s of its backends' CPU); load average {os.getloadavg()[0]:.2f}"
+          if sending_cpu > 0 and pg_cpu > 0 else "  per core         n/a")
     print(f"  stand-in         peak RSS {stand_in_mem.hwm_kb / 1024:,.0f} MB, CPU during the broadcast "
           f"{stand_in_mem.cpu_s - stand_in_cpu_before:.1f} s")
     print(f"  stand-in stats   accepted {stats['accepted']:,}, distinct targets {stats['distinct_targets']:,}, "
@@ -452,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  database         deliveries {result.deliveries} (maintained counts); counted from the rows: "
           f"{result.counted}")
     print(f"  versions         Python {platform.python_version()}, firebase-admin {version('firebase-admin')}, "
-          f"aiohttp {version('aiohttp')}, asyncpg {version('asyncpg')}, uvicorn {version('uvicorn')}, "
+          f"httptools {version('httptools')}, asyncpg {version('asyncpg')}, uvicorn {version('uvicorn')}, "
           f"Litestar {version('litestar')}, PostgreSQL {pg_version}, Redis {redis_version}")
     print(f"  machine          {os.cpu_count()} CPUs shared by the worker, PostgreSQL, Redis and the stand-in "
           "(and this script's polling): compare the ratio, not the absolute figures")

@@ -618,3 +618,112 @@ def run_in_throwaway_database(label: str, bench: Callable[[str], Any]) -> int:
         return uvloop.run(bench(with_database(admin_url, name)))
     finally:
         run_cleanup(cleanup)
+
+
+# --------------------------------------------------------------------------------------------------
+# CPU time of what is measured, for figures per core (README's capacity sheet)
+#
+# A rate per core is what was done divided by the CPU seconds the service used doing it, read from /proc (user +
+# system time): the server process with its children (`ihanoi serve` may fork workers), the worker, this process
+# when it calls the service in-process, and the PostgreSQL backends connected to the benchmark's database (found
+# by their process title, `postgres: ... <user> <database> <host>(<port>) <state>`). Backends that end during the
+# window are not counted, nor PostgreSQL's shared processes (WAL writer, checkpointer, autovacuum): the database
+# figure is a floor.
+
+_CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ... utime (12th), stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of one live process; 0 if it is gone."""
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICK if fields else 0.0
+
+
+def _all_pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants."""
+    children: dict[int, list[int]] = {}
+    for other in _all_pids():
+        fields = _stat_fields(other)
+        if fields:
+            children.setdefault(int(fields[1]), []).append(other)
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def database_backends(database: str) -> list[int]:
+    """PIDs of the PostgreSQL backends connected to `database` on this machine (by their process title)."""
+    found = []
+    for pid in _all_pids():
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+        except OSError:
+            continue
+        if title[:1] == ["postgres:"] and database in title[2:6]:
+            found.append(pid)
+    return found
+
+
+class CpuMeter:
+    """CPU seconds used between `start()` and `stop()` by named process trees, this process and PostgreSQL.
+
+    `processes`: name -> pid (each counted with its descendants); `database`: the name of the database whose
+    backends are counted as "postgresql"; `this_process`: also count this process (a service called in-process).
+    """
+
+    def __init__(self, processes: dict[str, int] | None = None, database: str | None = None,
+                 this_process: bool = False) -> None:
+        self.processes = dict(processes or {})
+        self.database = database
+        self.this_process = this_process
+        self._start: dict[str, dict[int, float]] = {}
+        self.seconds: dict[str, float] = {}
+        self.wall = 0.0
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        sample = {name: {p: process_cpu(p) for p in process_tree(pid)} for name, pid in self.processes.items()}
+        if self.database:
+            sample["postgresql"] = {p: process_cpu(p) for p in database_backends(self.database)}
+        if self.this_process:
+            sample["this process"] = {0: time.process_time()}
+        return sample
+
+    def start(self) -> CpuMeter:
+        self._start = self._sample()
+        self._wall = time.perf_counter()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        end = self._sample()
+        self.wall = time.perf_counter() - self._wall
+        self.seconds = {name: sum(cpu - self._start.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
+                        for name, pids in end.items()}
+        return self.seconds
+
+    def service_seconds(self) -> float:
+        """CPU of everything measured but PostgreSQL: the service's own share."""
+        return sum(s for name, s in self.seconds.items() if name != "postgresql")
+
+    def describe(self, done: float, unit: str) -> str:
+        """`done` over the CPU each part used: '<rate> <unit>/s per core of the service (...), PostgreSQL ...'."""
+        parts = ", ".join(f"{name} {s:.2f} s" for name, s in self.seconds.items())
+        service = self.service_seconds()
+        own = f"{done / service:,.0f} {unit}/s per core of the service" if service > 0 else "service CPU n/a"
+        pg = self.seconds.get("postgresql")
+        pg_text = f"; {done / pg:,.0f} {unit}/s per PostgreSQL core" if pg else ""
+        return f"{own}{pg_text} (CPU over {self.wall:.1f} s: {parts}; load average {os.getloadavg()[0]:.2f})"

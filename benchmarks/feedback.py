@@ -1,7 +1,8 @@
 """Feedback lists at scale: latency of the public map box, the staff queue and text search with N reports seeded,
 against the very same SQL run directly through asyncpg in the same run.
 
-    .venv/bin/python -m benchmarks.feedback [--reports 1000000] [--requests 300] [--concurrency 8] [--plans]
+    .venv/bin/python -m benchmarks.feedback [--reports 1000000] [--requests 300] [--concurrency 8] [--writes 2000]
+                                            [--plans]
 
 1. Creates a throw-away database on the PostgreSQL server of BENCH_DATABASE_URL / DATABASE_URL / the local
    default (Redis from BENCH_REDIS_URL / REDIS_URL / the local default; embedded ones if unreachable), applies the
@@ -26,7 +27,13 @@ against the very same SQL run directly through asyncpg in the same run.
    SQL one at a time on one asyncpg connection (prepared and cached, as the server's pool does), and both again
    with --concurrency requests in flight (8 connections). The same parameter sets, in the same order, every time.
    The one-at-a-time figures are the latency of a query; the in-flight ones show what 2 shared cores do under load.
-4. With --plans, prints EXPLAIN (ANALYZE, BUFFERS) of every statement of one representative set of each scenario
+4. Writes (--writes, default 2,000): reports sent through `POST /v1/feedback/reports` by four residents signed in
+   with `ihanoi token`, each with its own Idempotency-Key and `duplicates_checked: true` (what the app sends once the
+   resident has seen the nearby offer), --concurrency in flight; every one must be answered 201.
+5. Per core: during the in-flight HTTP passes and the writes, the CPU time of `ihanoi serve` and of the database's
+   PostgreSQL backends is read from /proc (benchmarks.common.CpuMeter); requests over those CPU seconds are the
+   figures per core of the capacity sheet in the README.
+6. With --plans, prints EXPLAIN (ANALYZE, BUFFERS) of every statement of one representative set of each scenario
    (the one at the SQL p95 of the one-at-a-time run). The report also says how often PostgreSQL used a generic
    plan for the cached statements of the SQL pass.
 
@@ -65,6 +72,7 @@ from benchmarks.common import (
     HOST,  # every socket this script opens or serves is on the loopback interface
     REPO,
     BenchError,
+    CpuMeter,
     Server,
     _die_with_parent,
     _percentile,
@@ -772,10 +780,11 @@ def sql_pass(database_url: str, cases: list[Case], warm: list[Case], concurrency
 # Token and checks
 
 
-def fetch_token(env: dict[str, str], ward: str) -> tuple[str, float]:
-    """A level-2 access token for a staff member of `ward`, through the real login flow; (token, expiry)."""
-    command = [*ihanoi_command(), "token", "--personal-id", STAFF_PERSONAL_ID, "--level", str(LEVEL),
-               "--role", f"staff:{ward}"]
+def fetch_token(env: dict[str, str], ward: str | None, personal_id: str = STAFF_PERSONAL_ID) -> tuple[str, float]:
+    """A level-2 access token through the real login flow, for a staff member of `ward` (None: a resident with no
+    role); (token, expiry)."""
+    command = [*ihanoi_command(), "token", "--personal-id", personal_id, "--level", str(LEVEL),
+               *(["--role", f"staff:{ward}"] if ward else [])]
     try:
         done = subprocess.run(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=TOKEN_COMMAND_TIMEOUT, check=False, preexec_fn=_die_with_parent)
@@ -792,6 +801,30 @@ def fetch_token(env: dict[str, str], ward: str) -> tuple[str, float]:
     except (IndexError, ValueError) as exc:
         raise BenchError(f"`ihanoi token` printed something that is not a JWT ({exc})") from None
     return token, float(claims.get("exp", 0))
+
+
+WRITERS = ("001090011111", "001090022222", "001090033333", "001090044444")  # residents sending the written reports
+
+
+def write_requests(args: argparse.Namespace, layout: Layout, tokens: list[str]) -> list[bytes]:
+    """--writes POSTs of new reports: a point drawn like the seeded ones, a ward, a category and its problem text,
+    each with its own Idempotency-Key, from the writers in turn."""
+    rng = random.Random(args.seed + 1)
+    codes = [c for c, _ in CATEGORIES]
+    requests = []
+    for n in range(args.writes):
+        lat, lng = sample_point(rng)
+        category = rng.randrange(len(codes))
+        body = json.dumps({
+            "category": codes[category], "ward": rng.choice(layout.wards), "latitude": round(lat, 6),
+            "longitude": round(lng, 6), "description": f"{rng.choice(PROBLEMS[category])} (benchmark {n})",
+            "address": "Số 1 phố Tràng Tiền", "duplicates_checked": True,
+        }, ensure_ascii=False).encode()
+        requests.append(
+            f"POST /v1/feedback/reports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tokens[n % len(tokens)]}\r\n"
+            f"Idempotency-Key: bench-{secrets.token_hex(8)}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    return requests
 
 
 async def _fetch_ids(database_url: str, statements: list[tuple[str, tuple]]) -> list[list[int]]:
@@ -918,6 +951,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight in the concurrent passes")
     parser.add_argument("--seed", type=int, default=42, help="seed of the data and of the parameter sets")
     parser.add_argument("--chunk", type=int, default=SEED_CHUNK, help="reports per seeding statement")
+    parser.add_argument("--writes", type=int, default=2000,
+                        help="reports sent through POST /v1/feedback/reports after the reads (0: none)")
     parser.add_argument("--plans", action="store_true",
                         help="print EXPLAIN (ANALYZE, BUFFERS) of one representative query per scenario")
     parser.add_argument("--keep-database", action="store_true", help="do not drop the database (to look at it)")
@@ -988,6 +1023,8 @@ def run(args: argparse.Namespace) -> int:
     results: dict[tuple[str, str], Pass] = {}
     by_scenario: dict[str, list[Case]] = {}
     plans: list[tuple[Case, str]] = []
+    per_core: dict[str, str] = {}
+    writes: Pass | None = None
     loads = [os.getloadavg()]
     try:
         admin_database_url, redis_url, origin = resolve_services(cleanup)
@@ -1076,13 +1113,30 @@ def run(args: argparse.Namespace) -> int:
                 warm, measured = cases[:args.warmup], cases[args.warmup:]
                 print(f"{scenario}: {len(measured)} requests {mode}, HTTP then SQL ...", flush=True)
                 value = token() if scenario == "staff queue" else None
+                meter = CpuMeter({"ihanoi serve": server.pid}, database=database_name).start()
                 results[(scenario, "http " + mode)] = http_pass(port, measured, warm, value, concurrency,
                                                                 pass_timeout)
+                meter.stop()
+                if concurrency > 1:  # the server kept busy: its CPU per request (warm-up included on both sides)
+                    per_core[scenario] = meter.describe(len(warm) + len(measured), "reads")
                 if not server.alive():
                     raise BenchError(f"the server exited during the run:\n{server.log_tail()}")
                 results[(scenario, "sql " + mode)] = sql_pass(database_url, measured, warm, concurrency,
                                                               pass_timeout)
                 loads.append(os.getloadavg())
+
+        if args.writes:
+            print(f"writes: {args.writes} reports through POST /v1/feedback/reports, {args.concurrency} in flight "
+                  "...", flush=True)
+            bodies = write_requests(args, layout, [fetch_token(env, None, pid)[0] for pid in WRITERS])
+            meter = CpuMeter({"ihanoi serve": server.pid}, database=database_name).start()
+            load = os.getloadavg()[0]
+            out = run_in_child(_http_pass, (port, [], bodies, args.concurrency), "bench-http", "the HTTP client",
+                               pass_timeout, uvloop=True)
+            meter.stop()
+            writes = Pass([x * 1000 for x in out["latencies"]], out["seconds"], (load, os.getloadavg()[0]),
+                          out["non_200"])
+            per_core["writes"] = meter.describe(writes.non_200.get(201, 0), "reports")
 
         if args.plans:
             picks = []
@@ -1125,6 +1179,15 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"  cleanup         {note}")
     print_results(results, by_scenario, args.concurrency)
+    if writes is not None:
+        created = writes.non_200.get(201, 0)
+        print(f"\n  writes          {created:,} reports created of {len(writes.latencies_ms):,} sent "
+              f"({args.concurrency} in flight, duplicates_checked=true: the resident has seen the nearby offer): "
+              f"{writes.rps:,.0f}/s, p50 {writes.pct(.5):.1f} ms, p95 {writes.pct(.95):.1f} ms; answers "
+              f"{dict(sorted(writes.non_200.items()))}")
+    print("\n  per core (CPU of `ihanoi serve` and of the database's PostgreSQL backends, from /proc):")
+    for what, text in per_core.items():
+        print(f"  {what:<13} {text}")
 
     for case, case_plans in plans:
         print(f"\n--- plan: {case.scenario}, {case.variant} (the SQL p95 request): GET {case.path}")
@@ -1133,6 +1196,8 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join("    " + line for line in plan.splitlines()))
 
     failed = {key: p.non_200 for key, p in results.items() if p.non_200}
+    if writes is not None and set(writes.non_200) != {201}:
+        failed[("writes", "http")] = writes.non_200
     if failed:
         print(f"\nFAILED: requests did not get a 200: {failed}", file=sys.stderr)
         return 1

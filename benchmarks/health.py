@@ -339,6 +339,8 @@ async def bench(args: argparse.Namespace, url: str) -> int:
                                   max(10, args.queries // 10)),
         }
         results = {}
+        backend = conn.get_server_pid()
+        cpu: dict[str, list[float]] = {}  # name -> [this process's CPU s, the PostgreSQL backend's CPU s] served
         for name, (calls, times) in scenarios.items():
             measured: dict[str, list[float]] = {how: [] for how in calls}
             counts = {}
@@ -348,9 +350,14 @@ async def bench(args: argparse.Namespace, url: str) -> int:
             order = list(calls.items())
             for n in range(times):
                 for how, call in order[n % len(order):] + order[:n % len(order)]:  # each way first in turn
+                    cpu_began, pg_began = time.process_time(), common.process_cpu(backend)
                     began = time.perf_counter()
                     counts[how] = await call()
                     measured[how].append((time.perf_counter() - began) * 1000)
+                    if how == "service":  # CPU per read, for the figures per core (/proc counts in 10 ms ticks)
+                        used = cpu.setdefault(name, [0.0, 0.0])
+                        used[0] += time.process_time() - cpu_began
+                        used[1] += common.process_cpu(backend) - pg_began
             results[name] = (measured, counts)
             print(f"  {name}: service {counts['service']} entries, raw {counts['raw']} rows; p95 "
                   + ", ".join(f"{how} {p(values, 0.95):.2f}" for how, values in measured.items()) + " ms", flush=True)
@@ -377,6 +384,11 @@ async def bench(args: argparse.Namespace, url: str) -> int:
             h50, h95 = statistics.median(measured[how]), p(measured[how], 0.95)
             print(f"    {how}: p50 {h50:.2f} ms p95 {h95:.2f} ms ({h95 / r95:.2f}x raw; service p95 is "
                   f"{s95 / h95:.2f}x this)")
+    for name, (own, pg) in cpu.items():
+        reads = len(results[name][0]["service"])
+        print(f"per core, {name}: {reads / own:,.0f} reads/s per core of the service (in-process: no HTTP or auth), "
+              f"{reads / pg:,.0f} per PostgreSQL core ({own:.2f} s and {pg:.2f} s of CPU for {reads} reads)"
+              if own > 0 and pg > 0 else f"per core, {name}: too little CPU to measure")
     print(f"{args.queries} queries each (the whole record {max(10, args.queries // 10)} times), one connection, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (2 cores shared)")
     return 0 if ok else 1

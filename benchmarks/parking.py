@@ -40,6 +40,7 @@ import statistics
 import sys
 import time
 import uuid
+from urllib.parse import urlsplit
 
 from benchmarks import common
 
@@ -240,6 +241,7 @@ async def bench(args: argparse.Namespace, url: str) -> int:
     began = time.monotonic()
     people = await seed(url, args.residents, args.lots)
     print(f"  seeded in {time.monotonic() - began:.1f} s", flush=True)
+    database = urlsplit(url).path.lstrip("/")  # its backends' CPU is measured (common.CpuMeter), as this process's
     pool = await db.create_pool(url, min_size=args.concurrency, max_size=args.concurrency, timeout=30)
     try:
         async with pool.acquire() as conn:
@@ -253,10 +255,12 @@ async def bench(args: argparse.Namespace, url: str) -> int:
         modes = ("bare", "service", "minimal")
         for round_no in range(args.rounds):
             for how in (modes if round_no % 2 == 0 else modes[::-1]):
+                meter = common.CpuMeter(database=database, this_process=True).start()
                 rate = await measure_gate(pool, how, people, args.concurrency, args.seconds, ids)
+                meter.stop()
                 rates[how].append(rate)
-                print(f"  gate {how:8} round {round_no + 1}: {rate:8.0f} check-ins+outs/s "
-                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+                print(f"  gate {how:8} round {round_no + 1}: {rate:8.0f} check-ins+outs/s; "
+                      f"{meter.describe(rate * args.seconds, 'check-ins+outs')}", flush=True)
         times = await measure_near(pool, args.queries)
         async with pool.acquire() as conn:
             sessions = await conn.fetchval("SELECT count(*) FROM parking_session")

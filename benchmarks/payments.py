@@ -29,6 +29,7 @@ import random
 import sys
 import time
 import uuid
+from urllib.parse import urlsplit
 
 from benchmarks import common
 
@@ -112,6 +113,7 @@ async def bench(args: argparse.Namespace, url: str) -> int:
     began = time.monotonic()
     residents, slugs = await seed(url, args.wallets, args.operators)
     print(f"  seeded in {time.monotonic() - began:.1f} s", flush=True)
+    database = urlsplit(url).path.lstrip("/")  # its backends' CPU is measured (common.CpuMeter), as this process's
     pool = await db.create_pool(url, min_size=args.concurrency, max_size=args.concurrency, timeout=30)
     try:
         async with pool.acquire() as conn:
@@ -125,9 +127,12 @@ async def bench(args: argparse.Namespace, url: str) -> int:
             for round_no in range(args.rounds):
                 order = ("bare", "service") if round_no % 2 == 0 else ("service", "bare")
                 for how in order:
+                    meter = common.CpuMeter(database=database, this_process=True).start()
                     rate = await measure(pool, how, wallets, slugs, args.concurrency, args.seconds, accounts)
+                    meter.stop()
                     results.setdefault((label, how), []).append(rate)
-                    print(f"  {label:15} {how:8} round {round_no + 1}: {rate:8.0f} charges/s", flush=True)
+                    print(f"  {label:15} {how:8} round {round_no + 1}: {rate:8.0f} charges/s; "
+                          f"{meter.describe(rate * args.seconds, 'charges')}", flush=True)
         async with pool.acquire() as conn:
             audit = await service.audit(conn)
             charges = await conn.fetchval("SELECT count(*) FROM payment_transaction WHERE kind = 'charge'")

@@ -260,6 +260,7 @@ def run(args) -> int:
         cleanup.append(worker.stop)
         empty = post_bytes("/v1/transit/validator/check", b'{"code":"","route_id":102,"vehicle":"gate-1"}', token)
         rounds = []
+        per_core: list[str] = []
         accepted_all = 0
         for number in range(1, args.rounds + 1):
             # alternating, so that what the other tenants of the machine do falls on both sides alike
@@ -267,7 +268,10 @@ def run(args) -> int:
             print(f"round {number}: {args.codes} fresh codes to ihanoi, an empty code to ihanoi, the same requests "
                   f"to bare litestar (load average {load_before:.2f}) ...", flush=True)
             codes, _ = fresh_codes(args.codes)
+            meter = common.CpuMeter({"ihanoi serve": ihanoi.pid, "ihanoi worker": worker.pid}, database=name).start()
             ours = load(port, requests_for(codes), args)
+            meter.stop()
+            per_core.append(meter.describe(ours[7], "accepted checks"))  # warm-up included on both sides
             accepted_all += ours[7]
             floor = load(port, [empty] * args.codes, args)
             codes, _ = fresh_codes(args.codes)
@@ -300,6 +304,7 @@ def run(args) -> int:
             failed += m[4]
         print(f"    ratio online / bare {rate(ours) / rate(baseline):.2f}; empty / bare "
               f"{rate(floor) / rate(baseline):.2f}")
+        print(f"    per core     {per_core[number - 1]}")
     online = [rate(r[0]) / rate(r[2]) for r in rounds]
     floors = [rate(r[1]) / rate(r[2]) for r in rounds]
     p99s = [r[0][3] for r in rounds]

@@ -10,6 +10,7 @@ unregistered or invalid token deactivates its device.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -27,8 +28,11 @@ log = logging.getLogger("ihanoi.notifications")
 BATCH = 500  # FCM's limit per send_each call
 LEASE_SECONDS = 60  # a claimed delivery whose worker died is sent again after this
 MAX_ATTEMPTS = 5
-# Send loops per send_due: two, so that claiming and recording one batch overlaps sending another.
-SEND_LOOPS = 2
+# Batches per run of the send job (then it waits its period, 0.25 s, and runs again while anything is due).
+BATCHES_PER_RUN = 100
+# Batches sent (or being sent) whose answers are not recorded yet, at most: the one being recorded and the one being
+# sent. After a SIGKILL these are sent again when their lease ends (the phone shows one: same id, same collapse key).
+SENT_UNRECORDED = 2
 QUOTA_BACKOFF_MIN = 60.0
 RETRYABLE = {"UNAVAILABLE", "INTERNAL"}
 DEAD_TOKEN = {"UNREGISTERED", "INVALID_ARGUMENT"}
@@ -103,64 +107,67 @@ return 0
 """
 
 
-async def send_due(pool: asyncpg.Pool, redis: Redis, sender: PushSender, *, batches: int = 20,
-                   stopping: asyncio.Event | None = None, lease_seconds: int = LEASE_SECONDS,
-                   loops: int = SEND_LOOPS) -> int:
+async def send_due(pool: asyncpg.Pool, redis: Redis, sender: PushSender, *, batches: int = BATCHES_PER_RUN,
+                   stopping: asyncio.Event | None = None, lease_seconds: int = LEASE_SECONDS) -> int:
     """Send up to `batches` batches of due deliveries; returns how many answers came back.
 
-    `loops` send loops run at once, each claiming, sending and recording one batch at a time, so that one loop's
-    database round trips (claim, record) overlap another's sending; they share the sender and its window of
-    requests in flight. A loop stops (and so do the others, each after the batch it has in hand) when nothing is
-    due, when FCM asked to slow down, or when the worker is asked to stop: every claimed batch is sent and recorded
-    before send_due returns, so a worker stopped with SIGTERM leaves nothing half-recorded.
+    One pipeline: while a batch is being sent, the next one is claimed and the previous one's answers are recorded,
+    so the sender's window never waits for the database (two loops each claiming, sending and recording in turn fell
+    into step, both waiting on the database at once, a quarter of the time with nothing in flight). It stops when
+    nothing is due, when FCM asked to slow down, or when the worker is asked to stop, and every batch claimed by then
+    is sent and recorded before send_due returns, so a worker stopped with SIGTERM leaves nothing half-recorded. At
+    most `SENT_UNRECORDED` batches are ever sent (or being sent) without their answers recorded yet.
     """
     pause_key = redis.key("fcm", "paused-until")
-    left, handled, halt = batches, 0, False
 
-    async def one_loop() -> None:
-        nonlocal left, handled, halt
-        while left > 0 and not halt:
-            if stopping is not None and stopping.is_set():
-                return
-            left -= 1
-            paused = await redis.client.get(pause_key)
-            if paused and float(paused) > dt.datetime.now(dt.UTC).timestamp():
-                halt = True  # FCM asked every sender of this project to slow down
-                return
-            async with pool.acquire() as conn:
-                rows = await store.claim_due(conn, BATCH, lease_seconds)
+    async def claim() -> list[asyncpg.Record]:
+        if stopping is not None and stopping.is_set():
+            return []
+        paused = await redis.client.get(pause_key)
+        if paused and float(paused) > dt.datetime.now(dt.UTC).timestamp():
+            return []  # FCM asked every sender of this project to slow down
+        async with pool.acquire() as conn:
+            return await store.claim_due(conn, BATCH, lease_seconds)
+
+    handled, left, halt = 0, batches, False
+    claiming: asyncio.Task[list[asyncpg.Record]] | None = asyncio.ensure_future(claim()) if batches > 0 else None
+    recording: asyncio.Task[None] | None = None
+    try:
+        while claiming is not None:
+            rows = await claiming
+            claiming = None
             if not rows:
-                halt = True
-                return
-            quota_wait = await _send_batch(pool, sender, rows)
+                break
+            left -= 1
+            if left > 0 and not halt:
+                claiming = asyncio.ensure_future(claim())  # the next batch, claimed while this one is sent
+            results = await sender.send([_message(r) for r in rows])
+            updates, dead_devices, dead_reasons, quota_wait = _outcomes(rows, results)
+            if recording is not None:
+                await recording  # one batch recorded at a time; a failure surfaces here
+            recording = asyncio.ensure_future(_record(pool, updates, dead_devices, dead_reasons))
             handled += len(rows)
             if quota_wait:
-                halt = True
+                halt = True  # the batch already claimed is still sent (and recorded); no further one is claimed
                 until = dt.datetime.now(dt.UTC).timestamp() + quota_wait
                 await redis.client.eval(_EXTEND_PAUSE, 1, pause_key, str(until), int(quota_wait * 1000))
                 log.warning("FCM quota exceeded: pausing sends", extra={"seconds": quota_wait})
-                return
-
-    async def guarded() -> None:
-        nonlocal halt
-        try:
-            await one_loop()
-        except BaseException:
-            halt = True  # the other loops send and record the batch they have in hand, then stop
-            raise
-
-    # Not a bare gather: a failing loop must not leave another running on after send_due has returned (a worker
-    # closing its pool then would cut that loop off between sending a batch and recording it).
-    ended = await asyncio.gather(*(guarded() for _ in range(max(1, loops))), return_exceptions=True)
-    for error in ended:
-        if isinstance(error, BaseException):
-            raise error
+    except BaseException:
+        # A claim still running is waited for (its rows come back when their lease ends) and the batch being
+        # recorded is finished; the error raised is this one, not a later one of theirs.
+        for task in (claiming, recording):
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
+        raise
+    if recording is not None:
+        await recording
     return handled
 
 
-async def _send_batch(pool: asyncpg.Pool, sender: PushSender, rows: list[asyncpg.Record]) -> float:
-    """Send one claimed batch and record every answer; returns the quota pause it asks for (0: none)."""
-    results = await sender.send([_message(r) for r in rows])
+def _outcomes(rows: list[asyncpg.Record], results: list[PushResult],
+              ) -> tuple[list[DeliveryUpdate], list, list[str], float]:
+    """The update of every delivery, the devices to deactivate and why, and the quota pause asked for (0: none)."""
     updates: list[DeliveryUpdate] = []
     dead_devices, dead_reasons = [], []
     quota_wait = 0.0
@@ -172,8 +179,12 @@ async def _send_batch(pool: asyncpg.Pool, sender: PushSender, rows: list[asyncpg
             dead_reasons.append(f"FCM {dead}")
         if result.error_code == "QUOTA_EXCEEDED":
             quota_wait = max(quota_wait, update[-1])
+    return updates, dead_devices, dead_reasons, quota_wait
+
+
+async def _record(pool: asyncpg.Pool, updates: list[DeliveryUpdate], dead_devices: list,
+                  dead_reasons: list[str]) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await store.record_results(conn, updates)
         if dead_devices:
             await store.deactivate_devices(conn, dead_devices, dead_reasons)
-    return quota_wait

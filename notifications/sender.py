@@ -4,10 +4,10 @@ A sender sends one batch (at most 500, FCM's and firebase-admin's limit) and ans
 in order. It never retries: the delivery worker decides what to do with each error code.
 
 `FirebaseSender` uses firebase-admin's credential, message encoding and error mapping, and sends FCM HTTP v1
-`messages:send` requests itself over one keep-alive aiohttp pool (see the class for why). With `endpoint` set (dev,
-test, benchmarks) it talks to a server speaking FCM's HTTP v1 protocol, normally `notifications.fcm_stand_in` mounted
-at `{base_url}/stand-in/fcm`, with a dummy bearer token; with `endpoint=None` it talks to Google with application
-default credentials (production only, never in tests)."""
+`messages:send` requests itself over a small keep-alive HTTP/1.1 pool (`notifications.http1`; see the class for why).
+With `endpoint` set (dev, test, benchmarks) it talks to a server speaking FCM's HTTP v1 protocol, normally
+`notifications.fcm_stand_in` mounted at `{base_url}/stand-in/fcm`, with a dummy bearer token; with `endpoint=None` it
+talks to Google with application default credentials (production only, never in tests)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
-import aiohttp
 import firebase_admin
 import google.auth.credentials
 import google.auth.transport.requests
@@ -29,6 +29,8 @@ import msgspec
 from firebase_admin import credentials, exceptions, messaging
 from firebase_admin._http_client import METRICS_HEADERS as _METRICS_HEADERS
 from google.auth.credentials import TokenState
+
+from notifications import http1
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +175,7 @@ def _check(message: PushMessage) -> str | None:
 
 
 class FirebaseSender:
-    """`PushSender`: firebase-admin's credential and message encoding, HTTP v1 requests sent over one aiohttp pool.
+    """`PushSender`: firebase-admin's credential and message encoding, HTTP v1 requests sent over one keep-alive pool.
 
     What stays firebase-admin's (one firebase app per sender, checked against firebase-admin 7.7.0):
     - the credential: `app.credential.get_credential()`, a google-auth credential. Its `before_request` (the same call
@@ -194,11 +196,13 @@ class FirebaseSender:
 
     What is ours: the HTTP exchange. `send_each_async` costs about 1 ms of CPU per message (a deep copy of its retry
     config, a `requests.Session` built per request by the auth flow, httpx's request/response model and httpcore's
-    pool bookkeeping); aiohttp (HTTP/1.1 keep-alive, C parser) posts the same bytes for about 0.09 ms. There are no
-    transport retries: the delivery worker owns retries (firebase-admin's default 500/503 retries, which slept 7 s and
-    hid one-off faults, were already switched off). FCM accepts HTTP/1.1 as well as HTTP/2; firebase-admin's client
-    spoke HTTP/2 to Google (and HTTP/1.1 to a plain-http stand-in, which uvicorn serves), this one speaks HTTP/1.1 to
-    both, over up to `max_in_flight` connections instead of one multiplexed one.
+    pool bookkeeping); aiohttp posted the same bytes for about 0.2 ms here, `http1.Http1Pool` (one write of prebuilt
+    bytes per request, httptools parsing the answer, no task or request object per message) for a few tens of
+    microseconds. There are no transport retries: the delivery worker owns retries (firebase-admin's default 500/503
+    retries, which slept 7 s and hid one-off faults, were already switched off). FCM accepts HTTP/1.1 as well as
+    HTTP/2; firebase-admin's client spoke HTTP/2 to Google (and HTTP/1.1 to a plain-http stand-in, which uvicorn
+    serves), this one speaks HTTP/1.1 (TLS to Google) to both, over up to `max_in_flight` connections instead of one
+    multiplexed one.
 
     At most `max_in_flight` requests are in flight per sender (`IHANOI_FCM_CONCURRENCY`, shared by every batch being
     sent at once), over at most as many keep-alive connections. A batch goes out as one request per message; a
@@ -235,24 +239,20 @@ class FirebaseSender:
         self._headers: dict[str, str] | None = None  # _base_headers + the credential's, for `_headers_token`
         self._headers_token: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._window: asyncio.Semaphore | None = None
         self._auth_lock: asyncio.Lock | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: http1.Http1Pool | None = None
+        self._head: tuple[dict[str, str], bytes] | None = None  # headers -> request line and headers, encoded
+        self._path = ""
 
     def _start_on(self, loop: asyncio.AbstractEventLoop) -> None:
-        # aiohttp sessions and asyncio primitives belong to the loop they first ran on: new ones for this loop
+        # connections and asyncio primitives belong to the loop they first ran on: new ones for this loop
         self._loop = loop
-        self._window = asyncio.Semaphore(self.max_in_flight)
         self._auth_lock = asyncio.Lock()
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=self.max_in_flight,
-                # under the 5 s after which common servers (uvicorn's default, many proxies) drop an idle
-                # connection, so a request is never written to a connection the server is closing
-                keepalive_timeout=4.0,
-            ),
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
-        )
+        # The pool's limit is the window of requests in flight, shared by every batch being sent at once. Idle
+        # connections are dropped after 4 s, under the 5 s after which common servers (uvicorn's default, many
+        # proxies) close them, so a request is never written to a connection the server is closing.
+        self._pool = http1.Http1Pool(self.fcm_url, limit=self.max_in_flight, timeout=self._timeout, idle_timeout=4.0)
+        self._path = urlsplit(self.fcm_url).path
 
     async def send(self, messages: Sequence[PushMessage]) -> list[PushResult]:
         if len(messages) > MAX_BATCH:
@@ -262,7 +262,18 @@ class FirebaseSender:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._start_on(loop)
-        return list(await asyncio.gather(*(self._send_one(message) for message in messages)))
+        # A few lanes each sending one message after another, not a task per message: creating and scheduling 500
+        # tasks a batch cost more than the requests' own bookkeeping. The lanes of every batch being sent share the
+        # window, which keeps `max_in_flight` requests in flight; a batch gets no more lanes than that.
+        results: list[PushResult | None] = [None] * len(messages)
+        pending = iter(enumerate(messages))
+
+        async def lane() -> None:
+            for index, message in pending:
+                results[index] = await self._send_one(message)
+
+        await asyncio.gather(*(lane() for _ in range(min(self.max_in_flight, len(messages)))))
+        return results  # type: ignore[return-value]  # every index was filled by a lane
 
     async def _send_one(self, message: PushMessage) -> PushResult:
         problem = _check(message)
@@ -276,16 +287,14 @@ class FirebaseSender:
         if body is None:  # firebase-admin would have raised ValueError before sending
             log.warning("push refused before sending: %s", problem)
             return PushResult(token=str(message.token), ok=False, error_code="INVALID_ARGUMENT")
-        assert self._window is not None
-        async with self._window:
-            try:
-                status, content, headers = await self._post(body)
-            except (aiohttp.ClientError, TimeoutError, OSError) as error:
-                return self._failed(message.token, self._service._handle_fcm_httpx_error(_as_httpx_error(error)))
-            except Exception:
-                # e.g. google-auth failing to refresh the token: whether the request went out is unknown
-                log.exception("FCM send failed outside the HTTP exchange")
-                return PushResult(token=message.token, ok=False, error_code="UNKNOWN")
+        try:
+            status, content, headers = await self._post(body)
+        except (http1.TransportError, TimeoutError, OSError) as error:
+            return self._failed(message.token, self._service._handle_fcm_httpx_error(_as_httpx_error(error)))
+        except Exception:
+            # e.g. google-auth failing to refresh the token: whether the request went out is unknown
+            log.exception("FCM send failed outside the HTTP exchange")
+            return PushResult(token=message.token, ok=False, error_code="UNKNOWN")
         if 200 <= status < 300:
             try:
                 name = _decode_name(content).name
@@ -306,15 +315,14 @@ class FirebaseSender:
 
     async def _post(self, body: bytes) -> tuple[int, bytes, list[tuple[str, str]] | None]:
         """One `messages:send`, sent again after a 401 with a refreshed token (twice at most, as firebase-admin)."""
-        assert self._session is not None
+        assert self._pool is not None
         refreshes = 0
         while True:
             headers = await self._auth_headers()
-            async with self._session.post(self.fcm_url, data=body, headers=headers) as response:
-                content = await response.read()
-                status = response.status
-                # the answer's headers are read only for errors (Retry-After): not on the hot path
-                answer_headers = None if 200 <= status < 300 else list(response.headers.items())
+            if self._head is None or self._head[0] is not headers:  # once per token
+                self._head = (headers, self._pool.request_head("POST", self._path, headers))
+            # the answer's headers come only for errors (Retry-After): not on the hot path
+            status, answer_headers, content = await self._pool.request(self._head[1], body)
             if status != 401 or refreshes >= 2:
                 return status, content, answer_headers
             refreshes += 1
@@ -357,10 +365,10 @@ class FirebaseSender:
             self._headers = None  # rebuilt with the new token by the next _auth_headers
 
     async def aclose(self) -> None:
-        """Close the HTTP session and delete the firebase app."""
-        if self._session is not None and self._loop is asyncio.get_running_loop():
-            await self._session.close()
-        self._session = None
+        """Close the connections and delete the firebase app."""
+        if self._pool is not None and self._loop is asyncio.get_running_loop():
+            await self._pool.close()
+        self._pool = None
         self._loop = None
         if self._app is not None:
             # delete_app() calls the service's close(), which does asyncio.run(aclose()) on firebase-admin's own
@@ -377,9 +385,9 @@ _decode_name = msgspec.json.Decoder(_Name).decode
 
 
 def _as_httpx_error(error: BaseException) -> httpx.HTTPError:
-    """The httpx error firebase-admin's async client would have raised for this aiohttp failure."""
-    if isinstance(error, TimeoutError):  # aiohttp's timeouts (ServerTimeoutError too) are TimeoutErrors
+    """The httpx error firebase-admin's async client would have raised for this transport failure."""
+    if isinstance(error, TimeoutError):
         return httpx.TimeoutException(str(error) or "timed out")
-    if isinstance(error, aiohttp.ClientConnectorError):  # the connection could not be made: nothing was sent
+    if isinstance(error, http1.ConnectError):  # the connection could not be made: nothing was sent
         return httpx.ConnectError(str(error))
     return httpx.TransportError(f"{type(error).__name__}: {error}")
