@@ -386,9 +386,10 @@ async def transaction(conn: asyncpg.Connection, rt, cipher: HealthCipher, settin
         index = store.Index(**terms, encounter_id=encounter[1] if encounter and encounter[0] == "Encounter" else None)
         if entry.kind == "Patient":
             before = await store.resource_exists(conn, "Patient", entry.target)
+            merged = await merged_patient(conn, cipher, actor, entry.target, entry.resource, before)
             stored = await store.put_resource(conn, cipher, resource_type="Patient", resource_id=entry.target,
                                               patient_id=entry.target, facility_id=actor.facility_id,
-                                              resource=entry.resource, index=index)
+                                              resource=merged, index=index)
             answer(entry, stored.version, stored.last_updated, before is None)
         else:
             writes.append(store.Write(resource_type=entry.kind, id=entry.target, patient_id=entry.patient_id,
@@ -408,6 +409,26 @@ async def transaction(conn: asyncpg.Connection, rt, cipher: HealthCipher, settin
         await log_access(conn, cipher, actor, patient_id, action="write", purpose="visit", what=what)
     log.info("fhir transaction stored", extra={"facility_code": actor.facility["code"], "entries": len(entries)})
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": answers}
+
+
+async def merged_patient(conn: asyncpg.Connection, cipher: HealthCipher, actor: Actor, patient_id: uuid.UUID,
+                         sent: dict, before: asyncpg.Record | None) -> dict:
+    """The Patient to serve once this facility sent `sent`: fhir.PATIENT_RULE over what every facility sent (kept
+    per facility), with the demographics VNeID verified at the resident's sign-in."""
+    sources = await store.patient_sources(conn, cipher, patient_id)
+    writer = None if before is None else before["facility_id"]
+    if writer is not None and writer != actor.facility_id and all(f != writer for f, _, _ in sources):
+        # a Patient stored before facilities' Patients were kept apart: its writer's, once
+        old = await store.get_resource(conn, cipher, "Patient", patient_id)
+        await store.put_patient_source(conn, cipher, patient_id, writer, old.resource, at=old.last_updated)
+        sources.append((writer, old.last_updated, old.resource))
+    await store.put_patient_source(conn, cipher, patient_id, actor.facility_id, sent)
+    ordered = [sent] + [resource for facility_id, _, resource in sources if facility_id != actor.facility_id]
+    row = await store.patient(conn, patient_id)
+    profile = await identity.profile_of(conn, row["resident_id"])
+    name = (await names_of(conn, [row["resident_id"]])).get(row["resident_id"])
+    return fhir.merge_patient(ordered, verified_name=name, gender=profile.sex if profile else None,
+                              birth_date=profile.birth_date if profile else None, bhyt=store.bhyt_of(cipher, row))
 
 
 # ---- FHIR reads and searches ---------------------------------------------------------------------------------
@@ -535,8 +556,7 @@ async def search(conn: asyncpg.Connection, rt, cipher: HealthCipher, settings: c
                            "_cursor", "_format"})
     patient_id = _patient_param(params)
     if patient_id is None:
-        raise FhirError.one(400, "patient is required: a record is searched one patient at a time", "patient",
-                            code="required")
+        raise FhirError.one(400, fhir.PATIENT_REQUIRED, "patient", code="required")
     patient = await patient_for(conn, actor, patient_id)
     if patient is None:
         raise FhirError.one(404, f"no Patient {patient_id}", "patient", code="not-found")
