@@ -80,15 +80,17 @@ class Actor:
 
 
 async def actor_of(conn: asyncpg.Connection, principal: Principal, facility_code: str | None = None) -> Actor:
-    """The caller as health sees it; `facility_code` chooses among the facilities a caller serves."""
+    """The caller as health sees it; `facility_code` chooses among the facilities a caller serves.
+
+    The facility roles a token names are checked against the database at every request: a clinician whose role
+    was revoked (or a facility system whose client was disabled or lost the role) is refused at once, not when
+    the token expires. A resident without a health role costs no query."""
     label = identity.actor_of(principal)
-    if principal.kind == "client":
-        codes = principal.scopes_of("health_facility")
-        kind = "facility"
-    else:
-        codes = principal.scopes_of("health_clinician")
-        kind = "clinician"
-    codes = [c for c in codes if c]
+    role, kind = ("health_facility", "facility") if principal.kind == "client" else ("health_clinician", "clinician")
+    codes = [c for c in principal.scopes_of(role) if c]
+    if codes:
+        held = set(await identity.current_scopes(conn, principal, role))
+        codes = [c for c in codes if c in held]
     if facility_code is not None:
         if facility_code not in codes:
             raise Forbidden(f"this caller does not act for facility {facility_code}")
