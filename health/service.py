@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from app import web
+from app import ratelimit, web
 from app.errors import Forbidden, InvalidInput, NotFound, UnknownReference
 from app.identity import Principal, names_of
 from app.identity import service as identity
@@ -837,15 +837,28 @@ async def create_share_code(conn: asyncpg.Connection, cipher: HealthCipher, sett
                      access_minutes=minutes)
 
 
-async def redeem_share_code(conn: asyncpg.Connection, cipher: HealthCipher, actor: Actor,
-                            body: ShareCodeRedeem) -> ShareRedeemed:
+_REDEEM_FAILED = "failed share-code redemptions"
+
+
+async def redeem_share_code(conn: asyncpg.Connection, redis, cipher: HealthCipher, settings: config.HealthSettings,
+                            actor: Actor, body: ShareCodeRedeem, *, client_ip: str) -> ShareRedeemed:
+    """A share code a resident shows, redeemed for a consent. A code is short-lived but short (~49 bits): failed
+    tries are counted per caller and per address, and past either budget every try is refused (429) before the
+    code is even looked at, so guessing is slow and a refused try never uses up the resident's code."""
     if actor.facility is None:
         raise Forbidden("a facility's system or clinician redeems share codes")
+    budgets = (("health-share-failed", actor.label, settings.rate_share_redeem_failed),
+               ("health-share-failed-address", client_ip, settings.rate_share_redeem_failed_address))
+    for bucket, who, rate in budgets:
+        await ratelimit.check(redis, bucket, who, rate, what=_REDEEM_FAILED)
     at = now()
     code = body.code.removeprefix("ihanoi:health-share:")
     hashed = _share_hash(cipher, code)
     row = await store.take_share_code(conn, hashed, at)
     if row is None:
+        for bucket, who, rate in budgets:
+            await ratelimit.hit(redis, bucket, who, rate, what=_REDEEM_FAILED)
+        log.info("share code not redeemed", extra={"facility_code": actor.facility["code"]})
         raise InvalidInput.field("code", "unknown, expired or already used")
     consent = await store.insert_consent(conn, patient_id=row["patient_id"], facility_id=actor.facility_id,
                                          clinician_id=None, via="share_code", starts_at=at,
