@@ -416,7 +416,9 @@ async def transaction(conn: asyncpg.Connection, rt, cipher: HealthCipher, settin
 async def merged_patient(conn: asyncpg.Connection, cipher: HealthCipher, actor: Actor, patient_id: uuid.UUID,
                          sent: dict, before: asyncpg.Record | None) -> dict:
     """The Patient to serve once this facility sent `sent`: fhir.PATIENT_RULE over what every facility sent (kept
-    per facility), with the demographics VNeID verified at the resident's sign-in."""
+    per facility), with the demographics VNeID verified at the resident's sign-in. The patient's row is locked
+    first: two facilities writing the same person at once merge one after the other, each seeing the other's."""
+    row = await store.lock_patient(conn, patient_id)
     sources = await store.patient_sources(conn, cipher, patient_id)
     writer = None if before is None else before["facility_id"]
     if writer is not None and writer != actor.facility_id and all(f != writer for f, _, _ in sources):
@@ -426,7 +428,6 @@ async def merged_patient(conn: asyncpg.Connection, cipher: HealthCipher, actor: 
         sources.append((writer, old.last_updated, old.resource))
     await store.put_patient_source(conn, cipher, patient_id, actor.facility_id, sent)
     ordered = [sent] + [resource for facility_id, _, resource in sources if facility_id != actor.facility_id]
-    row = await store.patient(conn, patient_id)
     profile = await identity.profile_of(conn, row["resident_id"])
     name = (await names_of(conn, [row["resident_id"]])).get(row["resident_id"])
     return fhir.merge_patient(ordered, verified_name=name, gender=profile.sex if profile else None,

@@ -9,6 +9,7 @@ Functions other parts of the module may call (names are stable; new ones are add
     await patient_for_reader(conn, patient_id, facility_id, clinician_id, now) -> Record | None
         # the patient row with consent_live and emergency_live for that reader, in one statement
     await patient_of_resident(conn, resident_id) -> Record | None
+    await lock_patient(conn, patient_id) -> Record | None   # FOR UPDATE, until the transaction ends
     await ensure_patient(conn, cipher, resident_id, bhyt=None) -> Record   # creates it, or records the BHYT
     bhyt_of(cipher, patient_row) -> str | None                # the BHYT card number, decrypted (not async)
 
@@ -136,6 +137,11 @@ async def patient_for_reader(conn: asyncpg.Connection, patient_id: uuid.UUID, fa
                            WHERE e.patient_id = p.id AND e.facility_id = $2 AND e.starts_at <= $4
                              AND e.expires_at > $4) AS emergency_live
              FROM health_patient p WHERE p.id = $1""", patient_id, facility_id, clinician_id, now)
+
+
+async def lock_patient(conn: asyncpg.Connection, patient_id: uuid.UUID) -> Record | None:
+    """The patient's row, locked until the transaction ends (writes to one record's Patient, one at a time)."""
+    return await conn.fetchrow("SELECT * FROM health_patient WHERE id = $1 FOR UPDATE", patient_id)
 
 
 async def patient_of_resident(conn: asyncpg.Connection, resident_id: uuid.UUID) -> Record | None:
