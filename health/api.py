@@ -15,7 +15,7 @@ from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody
 
-from app import web
+from app import openapi, web
 from app.errors import handle_exception
 from app.identity import guards
 from health import config, fhir, service
@@ -206,11 +206,15 @@ class FacilityController(Controller):
     tags = ["Health"]
 
     @post("/share-codes/redeem", operation_id="RedeemHealthShareCode", guards=[guards.authenticated],
-          status_code=200, summary="The code a resident shows: the facility may read the record for a while")
+          status_code=200, responses={429: openapi.problem(429)},
+          summary="The code a resident shows: the facility may read the record for a while (failed tries are limited "
+                  "per caller and address: 429)")
     async def redeem(self, data: JSONBody[ShareCodeRedeem], request: Request, tx: web.Tx,
                      state: State) -> ShareRedeemed:
         actor = await _actor(tx, request)
-        return await service.redeem_share_code(tx, cipher_of(state.settings), actor, data)
+        return await service.redeem_share_code(tx, state.redis, cipher_of(state.settings), config.of(state.settings),
+                                               actor, data, client_ip=request.client.host if request.client else
+                                               "unknown")
 
     @post("/emergency-access", operation_id="OpenHealthEmergencyAccess", guards=[guards.authenticated],
           dependencies=web.IDEMPOTENT, status_code=201,

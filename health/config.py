@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from modules import Settings
+
+Rate = Annotated[str, msgspec.Meta(pattern=r"^[1-9][0-9]*/[1-9][0-9]*$")]  # COUNT/SECONDS, as app.ratelimit reads it
 
 
 class HealthSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,6 +26,8 @@ class HealthSettings(msgspec.Struct, frozen=True, kw_only=True):
     outbox_backoff_max_seconds: int = 6 * 3600
     display_grant_max_days: int = 366
     access_log_retention_months: int = 0
+    rate_share_redeem_failed: Rate = "20/300"
+    rate_share_redeem_failed_address: Rate = "60/300"
 
 
 SETTINGS = Settings(HealthSettings, {
@@ -38,6 +44,8 @@ SETTINGS = Settings(HealthSettings, {
     "IHANOI_HEALTH_OUTBOX_BACKOFF_SECONDS": ("outbox_backoff_seconds", "seconds before the first retry of a visit the receiver did not take; doubled at each try, with jitter (default 30)"),
     "IHANOI_HEALTH_OUTBOX_BACKOFF_MAX_SECONDS": ("outbox_backoff_max_seconds", "longest wait between two tries of a visit, in seconds (default 21600)"),
     "IHANOI_HEALTH_DISPLAY_GRANT_MAX_DAYS": ("display_grant_max_days", "longest a resident may let an app (the VNeID display) read their health summary, in days (default 366)"),
+    "IHANOI_HEALTH_RATE_SHARE_REDEEM_FAILED": ("rate_share_redeem_failed", "failed share-code redemptions per caller (a facility's system or a clinician), `COUNT/SECONDS`; past it 429 with Retry-After, even for a right code; a hospital system serves every counter, so typos count too (default 20/300)"),
+    "IHANOI_HEALTH_RATE_SHARE_REDEEM_FAILED_ADDRESS": ("rate_share_redeem_failed_address", "failed share-code redemptions per client address, whoever the caller, `COUNT/SECONDS` (default 60/300)"),
     "IHANOI_HEALTH_ACCESS_LOG_RETENTION_MONTHS": ("access_log_retention_months", "months of the access log kept attached to `health_access_log`; older months are detached (kept as their own tables for archiving, never dropped); 0 keeps every month (default 0)"),
 })
 

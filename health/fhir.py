@@ -1,6 +1,13 @@
 """FHIR R4 plumbing: validation (fhir.resources R4B plus our checks of coded values), what search indexes of
 each resource, references, dates, OperationOutcome and the CapabilityStatement.
 
+The API is FHIR R4 (4.0.1), and says so (`CapabilityStatement.fhirVersion`). Structure is checked with the R4B
+models of fhir.resources (the issue asks for them; the package has no R4 models any more). For the nine types
+served here, and for Bundle, OperationOutcome, CapabilityStatement and AuditEvent, R4B's elements are the same as
+R4's (compared element by element, five levels deep, with the R4 models of fhir.resources 6.1.0). What R4B adds
+that those models would let through is refused by `r4_only`: the two R4B data types as an extension's value
+(`valueCodeableReference`, `valueRatioRange`) and contained resources of the types R4B added or changed.
+
 No database here: `service.py` decides and stores.
 
 Identifiers a facility sends on Patient: the personal ID number (số định danh cá nhân, 12 digits) under
@@ -22,7 +29,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from app.identity.personal_id import PersonalIdError, parse_personal_id
 
-FHIR_VERSION = "4.3.0"  # R4B, as fhir.resources.R4B models it; wire-compatible with R4 for these resources
+FHIR_VERSION = "4.0.1"  # R4: what clients get (the R4B models check structure; `r4_only` keeps R4B out)
 CITY_TZ = dt.timezone(dt.timedelta(hours=7))  # Asia/Ho_Chi_Minh has no daylight saving
 PERSONAL_ID_SYSTEM = "https://ihanoi.hanoi.gov.vn/fhir/sid/personal-id"
 BHYT_SYSTEM = "https://ihanoi.hanoi.gov.vn/fhir/sid/bhyt"
@@ -37,6 +44,24 @@ PATIENT_FIELD = {"Encounter": "subject", "Condition": "subject", "Observation": 
                  "MedicationRequest": "subject", "Immunization": "patient", "AllergyIntolerance": "patient",
                  "DiagnosticReport": "subject", "DocumentReference": "subject"}
 SEARCH_PARAMS = ("patient", "date", "category", "code", "_lastUpdated", "_count", "_sort")
+# A search names its patient: a record is searched one patient at a time, and only with that patient's consent
+# (a search across patients would answer "who has a record here", which no consent covers). Without it: 400.
+PATIENT_REQUIRED = ("patient (or subject) is required: a record is searched one patient at a time, and only with "
+                    "that patient's consent; find the patient first with Patient?identifier=system|value")
+# Whose Patient is served when several facilities send one (service.merged_patient)
+PATIENT_RULE = ("identifiers are those of every facility (one BHYT card: the newest); name, gender and birthDate "
+                "as VNeID verified them win over what any facility sends; every other element is the one the "
+                "facility that sent it most recently sent (a facility leaving an element out erases nobody's); "
+                "each facility's own Patient is kept as it sent it")
+# R4B's own data types, as the value of an extension, and the resource types R4B added or changed (R4 readers
+# cannot parse them): refused anywhere in a resource
+R4B_EXTENSION_VALUES = frozenset({"valueCodeableReference", "valueRatioRange"})
+R4B_RESOURCE_TYPES = frozenset({
+    "AdministrableProductDefinition", "Citation", "ClinicalUseDefinition", "EvidenceReport", "Ingredient",
+    "ManufacturedItemDefinition", "MedicinalProductDefinition", "NutritionProduct", "PackagedProductDefinition",
+    "RegulatedAuthorization", "SubscriptionStatus", "SubscriptionTopic", "SubstanceDefinition",
+    # in R4 too, but shaped differently in R4B
+    "ActivityDefinition", "Evidence", "EvidenceVariable", "PlanDefinition", "StructureDefinition"})
 
 # Value sets fhir.resources does not check (it accepts `gender: "mail"`): the required bindings of R4.
 _CODES: dict[tuple[str, str], frozenset[str]] = {
@@ -145,6 +170,7 @@ def validate(resource: Any, path: str) -> list[Issue]:
         return issues
     except (ValueError, TypeError) as exc:  # a model's own check outside pydantic's error list
         return [Issue(diagnostics=str(exc)[:300], expression=[path], code="value")]
+    issues.extend(r4_only(resource, path))
     issues.extend(_coded(kind, resource, path))
     if kind == "Patient":
         issues.extend(_patient_identifiers(resource, path))
@@ -156,6 +182,30 @@ def validate(resource: Any, path: str) -> list[Issue]:
         issues.append(Issue(diagnostics="the patient is required (a reference to a Patient)",
                             expression=[f"{path}.{PATIENT_FIELD[kind]}"], code="required"))
     return issues
+
+
+def r4_only(value: Any, path: str) -> Iterator[Issue]:
+    """What R4B models accept but R4 does not have: R4B data types as extension values, R4B resource types
+    contained."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}"
+            if key in R4B_EXTENSION_VALUES:
+                yield Issue(diagnostics=f"{key} is FHIR R4B; this server speaks R4 (4.0.1)", expression=[where],
+                            code="structure")
+            elif key == "contained" and isinstance(item, list):
+                for i, inner in enumerate(item):
+                    kind = inner.get("resourceType") if isinstance(inner, dict) else None
+                    if kind in R4B_RESOURCE_TYPES:
+                        yield Issue(diagnostics=f"a contained {kind} is FHIR R4B; this server speaks R4 (4.0.1)",
+                                    expression=[f"{where}[{i}]"], code="structure")
+                    else:
+                        yield from r4_only(inner, f"{where}[{i}]")
+            elif isinstance(item, (dict, list)):
+                yield from r4_only(item, where)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from r4_only(item, f"{path}[{i}]")
 
 
 def _coded(kind: str, resource: dict, path: str) -> Iterator[Issue]:
@@ -288,6 +338,39 @@ def parse_reference(text: str) -> tuple[str, uuid.UUID | None] | None:
         return match["type"], None
 
 
+def merge_patient(sources: list[dict], *, verified_name: str | None = None, gender: str | None = None,
+                  birth_date: dt.date | None = None, bhyt: str | None = None) -> dict:
+    """The Patient served from what each facility sent (`sources`, newest first), by PATIENT_RULE."""
+    merged: dict[str, Any] = {"resourceType": "Patient"}
+    for source in sources:  # newest first: an element is taken from the newest source that has it
+        for name, value in source.items():
+            if name in ("resourceType", "id", "meta", "text", "identifier") or name in merged:
+                continue
+            merged[name] = copy.deepcopy(value)
+    identifiers: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    for source in sources:
+        for identifier in source.get("identifier") or []:
+            system, value = identifier.get("system"), identifier.get("value")
+            if system == BHYT_SYSTEM and bhyt is not None and value != bhyt:
+                continue  # an older card
+            key = (str(system), str(value))
+            if key not in seen:
+                seen.add(key)
+                identifiers.append(copy.deepcopy(identifier))
+    if bhyt is not None and (BHYT_SYSTEM, bhyt) not in seen:
+        identifiers.append({"system": BHYT_SYSTEM, "value": bhyt})
+    if identifiers:
+        merged["identifier"] = identifiers
+    if verified_name:
+        merged["name"] = [{"use": "official", "text": verified_name}]
+    if gender in ("male", "female"):
+        merged["gender"] = gender
+    if birth_date is not None:
+        merged["birthDate"] = birth_date.isoformat()
+    return merged
+
+
 def deep_copy(resource: dict) -> dict:
     return copy.deepcopy(resource)
 
@@ -394,6 +477,7 @@ def capability_statement() -> dict:
         params = [{"name": name, "type": {"_count": "number", "_lastUpdated": "date", "date": "date",
                                           "patient": "reference", "_sort": "string"}.get(name, "token")}
                   for name in SEARCH_PARAMS]
+        params[0]["documentation"] = "Required. " + PATIENT_REQUIRED
         entry = {"type": kind, "interaction": [{"code": "read"}, {"code": "search-type"}],
                  "versioning": "versioned", "conditionalUpdate": True, "searchParam": params}
         if kind == "Patient":
@@ -413,8 +497,11 @@ def capability_statement() -> dict:
         "format": ["application/fhir+json"],
         "rest": [{
             "mode": "server",
-            "documentation": f"Patients are identified by {PERSONAL_ID_SYSTEM} and {BHYT_SYSTEM}. Every resource "
-                             "but Patient carries the facility's own identifier: sent again, it updates.",
+            "documentation": f"FHIR R4 (4.0.1). Patients are identified by {PERSONAL_ID_SYSTEM} and {BHYT_SYSTEM}. "
+                             "Every resource but Patient carries the facility's own identifier: sent again, it "
+                             "updates. Searches of every type but Patient need the patient parameter (without it: "
+                             "400 OperationOutcome): " + PATIENT_REQUIRED + ". The Patient resource is merged: "
+                             + PATIENT_RULE,
             "security": {"description": "OAuth2 client credentials (private_key_jwt) for facility systems holding "
                                         "health_facility:<code>; what a facility reads is what the resident "
                                         "shared with it, every read is in the resident's access log"},

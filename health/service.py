@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from app import web
+from app import ratelimit, web
 from app.errors import Forbidden, InvalidInput, NotFound, UnknownReference
 from app.identity import Principal, names_of
 from app.identity import service as identity
@@ -80,15 +80,17 @@ class Actor:
 
 
 async def actor_of(conn: asyncpg.Connection, principal: Principal, facility_code: str | None = None) -> Actor:
-    """The caller as health sees it; `facility_code` chooses among the facilities a caller serves."""
+    """The caller as health sees it; `facility_code` chooses among the facilities a caller serves.
+
+    The facility roles a token names are checked against the database at every request: a clinician whose role
+    was revoked (or a facility system whose client was disabled or lost the role) is refused at once, not when
+    the token expires. A resident without a health role costs no query."""
     label = identity.actor_of(principal)
-    if principal.kind == "client":
-        codes = principal.scopes_of("health_facility")
-        kind = "facility"
-    else:
-        codes = principal.scopes_of("health_clinician")
-        kind = "clinician"
-    codes = [c for c in codes if c]
+    role, kind = ("health_facility", "facility") if principal.kind == "client" else ("health_clinician", "clinician")
+    codes = [c for c in principal.scopes_of(role) if c]
+    if codes:
+        held = set(await identity.current_scopes(conn, principal, role))
+        codes = [c for c in codes if c in held]
     if facility_code is not None:
         if facility_code not in codes:
             raise Forbidden(f"this caller does not act for facility {facility_code}")
@@ -386,9 +388,10 @@ async def transaction(conn: asyncpg.Connection, rt, cipher: HealthCipher, settin
         index = store.Index(**terms, encounter_id=encounter[1] if encounter and encounter[0] == "Encounter" else None)
         if entry.kind == "Patient":
             before = await store.resource_exists(conn, "Patient", entry.target)
+            merged = await merged_patient(conn, cipher, actor, entry.target, entry.resource, before)
             stored = await store.put_resource(conn, cipher, resource_type="Patient", resource_id=entry.target,
                                               patient_id=entry.target, facility_id=actor.facility_id,
-                                              resource=entry.resource, index=index)
+                                              resource=merged, index=index)
             answer(entry, stored.version, stored.last_updated, before is None)
         else:
             writes.append(store.Write(resource_type=entry.kind, id=entry.target, patient_id=entry.patient_id,
@@ -408,6 +411,27 @@ async def transaction(conn: asyncpg.Connection, rt, cipher: HealthCipher, settin
         await log_access(conn, cipher, actor, patient_id, action="write", purpose="visit", what=what)
     log.info("fhir transaction stored", extra={"facility_code": actor.facility["code"], "entries": len(entries)})
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": answers}
+
+
+async def merged_patient(conn: asyncpg.Connection, cipher: HealthCipher, actor: Actor, patient_id: uuid.UUID,
+                         sent: dict, before: asyncpg.Record | None) -> dict:
+    """The Patient to serve once this facility sent `sent`: fhir.PATIENT_RULE over what every facility sent (kept
+    per facility), with the demographics VNeID verified at the resident's sign-in. The patient's row is locked
+    first: two facilities writing the same person at once merge one after the other, each seeing the other's."""
+    row = await store.lock_patient(conn, patient_id)
+    sources = await store.patient_sources(conn, cipher, patient_id)
+    writer = None if before is None else before["facility_id"]
+    if writer is not None and writer != actor.facility_id and all(f != writer for f, _, _ in sources):
+        # a Patient stored before facilities' Patients were kept apart: its writer's, once
+        old = await store.get_resource(conn, cipher, "Patient", patient_id)
+        await store.put_patient_source(conn, cipher, patient_id, writer, old.resource, at=old.last_updated)
+        sources.append((writer, old.last_updated, old.resource))
+    await store.put_patient_source(conn, cipher, patient_id, actor.facility_id, sent)
+    ordered = [sent] + [resource for facility_id, _, resource in sources if facility_id != actor.facility_id]
+    profile = await identity.profile_of(conn, row["resident_id"])
+    name = (await names_of(conn, [row["resident_id"]])).get(row["resident_id"])
+    return fhir.merge_patient(ordered, verified_name=name, gender=profile.sex if profile else None,
+                              birth_date=profile.birth_date if profile else None, bhyt=store.bhyt_of(cipher, row))
 
 
 # ---- FHIR reads and searches ---------------------------------------------------------------------------------
@@ -535,8 +559,7 @@ async def search(conn: asyncpg.Connection, rt, cipher: HealthCipher, settings: c
                            "_cursor", "_format"})
     patient_id = _patient_param(params)
     if patient_id is None:
-        raise FhirError.one(400, "patient is required: a record is searched one patient at a time", "patient",
-                            code="required")
+        raise FhirError.one(400, fhir.PATIENT_REQUIRED, "patient", code="required")
     patient = await patient_for(conn, actor, patient_id)
     if patient is None:
         raise FhirError.one(404, f"no Patient {patient_id}", "patient", code="not-found")
@@ -815,15 +838,28 @@ async def create_share_code(conn: asyncpg.Connection, cipher: HealthCipher, sett
                      access_minutes=minutes)
 
 
-async def redeem_share_code(conn: asyncpg.Connection, cipher: HealthCipher, actor: Actor,
-                            body: ShareCodeRedeem) -> ShareRedeemed:
+_REDEEM_FAILED = "failed share-code redemptions"
+
+
+async def redeem_share_code(conn: asyncpg.Connection, redis, cipher: HealthCipher, settings: config.HealthSettings,
+                            actor: Actor, body: ShareCodeRedeem, *, client_ip: str) -> ShareRedeemed:
+    """A share code a resident shows, redeemed for a consent. A code is short-lived but short (~49 bits): failed
+    tries are counted per caller and per address, and past either budget every try is refused (429) before the
+    code is even looked at, so guessing is slow and a refused try never uses up the resident's code."""
     if actor.facility is None:
         raise Forbidden("a facility's system or clinician redeems share codes")
+    budgets = (("health-share-failed", actor.label, settings.rate_share_redeem_failed),
+               ("health-share-failed-address", client_ip, settings.rate_share_redeem_failed_address))
+    for bucket, who, rate in budgets:
+        await ratelimit.check(redis, bucket, who, rate, what=_REDEEM_FAILED)
     at = now()
     code = body.code.removeprefix("ihanoi:health-share:")
     hashed = _share_hash(cipher, code)
     row = await store.take_share_code(conn, hashed, at)
     if row is None:
+        for bucket, who, rate in budgets:
+            await ratelimit.hit(redis, bucket, who, rate, what=_REDEEM_FAILED)
+        log.info("share code not redeemed", extra={"facility_code": actor.facility["code"]})
         raise InvalidInput.field("code", "unknown, expired or already used")
     consent = await store.insert_consent(conn, patient_id=row["patient_id"], facility_id=actor.facility_id,
                                          clinician_id=None, via="share_code", starts_at=at,

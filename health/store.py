@@ -9,6 +9,7 @@ Functions other parts of the module may call (names are stable; new ones are add
     await patient_for_reader(conn, patient_id, facility_id, clinician_id, now) -> Record | None
         # the patient row with consent_live and emergency_live for that reader, in one statement
     await patient_of_resident(conn, resident_id) -> Record | None
+    await lock_patient(conn, patient_id) -> Record | None   # FOR UPDATE, until the transaction ends
     await ensure_patient(conn, cipher, resident_id, bhyt=None) -> Record   # creates it, or records the BHYT
     bhyt_of(cipher, patient_row) -> str | None                # the BHYT card number, decrypted (not async)
 
@@ -42,6 +43,10 @@ Functions other parts of the module may call (names are stable; new ones are add
                         reason=None, known=patient_row) -> Record   # known: one statement when its head holds
     await access_log(conn, patient_id, limit=, before_seq=None) -> list[Record]   # newest first
     await verify_chain(conn, cipher, patient_id) -> int | None   # the first broken seq, None when intact
+
+    # what each facility sent as the Patient (the Patient resource served is merged from them)
+    await put_patient_source(conn, cipher, patient_id, facility_id, resource, at=None)
+    await patient_sources(conn, cipher, patient_id) -> list[(facility_id, updated_at, resource)]  # newest first
 
     # facilities
     await facility_by_code(conn, code) / facility(conn, facility_id) -> Record | None; facilities(conn)
@@ -132,6 +137,11 @@ async def patient_for_reader(conn: asyncpg.Connection, patient_id: uuid.UUID, fa
                            WHERE e.patient_id = p.id AND e.facility_id = $2 AND e.starts_at <= $4
                              AND e.expires_at > $4) AS emergency_live
              FROM health_patient p WHERE p.id = $1""", patient_id, facility_id, clinician_id, now)
+
+
+async def lock_patient(conn: asyncpg.Connection, patient_id: uuid.UUID) -> Record | None:
+    """The patient's row, locked until the transaction ends (writes to one record's Patient, one at a time)."""
+    return await conn.fetchrow("SELECT * FROM health_patient WHERE id = $1 FOR UPDATE", patient_id)
 
 
 async def patient_of_resident(conn: asyncpg.Connection, resident_id: uuid.UUID) -> Record | None:
@@ -522,6 +532,34 @@ async def patient_resources(conn: asyncpg.Connection, cipher: HealthCipher, pati
     """Every resource of the patient (of `types`), newest clinical date first."""
     return await find_resources(conn, cipher, Query(patient_id=patient_id, types=tuple(types) if types else None),
                                 limit=limit)
+
+
+# ---- what each facility sent as the Patient ---------------------------------------------------------------
+
+
+def _source_context(patient_id: uuid.UUID, facility_id: int) -> bytes:
+    return b"patient-source:" + patient_id.bytes + str(facility_id).encode()
+
+
+async def put_patient_source(conn: asyncpg.Connection, cipher: HealthCipher, patient_id: uuid.UUID,
+                             facility_id: int, resource: dict, at: dt.datetime | None = None) -> None:
+    """This facility's Patient as it sent it (replacing what it sent before)."""
+    body = {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    await conn.execute(
+        """INSERT INTO health_patient_source (patient_id, facility_id, content, updated_at)
+           VALUES ($1, $2, $3, coalesce($4, clock_timestamp()))
+           ON CONFLICT (patient_id, facility_id) DO UPDATE SET content = EXCLUDED.content,
+                                                               updated_at = EXCLUDED.updated_at""",
+        patient_id, facility_id, cipher.seal_json(body, context=_source_context(patient_id, facility_id)), at)
+
+
+async def patient_sources(conn: asyncpg.Connection, cipher: HealthCipher,
+                          patient_id: uuid.UUID) -> list[tuple[int, dt.datetime, dict]]:
+    rows = await conn.fetch(
+        """SELECT facility_id, updated_at, content FROM health_patient_source WHERE patient_id = $1
+            ORDER BY updated_at DESC, facility_id DESC""", patient_id)
+    return [(r["facility_id"], r["updated_at"],
+             cipher.open_json(r["content"], context=_source_context(patient_id, r["facility_id"]))) for r in rows]
 
 
 # ---- consent -----------------------------------------------------------------------------------------------

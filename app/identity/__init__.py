@@ -9,6 +9,7 @@ from app.identity.models import Principal, Profile
 from app.identity.service import (
     IdentityRuntime,
     covers_unit,
+    current_scopes,
     demo_resident,
     holders_of,
     holds_role_for,
@@ -20,6 +21,7 @@ from app.identity.service import (
 from app.identity.units import Unit, UnitDirectory, units_file_directory
 
 __all__ = [
-    "IdentityRuntime", "Principal", "Profile", "Unit", "UnitDirectory", "covers_unit", "demo_resident", "guards",
+    "IdentityRuntime", "Principal", "Profile", "Unit", "UnitDirectory", "covers_unit", "current_scopes",
+    "demo_resident", "guards",
     "holders_of", "holds_role_for", "machine_client", "names_of", "profile_of", "require_level", "units_file_directory",
 ]

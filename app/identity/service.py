@@ -434,6 +434,18 @@ async def holds_role_for(rt: IdentityRuntime, conn: asyncpg.Connection, resident
                for r in await store.active_roles(conn, resident_id))
 
 
+async def current_scopes(conn: asyncpg.Connection, principal: Principal, role: str) -> list[str]:
+    """The scopes of `role` the caller holds now, in the database rather than in its token: a resident's grants
+    not revoked, an enabled machine client's roles. For checks a revocation must reach at once (an access token
+    lives for minutes): one indexed query."""
+    if principal.kind == "resident":
+        return [r["scope"] for r in await store.active_roles(conn, uuid.UUID(principal.sub)) if r["role"] == role]
+    client = await store.get_client(conn, principal.client_id or "")
+    if client is None:
+        return []
+    return [scope for name, _, scope in (entry.partition(":") for entry in client["roles"]) if name == role]
+
+
 async def demo_resident(conn: asyncpg.Connection, *, key: str, full_name: str) -> uuid.UUID:
     """A resident who never signs in, for demo data (`ihanoi seed`): no personal ID number is stored."""
     row = await store.insert_bare_resident(conn, personal_id_hash=hashlib.sha256(f"demo:{key}".encode()).digest(),

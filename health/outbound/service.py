@@ -2,7 +2,11 @@
 
 Rows are claimed in one short statement (`FOR UPDATE SKIP LOCKED`, pushed ahead by a lease longer than a send's
 timeout), so no transaction is open while the receiver is called and two workers never send the same row at
-once. The receiver is idempotent on `visit_key`: a send whose answer was lost is simply sent again.
+once. The receiver is idempotent on `visit_key` and `revision`: a send whose answer was lost is simply sent again.
+
+A visit that changes after it was sent (its Encounter, or a diagnosis or medicine of it) gets a new revision (the
+triggers of migration 061); the receiver keeps the highest revision of a visit. A revision whose claim is the same
+as the one delivered before (a facility sending the same visit again) is not sent: 'unchanged'.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import random
 from dataclasses import dataclass
 
 import httpx
+import msgspec
 
 from health import store as health_store
 from health.crypto import HealthCipher
@@ -82,7 +87,7 @@ async def claim_of(conn, cipher: HealthCipher, row) -> dict | None:
             name, dosage = describe(r.resource)
             medicines.append(f"{name} ({dosage})" if dosage else name)
     return {
-        "visit_key": row["visit_key"],
+        "visit_key": row["visit_key"], "revision": row["revision"],
         "facility_code": facility["code"] if facility else "ihanoi",
         "facility_bhyt_code": facility["bhyt_code"] if facility else None,
         "insurance_card": health_store.bhyt_of(cipher, patient) if patient else None,
@@ -92,23 +97,35 @@ async def claim_of(conn, cipher: HealthCipher, row) -> dict | None:
     }
 
 
+def claim_hash(cipher: HealthCipher, claim: dict) -> bytes:
+    """A keyed hash of what a claim says (its revision aside): the same visit sent again hashes the same."""
+    body = {k: v for k, v in claim.items() if k != "revision"}
+    return cipher.lookup(msgspec.json.encode(body, order="sorted").decode(), context=b"visit-claim")
+
+
 async def deliver_due(pool, cipher: HealthCipher, http: httpx.AsyncClient, endpoint: str, policy: Policy, *,
                       batch: int = 100) -> dict[str, int]:
-    """One pass over the due rows: delivered, to retry later, or failed for good. Returns the counts."""
-    counts = {"delivered": 0, "retry": 0, "failed": 0}
+    """One pass over the due rows: delivered, unchanged (not sent), to retry later, or failed for good. Returns the
+    counts."""
+    counts = {"delivered": 0, "unchanged": 0, "retry": 0, "failed": 0}
     async with pool.acquire() as conn:
         rows = await store.claim_due(conn, limit=batch, lease_seconds=policy.timeout_seconds + 60)
     for row in rows:
         async with pool.acquire() as conn:
             claim = await claim_of(conn, cipher, row)
+            sent_before = None if claim is None or row["revision"] == 1 else await store.last_delivered_hash(
+                conn, row["destination"], row["encounter_id"])
         status: int | None = None
         wait: float | None = None
+        hashed = None if claim is None else claim_hash(cipher, claim)
         if claim is None:
             outcome, error = "failed", "the visit is no longer in the record"
+        elif sent_before is not None and sent_before == hashed:
+            outcome, error = "unchanged", ""
         else:
             try:
                 response = await http.post(endpoint.rstrip("/") + VISITS_PATH, json=claim,
-                                           headers={"Idempotency-Key": row["visit_key"]},
+                                           headers={"Idempotency-Key": f"{row['visit_key']}:{row['revision']}"},
                                            timeout=policy.timeout_seconds)
             except httpx.HTTPError as exc:  # no answer: it may or may not have arrived; the key makes a resend safe
                 outcome, error = "retry", f"no answer ({type(exc).__name__})"
@@ -128,7 +145,10 @@ async def deliver_due(pool, cipher: HealthCipher, http: httpx.AsyncClient, endpo
                     receipt = response.json().get("receipt")
                 except (ValueError, AttributeError):  # taken, but its answer is not the JSON we expect
                     receipt = None
-                await store.delivered(conn, row["id"], status=status, receipt=receipt)
+                await store.delivered(conn, row["id"], status=status, receipt=receipt, claim_hash=hashed,
+                                      changes_seen=row["changes"])
+            elif outcome == "unchanged":
+                await store.unchanged(conn, row["id"], changes_seen=row["changes"])
             elif outcome == "retry":
                 await store.retry_later(conn, row["id"], status=status, error=error,
                                         after_seconds=backoff(policy, row["attempts"], wait))

@@ -2,13 +2,16 @@
 
 Mounted with the health module's dev routers (IHANOI_ENV dev or test) under `/stand-in/social-insurance`:
 
-- `POST /v1/visits` takes one finished visit (`VisitClaim`). The receiver is idempotent on `visit_key`: the first
-  delivery is recorded and answered 201 with a receipt number, every later one with the same key is answered 200
-  with the same receipt and `duplicate: true`, and nothing is recorded twice.
+- `POST /v1/visits` takes one finished visit (`VisitClaim`). The receiver is idempotent on `visit_key` and
+  `revision`: the first delivery of a revision is recorded and answered 201 with a receipt number, every later one
+  of the same revision is answered 200 with the same receipt and `duplicate: true`, and nothing is recorded twice.
+  A higher revision of a visit (it changed after it was sent) replaces the visit; a lower one arriving late is
+  recorded among the revisions but never replaces a higher one (`stale: true`).
 - `POST /_control/faults` makes the next `times` deliveries fail with `status` (503 by default, with Retry-After
   if given), or with `accept_then_fail` record them and then answer 503, as a receiver that committed but whose
   answer was lost: the outbox's retries must then show up as duplicates, not as second visits.
-- `GET /_control/received` lists what was recorded (keys, receipts, deliveries per key) and the attempts seen.
+- `GET /_control/received` lists what was recorded (each visit's latest revision and receipt, the revisions taken,
+  deliveries per key) and the attempts seen.
 
 Its records live in Redis under the app's prefix (a test's prefix in tests), kept for a week.
 """
@@ -39,6 +42,7 @@ class VisitClaim(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """One finished visit as the receiver takes it (what `health.outbound.service` sends)."""
 
     visit_key: Annotated[str, msgspec.Meta(min_length=8, max_length=200)]
+    revision: Annotated[int, msgspec.Meta(ge=1)] = 1
     facility_code: str
     facility_bhyt_code: str | None = None
     insurance_card: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}[1-5][0-9]{12}$")] | None = None
@@ -79,19 +83,27 @@ async def receive(state: State, data: JSONBody[VisitClaim]) -> Response[dict]:
     headers = {"Retry-After": str(fault["retry_after"])} if fault and fault.get("retry_after") is not None else {}
     if fault and not fault.get("accept_then_fail"):
         return Response({"error": "stand-in fault"}, status_code=fault["status"], headers=headers)
-    visits = _key(state, "visits")
-    record = {"visit_key": data.visit_key, "receipt": "BHXH-" + secrets.token_hex(6).upper(),
+    visits, revisions = _key(state, "visits"), _key(state, "revisions")
+    record = {"visit_key": data.visit_key, "revision": data.revision,
+              "receipt": "BHXH-" + secrets.token_hex(6).upper(),
               "received_at": dt.datetime.now(dt.UTC).isoformat(), "claim": msgspec.to_builtins(data)}
-    first = await state.redis.client.hsetnx(visits, data.visit_key, json.dumps(record))
-    await state.redis.client.expire(visits, KEEP_SECONDS)
+    first = await state.redis.client.hsetnx(revisions, f"{data.visit_key}#{data.revision}", json.dumps(record))
+    stale = False
+    if first:
+        current = await state.redis.client.hget(visits, data.visit_key)
+        stale = current is not None and json.loads(current)["revision"] > data.revision
+        if not stale:
+            await state.redis.client.hset(visits, data.visit_key, json.dumps(record))
+    else:
+        record = json.loads(await state.redis.client.hget(revisions, f"{data.visit_key}#{data.revision}"))
+    for name in ("visits", "revisions"):
+        await state.redis.client.expire(_key(state, name), KEEP_SECONDS)
     await state.redis.client.hincrby(_key(state, "deliveries"), data.visit_key, 1)
     await state.redis.client.expire(_key(state, "deliveries"), KEEP_SECONDS)
-    if not first:
-        record = json.loads(await state.redis.client.hget(visits, data.visit_key))
     if fault:  # recorded, but the answer is lost on the way back
         return Response({"error": "stand-in fault after recording"}, status_code=fault["status"], headers=headers)
-    return Response({"visit_key": data.visit_key, "receipt": record["receipt"], "duplicate": not first},
-                    status_code=201 if first else 200)
+    return Response({"visit_key": data.visit_key, "revision": data.revision, "receipt": record["receipt"],
+                     "duplicate": not first, "stale": stale}, status_code=201 if first else 200)
 
 
 @post("/_control/faults", include_in_schema=False, status_code=200)
@@ -104,6 +116,7 @@ async def set_fault(state: State, data: JSONBody[Fault]) -> dict:
 @get("/_control/received", include_in_schema=False)
 async def received(state: State) -> dict:
     visits = await state.redis.client.hgetall(_key(state, "visits"))
+    revisions = await state.redis.client.hgetall(_key(state, "revisions"))
     deliveries = await state.redis.client.hgetall(_key(state, "deliveries"))
     attempts = await state.redis.client.get(_key(state, "attempts"))
 
@@ -113,7 +126,9 @@ async def received(state: State) -> dict:
     items = []
     for key, raw in sorted(visits.items()):
         record = json.loads(raw)
-        items.append(record | {"deliveries": int(deliveries.get(key, 0))})
+        taken = sorted(json.loads(r)["revision"] for k, r in revisions.items()
+                       if text(k).rpartition("#")[0] == text(key))
+        items.append(record | {"deliveries": int(deliveries.get(key, 0)), "revisions": taken})
     return {"visits": items, "attempts": int(text(attempts) or 0) if attempts else 0}
 
 

@@ -72,7 +72,7 @@ async def test_delivered_to_the_stand_in_with_the_claim_it_needs(client, conn):
     patient = await record(client, conn)
     fac = await facility(conn)
     encounter = await full_visit(client, conn, patient, fac)
-    assert await deliver(client) == {"delivered": 1, "retry": 0, "failed": 0}
+    assert await deliver(client) == {"delivered": 1, "unchanged": 0, "retry": 0, "failed": 0}
     row = await outbox(conn, encounter.id)
     assert row["state"] == "delivered" and row["attempts"] == 1 and row["last_status"] == 201
     assert row["receipt"].startswith("BHXH-") and row["delivered_at"] is not None
@@ -85,7 +85,7 @@ async def test_delivered_to_the_stand_in_with_the_claim_it_needs(client, conn):
     assert claim["diagnoses"] == [{"system": ICD10, "code": "J02.9", "display": "Viêm họng cấp"}]
     assert claim["medications"] == ["Amoxicillin 500 mg (Uống 1 viên × 3 lần/ngày, sau ăn, trong 7 ngày)"]
     assert claim["visit_class"] == "AMB" and claim["period_start"]
-    assert await deliver(client) == {"delivered": 0, "retry": 0, "failed": 0}  # nothing left to send
+    assert await deliver(client) == {"delivered": 0, "unchanged": 0, "retry": 0, "failed": 0}  # nothing left to send
     assert (await received(client))["attempts"] == 1
 
 
@@ -93,20 +93,20 @@ async def test_a_failing_receiver_is_retried_with_growing_backoff_until_it_takes
     patient = await record(client, conn)
     encounter = await full_visit(client, conn, patient, await facility(conn))
     await fault(client, times=2, status=503)
-    assert await deliver(client) == {"delivered": 0, "retry": 1, "failed": 0}
+    assert await deliver(client) == {"delivered": 0, "unchanged": 0, "retry": 1, "failed": 0}
     first = await outbox(conn, encounter.id)
     assert first["state"] == "pending" and first["attempts"] == 1 and first["last_status"] == 503
     assert first["last_error"] == "HTTP 503"
     wait = (first["next_attempt_at"] - await conn.fetchval("SELECT clock_timestamp()")).total_seconds()
     assert 30 * 0.8 - 1 <= wait <= 30 * 1.2 + 1
-    assert await deliver(client) == {"delivered": 0, "retry": 0, "failed": 0}  # not due yet: not sent
+    assert await deliver(client) == {"delivered": 0, "unchanged": 0, "retry": 0, "failed": 0}  # not due yet: not sent
     await make_due(conn, encounter.id)
-    assert await deliver(client) == {"delivered": 0, "retry": 1, "failed": 0}
+    assert await deliver(client) == {"delivered": 0, "unchanged": 0, "retry": 1, "failed": 0}
     second = await outbox(conn, encounter.id)
     wait = (second["next_attempt_at"] - await conn.fetchval("SELECT clock_timestamp()")).total_seconds()
     assert 60 * 0.8 - 1 <= wait <= 60 * 1.2 + 1  # doubled
     await make_due(conn, encounter.id)
-    assert await deliver(client) == {"delivered": 1, "retry": 0, "failed": 0}
+    assert await deliver(client) == {"delivered": 1, "unchanged": 0, "retry": 0, "failed": 0}
     done = await outbox(conn, encounter.id)
     assert done["state"] == "delivered" and done["attempts"] == 3 and done["last_error"] is None
     got = await received(client)
@@ -117,12 +117,12 @@ async def test_an_answer_lost_after_the_receiver_recorded_is_resent_and_taken_on
     patient = await record(client, conn)
     encounter = await full_visit(client, conn, patient, await facility(conn))
     await fault(client, times=1, status=503, accept_then_fail=True, retry_after=120)
-    assert await deliver(client) == {"delivered": 0, "retry": 1, "failed": 0}
+    assert await deliver(client) == {"delivered": 0, "unchanged": 0, "retry": 1, "failed": 0}
     row = await outbox(conn, encounter.id)
     wait = (row["next_attempt_at"] - await conn.fetchval("SELECT clock_timestamp()")).total_seconds()
     assert wait >= 119  # the receiver's Retry-After is longer than the first backoff
     await make_due(conn, encounter.id)
-    assert await deliver(client) == {"delivered": 1, "retry": 0, "failed": 0}
+    assert await deliver(client) == {"delivered": 1, "unchanged": 0, "retry": 0, "failed": 0}
     got = await received(client)
     assert len(got["visits"]) == 1 and got["visits"][0]["deliveries"] == 2
     row = await outbox(conn, encounter.id)
@@ -134,7 +134,7 @@ async def test_refused_claims_and_too_many_attempts_are_kept_as_failed(client, c
     fac = await facility(conn)
     refused = await full_visit(client, conn, patient, fac)
     await fault(client, times=1, status=422)
-    assert await deliver(client) == {"delivered": 0, "retry": 0, "failed": 1}
+    assert await deliver(client) == {"delivered": 0, "unchanged": 0, "retry": 0, "failed": 1}
     row = await outbox(conn, refused.id)
     assert row["state"] == "failed" and row["last_status"] == 422 and "refused" in row["last_error"]
 
@@ -147,7 +147,8 @@ async def test_refused_claims_and_too_many_attempts_are_kept_as_failed(client, c
     assert row["state"] == "failed" and row["attempts"] == POLICY.max_attempts
     assert row["last_error"] == f"HTTP 500; gave up after {POLICY.max_attempts} attempts"
     await make_due(conn, stubborn.id)
-    assert await deliver(client) == {"delivered": 0, "retry": 0, "failed": 0}  # a failed row is not sent again
+    # a failed row is not sent again
+    assert await deliver(client) == {"delivered": 0, "unchanged": 0, "retry": 0, "failed": 0}
     assert (await received(client))["visits"] == []
 
 
@@ -157,7 +158,7 @@ async def test_a_receiver_out_of_reach_is_retried(client, conn):
     async with httpx.AsyncClient() as http:  # a real client: nothing listens on port 9
         counts = await service.deliver_due(client.app.state.pool, cipher_of(client), http,
                                            f"http://127.0.0.1:{free_port()}/social-insurance", POLICY)
-    assert counts == {"delivered": 0, "retry": 1, "failed": 0}
+    assert counts == {"delivered": 0, "unchanged": 0, "retry": 1, "failed": 0}
     row = await outbox(conn, encounter.id)
     assert row["last_status"] is None and row["last_error"].startswith("no answer (")
 
@@ -219,9 +220,66 @@ async def test_a_facilitys_fhir_transaction_queues_its_finished_visit_all_or_not
     patient_id = await core.visit(client, his, prefix="fhir")
     row = await conn.fetchrow("SELECT * FROM health_outbox WHERE patient_id = $1", uuid.UUID(patient_id))
     assert row["state"] == "pending"
-    assert await deliver(client) == {"delivered": 1, "retry": 0, "failed": 0}
+    assert await deliver(client) == {"delivered": 1, "unchanged": 0, "retry": 0, "failed": 0}
     claim = (await received(client))["visits"][0]["claim"]
     assert claim["visit_key"] == row["visit_key"] and claim["facility_code"] == code
     assert claim["insurance_card"] == core.PATIENT_BHYT
     assert claim["diagnoses"] == [{"system": ICD10, "code": "I10", "display": None}]
     assert claim["period_start"] == "2026-05-01T08:00:00+07:00"
+
+
+async def test_a_visit_changed_after_it_was_synced_is_sent_again_as_a_new_revision(client, conn):
+    """A facility amends a finished visit that social insurance already has (a corrected diagnosis, a longer
+    visit): the outbox sends a second revision, the receiver keeps the higher one; sending the same visit again
+    unchanged sends nothing; a write while a revision is on its way queues the next one."""
+    code, his = await core.facility(client, conn)
+    patient_id = await core.visit(client, his, prefix="amend")
+    assert await deliver(client) == {"delivered": 1, "unchanged": 0, "retry": 0, "failed": 0}
+    first = await conn.fetchrow("SELECT * FROM health_outbox WHERE patient_id = $1", uuid.UUID(patient_id))
+    assert first["revision"] == 1 and first["state"] == "delivered"
+    # the facility corrects the diagnosis (J02.9 instead of I10) and the end of the visit, over FHIR
+    amended = core.bundle(
+        ("urn:uuid:p1", core.patient()),
+        ("urn:uuid:e1", core.encounter("amend-enc", period={"start": "2026-05-01T08:00:00+07:00",
+                                                           "end": "2026-05-01T10:30:00+07:00"})),
+        (None, core.condition("amend-cond", code="J02.9", encounter={"reference": "urn:uuid:e1"})))
+    await core.send(client, his, amended)
+    rows = await conn.fetch("SELECT revision, state FROM health_outbox WHERE encounter_id = $1 ORDER BY revision",
+                            first["encounter_id"])
+    assert [(r["revision"], r["state"]) for r in rows] == [(1, "delivered"), (2, "pending")]  # one new revision
+    assert await deliver(client) == {"delivered": 1, "unchanged": 0, "retry": 0, "failed": 0}
+    got = await received(client)
+    assert len(got["visits"]) == 1 and got["visits"][0]["revisions"] == [1, 2]
+    claim = got["visits"][0]["claim"]
+    assert claim["revision"] == 2 and claim["visit_key"] == first["visit_key"]
+    assert claim["diagnoses"] == [{"system": ICD10, "code": "J02.9", "display": None}]
+    assert claim["period_end"] == "2026-05-01T10:30:00+07:00"
+    second = await conn.fetchrow("SELECT * FROM health_outbox WHERE encounter_id = $1 AND revision = 2",
+                                 first["encounter_id"])
+    assert second["receipt"] == got["visits"][0]["receipt"] != first["receipt"]
+    # the receiver is idempotent by revision: revision 2 again is a duplicate, revision 1 late never replaces it
+    again = await client.post(stand_in.PREFIX + "/v1/visits", json=claim)
+    assert again.status_code == 200 and again.json()["duplicate"] and again.json()["receipt"] == second["receipt"]
+    late = await client.post(stand_in.PREFIX + "/v1/visits", json=claim | {"revision": 1})
+    assert late.status_code == 200 and late.json()["duplicate"]
+    assert (await received(client))["visits"][0]["claim"]["revision"] == 2
+    # the same Bundle sent again changes nothing the claim says: a revision is queued, found unchanged, not sent
+    await core.send(client, his, amended)
+    attempts = (await received(client))["attempts"]
+    assert await deliver(client) == {"delivered": 0, "unchanged": 1, "retry": 0, "failed": 0}
+    assert (await received(client))["attempts"] == attempts
+    assert await conn.fetchval("SELECT state FROM health_outbox WHERE encounter_id = $1 AND revision = 3",
+                               first["encounter_id"]) == "unchanged"
+
+
+async def test_a_change_while_a_revision_is_in_flight_is_sent_after_it(client, conn):
+    patient = await record(client, conn)
+    fac = await facility(conn)
+    encounter = await visit(client, conn, patient, fac, source="urn:his|FLY")
+    rows = await service.store.claim_due(conn, limit=10, lease_seconds=60)  # the worker took revision 1 ...
+    assert [r["revision"] for r in rows] == [1]
+    await visit(client, conn, patient, fac, source="urn:his|FLY", days_ago=2)  # ... and the visit changes meanwhile
+    await service.store.delivered(conn, rows[0]["id"], status=201, receipt="BHXH-X", changes_seen=rows[0]["changes"])
+    revisions = await conn.fetch("SELECT revision, state FROM health_outbox WHERE encounter_id = $1 ORDER BY revision",
+                                 encounter.id)
+    assert [(r["revision"], r["state"]) for r in revisions] == [(1, "delivered"), (2, "pending")]
