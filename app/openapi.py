@@ -56,6 +56,8 @@ _DESCRIPTIONS = {
     403: "Not allowed for this caller (a role, a unit or a higher identity level is needed)",
     404: "Not found, or not visible to this caller",
     409: "Conflicts with the current state",
+    413: "The body is larger than this route accepts",
+    415: "The body's media type is not one this route reads",
     422: "Well-formed but not possible (e.g. an Idempotency-Key used for another request)",
     429: "Too many requests: retry after the Retry-After header",
     500: "Internal error (reported with the request id)",
@@ -84,6 +86,9 @@ _CONSTRAINTS = ("pattern", "min_length", "max_length", "minimum", "maximum", "ex
 # Routes that read a form themselves (so that they can check it in their own order) show its fields with
 # `opt={"form": Schema(...)}`, or a function of the settings giving it: (path, method) -> the form's schema.
 _FORMS: dict[tuple[str, str], Schema | Callable[[Any], Schema]] = {}
+# Routes that read their raw body themselves (a photo, a FHIR Bundle) show it with `opt={"body": {media type:
+# Schema}}`, or a function of the settings giving that.
+_BODIES: dict[tuple[str, str], dict[str, Schema] | Callable[[Any], dict[str, Schema]]] = {}
 # Paths whose errors come in a media type of their own: path -> (media type, body type).
 _OWN_ERRORS: dict[str, tuple[str, Any]] = {}
 
@@ -153,10 +158,14 @@ def _strict_structs() -> tuple[dict[str, set[str]], dict[str, dict[str, dict[str
             kind = field.type
             if isinstance(kind, msgspec.inspect.Metadata):
                 kind = kind.type
+            patch: dict[str, Schema] = {}
             if isinstance(kind, msgspec.inspect.UnionType):  # T | None
                 kinds = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
                 kind = kinds[0] if len(kinds) == 1 else None
-            patch: dict[str, Schema] = {}
+            if (constrained := _scalar(kind)) is not None:
+                # Litestar drops a bound of 0 of an optional value (`ge=0` is falsy; `T | UNSET` becomes a
+                # one-branch oneOf, `T | None` a two-branch one): the value's own schema gets msgspec's bounds
+                patch["value"] = constrained
             if isinstance(kind, msgspec.inspect.DictType):
                 for name, part in (("property_names", kind.key_type), ("additional_properties", kind.value_type)):
                     if (constrained := _scalar(part)) is not None:
@@ -197,6 +206,10 @@ def _close_strict_structs(document: OpenAPI) -> None:
             if isinstance(prop, Schema) and (prop.one_of or prop.any_of):
                 targets = [b for b in (prop.one_of or prop.any_of) if isinstance(b, Schema)]
             for target in targets:
+                if "value" in patch and target.type == patch["value"].type:
+                    for name in _CONSTRAINTS:
+                        if getattr(target, name) is None and getattr(patch["value"], name) is not None:
+                            setattr(target, name, getattr(patch["value"], name))
                 if target.type == OpenAPIType.OBJECT:
                     for attr in ("property_names", "additional_properties"):
                         if attr in patch:
@@ -223,11 +236,15 @@ def _xml_by_suffix(document: OpenAPI) -> None:
 def _forms(document: OpenAPI, settings: Any) -> None:
     for path, item in (document.paths or {}).items():
         for method in ("post", "put", "patch"):
-            form = _FORMS.get((path, method))
+            form, raw = _FORMS.get((path, method)), _BODIES.get((path, method))
             operation = getattr(item, method, None)
             if form is not None and operation is not None:
                 form = form if isinstance(form, Schema) else form(settings)
                 operation.request_body = RequestBody(content={FORM: OpenAPIMediaType(schema=form)}, required=True)
+            elif raw is not None and operation is not None:
+                raw = raw if isinstance(raw, dict) else raw(settings)
+                operation.request_body = RequestBody(
+                    content={media: OpenAPIMediaType(schema=schema) for media, schema in raw.items()}, required=True)
 
 
 def _problems_too(document: OpenAPI) -> None:
@@ -301,16 +318,17 @@ def _fixed(schema: Schema, seen: dict, nullable: bool) -> Schema:
     branches = schema.one_of or schema.any_of
     if branches:
         typed = [b for b in branches if not (isinstance(b, Schema) and b.type == OpenAPIType.NULL)]
-        if len(typed) == 1 and len(branches) == 2 and isinstance(typed[0], Schema):
+        if len(typed) == 1 and len(branches) in (1, 2) and isinstance(typed[0], Schema):
             moved = _constraints_of(schema)
             inner = dataclasses.replace(typed[0], **{k: v for k, v in moved.items() if getattr(typed[0], k) is None})
-            if not nullable and typed[0].type == OpenAPIType.STRING and typed[0].format is None:
-                # a query or header string is never null; but Litestar reads "null" as None for another type (a
-                # number, a date), so there the null branch stays
+            if len(branches) == 1 or (not nullable and typed[0].type == OpenAPIType.STRING and typed[0].format is None):
+                # a one-branch oneOf (a field that may be left out, `T | UNSET`) is T itself; a query or header
+                # string is never null; but Litestar reads "null" as None for another type (a number, a date), so
+                # there the null branch stays
                 for name in ("description", "default", "examples", "title", "deprecated"):
                     if getattr(inner, name) is None and getattr(schema, name) is not None:
                         inner = dataclasses.replace(inner, **{name: getattr(schema, name)})
-                return _fix(inner, seen, nullable=False)
+                return _fix(inner, seen, nullable=nullable and len(branches) == 1)
             outer = dataclasses.replace(schema, **{k: None for k in moved})
             rebuilt = [_fix(inner, seen) if b is typed[0] else b for b in branches]
             return dataclasses.replace(outer, **{"one_of" if schema.one_of else "any_of": rebuilt})
@@ -349,10 +367,11 @@ def document(app: Litestar) -> None:
             if not getattr(handler, "include_in_schema", True) or not hasattr(handler, "http_methods"):
                 continue
             needs_caller = any(_needs_caller(g) for g in handler.resolve_guards())
-            if handler.opt.get("form") is not None:
-                path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
-                for method in handler.http_methods:
-                    _FORMS[(path, method.lower())] = handler.opt["form"]
+            for method in handler.http_methods:
+                if handler.opt.get("form") is not None:
+                    _FORMS[(_route_key(route.path), method.lower())] = handler.opt["form"]
+                if handler.opt.get("body") is not None:
+                    _BODIES[(_route_key(route.path), method.lower())] = handler.opt["body"]
             if needs_caller and not handler.security:
                 handler.security = [{BEARER: []}]
                 handler._resolved_security = Empty  # resolved again from the layers, now with ours
