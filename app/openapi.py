@@ -98,6 +98,14 @@ def _route_key(path: str) -> str:
 FORM = "application/x-www-form-urlencoded"
 
 
+def photo_body(max_bytes: int) -> dict[str, Schema]:
+    """`opt={"body": photo_body(n)}` for a route whose body is a photo's own bytes (its content decides: 422 if
+    they are not a usable JPEG or PNG)."""
+    return {media: Schema(type=OpenAPIType.STRING, format="binary", content_media_type=media,
+                          description=f"the raw {media.split('/')[1].upper()} file, at most {max_bytes} bytes")
+            for media in ("image/jpeg", "image/png")}
+
+
 def components() -> Components:
     return Components(security_schemes=dict(SECURITY_SCHEMES))
 

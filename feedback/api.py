@@ -13,8 +13,6 @@ from typing import Annotated, Literal
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
-from litestar.openapi.spec import Schema
-from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 
 from app import idempotency, openapi, web
@@ -46,12 +44,6 @@ from feedback.models import (
 from feedback.workflow import STATUSES
 
 PHOTO_BODY_LIMIT = service.PHOTO_MAX_BYTES + 64 * 1024  # our own check answers the precise message
-
-# The upload's body is the photo's own bytes, read by the handler (its content decides, not the header)
-PHOTO_BODY = {media: Schema(type=OpenAPIType.STRING, format="binary", content_media_type=media,
-                            description=f"the raw {media.split('/')[1].upper()} file, at most "
-                                        f"{service.PHOTO_MAX_BYTES // (1024 * 1024)} MiB")
-              for media in ("image/jpeg", "image/png")}
 
 staff_level = guards.level(2)  # staff act on residents' reports: a level-2 sign-in
 
@@ -102,7 +94,8 @@ class PhotosController(Controller):
           dependencies=web.IDEMPOTENT, request_max_body_size=PHOTO_BODY_LIMIT,
           summary="Upload one photo (the raw JPEG or PNG as the body); attach it to a report or answer by id",
           description="Each resident may upload IHANOI_FEEDBACK_PHOTOS_PER_HOUR photos an hour (default 30).",
-          responses={413: openapi.problem(413), 429: openapi.problem(429)}, opt={"body": PHOTO_BODY})
+          responses={413: openapi.problem(413), 429: openapi.problem(429)},
+          opt={"body": openapi.photo_body(service.PHOTO_MAX_BYTES)})
     async def upload(self, request: Request, state: State, tx: web.Tx, principal: web.Caller) -> Photo:
         # an idempotent replay is answered before this runs, so it does not count
         await service.count_photo_upload(state.redis, principal, feedback_settings(state.settings).photos_per_hour)

@@ -197,6 +197,8 @@ async def test_an_optional_field_keeps_every_bound_a_zero_too(client, conn, docu
 async def test_a_raw_body_is_documented_with_its_media_types_and_its_refusals(client, document):
     """A route that reads its body itself (a photo, a FHIR Bundle) documents it, and what it answers when the body
     is not one it reads: 415 for another media type, 422 for bytes that are not a usable image."""
+    applied = document["paths"]["/v1/transit/applications"]["post"]["requestBody"]["content"]
+    assert set(applied) == {"image/jpeg", "image/png"}
     photo = document["paths"]["/v1/feedback/photos"]["post"]
     assert photo["requestBody"]["required"] is True
     assert set(photo["requestBody"]["content"]) == {"image/jpeg", "image/png"}
