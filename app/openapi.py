@@ -35,6 +35,7 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     Operation,
     Parameter,
+    Reference,
     RequestBody,
     Schema,
     SecurityScheme,
@@ -106,6 +107,19 @@ def photo_body(max_bytes: int) -> dict[str, Schema]:
             for media in ("image/jpeg", "image/png")}
 
 
+# Any JSON value the kernel accepts in a body (app/inputs.py): no NUL in a string or a field name, no number beyond
+# int64. For free-form parts of a body (a FHIR resource): `additional_properties=JSON_VALUE, property_names=NAME`.
+NAME = Schema(type=OpenAPIType.STRING, pattern=r"^[^\x00]*$")
+JSON_VALUE = Reference(ref="#/components/schemas/JsonValue")
+_JSON_VALUE_SCHEMA = Schema(any_of=[
+    Schema(type=OpenAPIType.STRING, pattern=r"^[^\x00]*$"),
+    Schema(type=OpenAPIType.NUMBER, minimum=-9.2e18, maximum=9.2e18),
+    Schema(type=OpenAPIType.BOOLEAN), Schema(type=OpenAPIType.NULL),
+    Schema(type=OpenAPIType.ARRAY, items=JSON_VALUE),
+    Schema(type=OpenAPIType.OBJECT, property_names=NAME, additional_properties=JSON_VALUE),
+], description="any JSON value without a NUL character and without a number beyond 64-bit integers")
+
+
 def components() -> Components:
     return Components(security_schemes=dict(SECURITY_SCHEMES))
 
@@ -138,6 +152,8 @@ class _Documented(OpenAPIPlugin):
         fresh = self._openapi is None
         document = super().provide_openapi()
         if fresh:
+            # Litestar fills the schemas from its registry: the kernel's own shared ones go in after
+            document.components.schemas = {**(document.components.schemas or {}), "JsonValue": _JSON_VALUE_SCHEMA}
             _close_strict_structs(document)
             _xml_by_suffix(document)
             _state_what_is_enforced(document)
@@ -384,8 +400,14 @@ def document(app: Litestar) -> None:
                 handler.security = [{BEARER: []}]
                 handler._resolved_security = Empty  # resolved again from the layers, now with ours
             if handler.opt.get("problem_responses", True) is False:
-                # its own errors have another shape, but a bad bearer token is refused by the kernel first
-                handler.responses = {401: problem(401), **dict(handler.responses or {})}
+                # its own errors have another shape (Open311's array): a 401 may come in that shape (a token that
+                # expired, answered by the route's error handler) or as the kernel's problem (_problems_too)
+                own = dict(handler.responses or {})
+                shape = own.get(400)
+                if 401 not in own and isinstance(shape, ResponseSpec):
+                    own[401] = dataclasses.replace(shape, description=_DESCRIPTIONS[401])
+                _OWN_ERRORS[_route_key(route.path)] = (None, None)
+                handler.responses = {401: problem(401), **own}
                 continue
             statuses = {400, 401, 500, 503}  # 401: any route refuses a bearer token that is not valid
             if needs_caller:

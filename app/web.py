@@ -22,8 +22,10 @@ A handler names what it needs by parameter, and the kernel provides it:
   value is a 400 naming the parameter, never a database error.
 - Idempotent writes: `dependencies=web.IDEMPOTENT` (key optional) or `web.IDEMPOTENT_REQUIRED`, see
   `app/idempotency.py`.
-- Cursor paging: `cursor: web.cursor_parameter(int)` in the handler, `encode_cursor(...)` /
-  `decode_cursor(text, types)`; the document gives the cursor's exact pattern, anything else is a 400.
+- Cursor paging: `cursor: web.cursor_parameter(int)` in the handler (values of int, aware datetime or UUID),
+  `encode_cursor(...)` / `decode_cursor(text, types)`; the document gives the cursor's exact pattern, anything
+  else is a 400.
+- A body the handler reads itself (a photo's bytes): `opt={"body": openapi.photo_body(max_bytes)}` documents it.
 - Time: `CITY_TZ` (Asia/Ho_Chi_Minh) and `local()` for what residents read; stored times are UTC.
 - Every handler returns a msgspec Struct (or a `Response[Struct]`), so the OpenAPI document names a body
   for every answer that has one.

@@ -76,15 +76,16 @@ def _transaction_body(settings) -> dict[str, Schema]:
     """What POST /fhir reads: a transaction Bundle (each entry's resource is checked by FHIR's rules: 422)."""
     limits = config.of(settings)
     text = Schema(type=OpenAPIType.STRING, min_length=1, max_length=1000, pattern=r"^[^\x00-\x1f\x7f]*$")
-    entry = Schema(type=OpenAPIType.OBJECT, required=["resource", "request"], properties={
+    free = {"property_names": openapi.NAME, "additional_properties": openapi.JSON_VALUE}  # FHIR's other fields
+    entry = Schema(type=OpenAPIType.OBJECT, required=["resource", "request"], **free, properties={
         "fullUrl": text,
-        "resource": Schema(type=OpenAPIType.OBJECT, required=["resourceType"], properties={
+        "resource": Schema(type=OpenAPIType.OBJECT, required=["resourceType"], **free, properties={
                                "resourceType": Schema(type=OpenAPIType.STRING, pattern=r"^[A-Z][A-Za-z]{1,63}$")},
                            description="a FHIR R4 resource (Patient, Encounter, Observation, ...)"),
-        "request": Schema(type=OpenAPIType.OBJECT, required=["method", "url"], properties={
+        "request": Schema(type=OpenAPIType.OBJECT, required=["method", "url"], **free, properties={
             "method": Schema(type=OpenAPIType.STRING, enum=["POST", "PUT"]), "url": text}),
     })
-    bundle = Schema(type=OpenAPIType.OBJECT, required=["resourceType", "type", "entry"], properties={
+    bundle = Schema(type=OpenAPIType.OBJECT, required=["resourceType", "type", "entry"], **free, properties={
         "resourceType": Schema(type=OpenAPIType.STRING, enum=["Bundle"]),
         "type": Schema(type=OpenAPIType.STRING, enum=["transaction"]),
         "entry": Schema(type=OpenAPIType.ARRAY, items=entry, min_items=1, max_items=limits.max_bundle_entries),

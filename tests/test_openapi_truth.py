@@ -241,3 +241,34 @@ async def test_every_health_cursor_of_the_documented_form_is_accepted(client, co
             assert not re.match(pattern, bad)
             response = await client.get(path, params={"cursor": bad}, headers=headers)
             assert response.status_code == 400 and response.json()["errors"][0]["field"] == "cursor", (path, bad)
+
+
+async def test_a_401_on_a_route_with_errors_of_its_own_is_documented_in_both_shapes(client, document):
+    """Open311's reads answer errors in Open311's array, but a bearer token that is not valid may be answered by
+    the kernel (a problem) or by the route's own handler (an expired token: Open311's array): both are documented,
+    and what the server sends is one of them."""
+    for path in ("/open311/v2/services.json", "/open311/v2/services.xml", "/open311/v2/requests.json"):
+        documented = document["paths"][path]["get"]["responses"]["401"]["content"]
+        own = "text/xml" if path.endswith(".xml") else "application/json"
+        assert {"application/problem+json", own} <= set(documented), (path, documented)
+        answer = await client.get(path, headers={"Authorization": "Bearer not-a-token"})
+        assert answer.status_code == 401
+        assert answer.headers["content-type"].split(";")[0] in documented, (path, answer.headers)
+
+
+async def test_a_free_form_body_states_what_the_kernel_refuses_in_it(client, document):
+    """A FHIR resource has fields no schema lists: they are any JSON value the kernel accepts (no NUL in a string
+    or a field name, no number beyond int64), and a NUL in a field name is refused (400) before the route runs."""
+    value = document["components"]["schemas"]["JsonValue"]
+    kinds = {branch.get("type") for branch in value["anyOf"]}
+    assert kinds == {"string", "number", "boolean", "null", "array", "object"}
+    assert next(b for b in value["anyOf"] if b.get("type") == "object")["propertyNames"]["pattern"] == r"^[^\x00]*$"
+    bundle = document["paths"]["/fhir"]["post"]["requestBody"]["content"]["application/fhir+json"]["schema"]
+    resource = bundle["properties"]["entry"]["items"]["properties"]["resource"]
+    assert resource["additionalProperties"] == {"$ref": "#/components/schemas/JsonValue"}
+    headers = await bearer(client, RESIDENT_A)
+    for body in (b'{"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"a\\u0000b": 1}}]}',
+                 b'{"resourceType": "Bundle", "x": "a\\u0000b"}'):
+        refused = await client.post("/fhir", content=body,
+                                    headers=headers | {"Content-Type": "application/fhir+json"})
+        assert refused.status_code == 400, refused.text
