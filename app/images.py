@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageCms, ImageOps
 
-from app.errors import InvalidInput
+from app.errors import Unprocessable
 
 THUMBNAIL_SIDE = 320
 MAX_SIDE = 4096  # larger images are scaled down to this longest side
@@ -72,10 +72,13 @@ def process_photo(
     max_pixels: int = 40_000_000,
     field: str = "photo",
 ) -> ProcessedPhoto:
-    """Check, clean and thumbnail one uploaded photo; raises InvalidInput naming `field` if it is refused."""
+    """Check, clean and thumbnail one uploaded photo; raises Unprocessable (422) naming `field` if it is refused.
 
-    def invalid(message: str) -> InvalidInput:
-        return InvalidInput.field(field, message)
+    A 422, not a 400: the request has the document's form (bytes, or base64 text), and only its content (what
+    image, if any, those bytes are) is refused, which no schema can state."""
+
+    def invalid(message: str) -> Unprocessable:
+        return Unprocessable.field(field, message)
 
     if not raw:
         raise invalid("the photo is empty")
@@ -105,7 +108,7 @@ def process_photo(
     )
 
 
-def _decode(raw: bytes, content_type: str, max_pixels: int, invalid: Callable[[str], InvalidInput]) -> Image.Image:
+def _decode(raw: bytes, content_type: str, max_pixels: int, invalid: Callable[[str], Unprocessable]) -> Image.Image:
     limit = f"at most {max_pixels / 1_000_000:g} megapixels"
     undecodable = "the image is damaged or incomplete and cannot be read"
     try:

@@ -35,6 +35,7 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     Operation,
     Parameter,
+    Reference,
     RequestBody,
     Schema,
     SecurityScheme,
@@ -56,6 +57,8 @@ _DESCRIPTIONS = {
     403: "Not allowed for this caller (a role, a unit or a higher identity level is needed)",
     404: "Not found, or not visible to this caller",
     409: "Conflicts with the current state",
+    413: "The body is larger than this route accepts",
+    415: "The body's media type is not one this route reads",
     422: "Well-formed but not possible (e.g. an Idempotency-Key used for another request)",
     429: "Too many requests: retry after the Retry-After header",
     500: "Internal error (reported with the request id)",
@@ -84,6 +87,9 @@ _CONSTRAINTS = ("pattern", "min_length", "max_length", "minimum", "maximum", "ex
 # Routes that read a form themselves (so that they can check it in their own order) show its fields with
 # `opt={"form": Schema(...)}`, or a function of the settings giving it: (path, method) -> the form's schema.
 _FORMS: dict[tuple[str, str], Schema | Callable[[Any], Schema]] = {}
+# Routes that read their raw body themselves (a photo, a FHIR Bundle) show it with `opt={"body": {media type:
+# Schema}}`, or a function of the settings giving that.
+_BODIES: dict[tuple[str, str], dict[str, Schema] | Callable[[Any], dict[str, Schema]]] = {}
 # Paths whose errors come in a media type of their own: path -> (media type, body type).
 _OWN_ERRORS: dict[str, tuple[str, Any]] = {}
 
@@ -91,6 +97,27 @@ _OWN_ERRORS: dict[str, tuple[str, Any]] = {}
 def _route_key(path: str) -> str:
     return re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path)
 FORM = "application/x-www-form-urlencoded"
+
+
+def photo_body(max_bytes: int) -> dict[str, Schema]:
+    """`opt={"body": photo_body(n)}` for a route whose body is a photo's own bytes (its content decides: 422 if
+    they are not a usable JPEG or PNG)."""
+    return {media: Schema(type=OpenAPIType.STRING, format="binary", content_media_type=media,
+                          description=f"the raw {media.split('/')[1].upper()} file, at most {max_bytes} bytes")
+            for media in ("image/jpeg", "image/png")}
+
+
+# Any JSON value the kernel accepts in a body (app/inputs.py): no NUL in a string or a field name, no number beyond
+# int64. For free-form parts of a body (a FHIR resource): `additional_properties=JSON_VALUE, property_names=NAME`.
+NAME = Schema(type=OpenAPIType.STRING, pattern=r"^[^\x00]*$")
+JSON_VALUE = Reference(ref="#/components/schemas/JsonValue")
+_JSON_VALUE_SCHEMA = Schema(any_of=[
+    Schema(type=OpenAPIType.STRING, pattern=r"^[^\x00]*$"),
+    Schema(type=OpenAPIType.NUMBER, minimum=-9.2e18, maximum=9.2e18),
+    Schema(type=OpenAPIType.BOOLEAN), Schema(type=OpenAPIType.NULL),
+    Schema(type=OpenAPIType.ARRAY, items=JSON_VALUE),
+    Schema(type=OpenAPIType.OBJECT, property_names=NAME, additional_properties=JSON_VALUE),
+], description="any JSON value without a NUL character and without a number beyond 64-bit integers")
 
 
 def components() -> Components:
@@ -125,6 +152,8 @@ class _Documented(OpenAPIPlugin):
         fresh = self._openapi is None
         document = super().provide_openapi()
         if fresh:
+            # Litestar fills the schemas from its registry: the kernel's own shared ones go in after
+            document.components.schemas = {**(document.components.schemas or {}), "JsonValue": _JSON_VALUE_SCHEMA}
             _close_strict_structs(document)
             _xml_by_suffix(document)
             _state_what_is_enforced(document)
@@ -153,10 +182,14 @@ def _strict_structs() -> tuple[dict[str, set[str]], dict[str, dict[str, dict[str
             kind = field.type
             if isinstance(kind, msgspec.inspect.Metadata):
                 kind = kind.type
+            patch: dict[str, Schema] = {}
             if isinstance(kind, msgspec.inspect.UnionType):  # T | None
                 kinds = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
                 kind = kinds[0] if len(kinds) == 1 else None
-            patch: dict[str, Schema] = {}
+            if (constrained := _scalar(kind)) is not None:
+                # Litestar drops a bound of 0 of an optional value (`ge=0` is falsy; `T | UNSET` becomes a
+                # one-branch oneOf, `T | None` a two-branch one): the value's own schema gets msgspec's bounds
+                patch["value"] = constrained
             if isinstance(kind, msgspec.inspect.DictType):
                 for name, part in (("property_names", kind.key_type), ("additional_properties", kind.value_type)):
                     if (constrained := _scalar(part)) is not None:
@@ -197,6 +230,10 @@ def _close_strict_structs(document: OpenAPI) -> None:
             if isinstance(prop, Schema) and (prop.one_of or prop.any_of):
                 targets = [b for b in (prop.one_of or prop.any_of) if isinstance(b, Schema)]
             for target in targets:
+                if "value" in patch and target.type == patch["value"].type:
+                    for name in _CONSTRAINTS:
+                        if getattr(target, name) is None and getattr(patch["value"], name) is not None:
+                            setattr(target, name, getattr(patch["value"], name))
                 if target.type == OpenAPIType.OBJECT:
                     for attr in ("property_names", "additional_properties"):
                         if attr in patch:
@@ -223,11 +260,15 @@ def _xml_by_suffix(document: OpenAPI) -> None:
 def _forms(document: OpenAPI, settings: Any) -> None:
     for path, item in (document.paths or {}).items():
         for method in ("post", "put", "patch"):
-            form = _FORMS.get((path, method))
+            form, raw = _FORMS.get((path, method)), _BODIES.get((path, method))
             operation = getattr(item, method, None)
             if form is not None and operation is not None:
                 form = form if isinstance(form, Schema) else form(settings)
                 operation.request_body = RequestBody(content={FORM: OpenAPIMediaType(schema=form)}, required=True)
+            elif raw is not None and operation is not None:
+                raw = raw if isinstance(raw, dict) else raw(settings)
+                operation.request_body = RequestBody(
+                    content={media: OpenAPIMediaType(schema=schema) for media, schema in raw.items()}, required=True)
 
 
 def _problems_too(document: OpenAPI) -> None:
@@ -301,16 +342,17 @@ def _fixed(schema: Schema, seen: dict, nullable: bool) -> Schema:
     branches = schema.one_of or schema.any_of
     if branches:
         typed = [b for b in branches if not (isinstance(b, Schema) and b.type == OpenAPIType.NULL)]
-        if len(typed) == 1 and len(branches) == 2 and isinstance(typed[0], Schema):
+        if len(typed) == 1 and len(branches) in (1, 2) and isinstance(typed[0], Schema):
             moved = _constraints_of(schema)
             inner = dataclasses.replace(typed[0], **{k: v for k, v in moved.items() if getattr(typed[0], k) is None})
-            if not nullable and typed[0].type == OpenAPIType.STRING and typed[0].format is None:
-                # a query or header string is never null; but Litestar reads "null" as None for another type (a
-                # number, a date), so there the null branch stays
+            if len(branches) == 1 or (not nullable and typed[0].type == OpenAPIType.STRING and typed[0].format is None):
+                # a one-branch oneOf (a field that may be left out, `T | UNSET`) is T itself; a query or header
+                # string is never null; but Litestar reads "null" as None for another type (a number, a date), so
+                # there the null branch stays
                 for name in ("description", "default", "examples", "title", "deprecated"):
                     if getattr(inner, name) is None and getattr(schema, name) is not None:
                         inner = dataclasses.replace(inner, **{name: getattr(schema, name)})
-                return _fix(inner, seen, nullable=False)
+                return _fix(inner, seen, nullable=nullable and len(branches) == 1)
             outer = dataclasses.replace(schema, **{k: None for k in moved})
             rebuilt = [_fix(inner, seen) if b is typed[0] else b for b in branches]
             return dataclasses.replace(outer, **{"one_of" if schema.one_of else "any_of": rebuilt})
@@ -349,16 +391,23 @@ def document(app: Litestar) -> None:
             if not getattr(handler, "include_in_schema", True) or not hasattr(handler, "http_methods"):
                 continue
             needs_caller = any(_needs_caller(g) for g in handler.resolve_guards())
-            if handler.opt.get("form") is not None:
-                path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", route.path)
-                for method in handler.http_methods:
-                    _FORMS[(path, method.lower())] = handler.opt["form"]
+            for method in handler.http_methods:
+                if handler.opt.get("form") is not None:
+                    _FORMS[(_route_key(route.path), method.lower())] = handler.opt["form"]
+                if handler.opt.get("body") is not None:
+                    _BODIES[(_route_key(route.path), method.lower())] = handler.opt["body"]
             if needs_caller and not handler.security:
                 handler.security = [{BEARER: []}]
                 handler._resolved_security = Empty  # resolved again from the layers, now with ours
             if handler.opt.get("problem_responses", True) is False:
-                # its own errors have another shape, but a bad bearer token is refused by the kernel first
-                handler.responses = {401: problem(401), **dict(handler.responses or {})}
+                # its own errors have another shape (Open311's array): a 401 may come in that shape (a token that
+                # expired, answered by the route's error handler) or as the kernel's problem (_problems_too)
+                own = dict(handler.responses or {})
+                shape = own.get(400)
+                if 401 not in own and isinstance(shape, ResponseSpec):
+                    own[401] = dataclasses.replace(shape, description=_DESCRIPTIONS[401])
+                _OWN_ERRORS[_route_key(route.path)] = (None, None)
+                handler.responses = {401: problem(401), **own}
                 continue
             statuses = {400, 401, 500, 503}  # 401: any route refuses a bearer token that is not valid
             if needs_caller:

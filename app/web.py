@@ -22,8 +22,10 @@ A handler names what it needs by parameter, and the kernel provides it:
   value is a 400 naming the parameter, never a database error.
 - Idempotent writes: `dependencies=web.IDEMPOTENT` (key optional) or `web.IDEMPOTENT_REQUIRED`, see
   `app/idempotency.py`.
-- Cursor paging: `cursor: web.cursor_parameter(int)` in the handler, `encode_cursor(...)` /
-  `decode_cursor(text, types)`; the document gives the cursor's exact pattern, anything else is a 400.
+- Cursor paging: `cursor: web.cursor_parameter(int)` in the handler (values of int, aware datetime or UUID),
+  `encode_cursor(...)` / `decode_cursor(text, types)`; the document gives the cursor's exact pattern, anything
+  else is a 400.
+- A body the handler reads itself (a photo's bytes): `opt={"body": openapi.photo_body(max_bytes)}` documents it.
 - Time: `CITY_TZ` (Asia/Ho_Chi_Minh) and `local()` for what residents read; stored times are UTC.
 - Every handler returns a msgspec Struct (or a `Response[Struct]`), so the OpenAPI document names a body
   for every answer that has one.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeAlias
@@ -105,37 +108,51 @@ def local(moment: dt.datetime) -> dt.datetime:
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_CURSOR_PART = r"[0-9]{1,17}"  # below 10^17: an int64 id, or a moment in microseconds since 1970 (before 5138)
+# Each value of a cursor by its type: an int64 id below 10^17; a moment in microseconds since 1970 (1653 to 5138);
+# a UUID as 32 hex digits. Any text of this form decodes to a value of its type.
+_CURSOR_PARTS: dict[type, str] = {int: r"[0-9]{1,17}", dt.datetime: r"(?:-[0-9]{1,16}|[0-9]{1,17})",
+                                  uuid.UUID: r"[0-9a-f]{32}"}
 
 
 def cursor_parameter(*types: type) -> Any:
-    """The `cursor` query parameter of a list whose cursors hold values of `types` (int, or an aware datetime).
+    """The `cursor` query parameter of a list whose cursors hold values of `types` (int, an aware datetime, UUID).
 
-    A cursor is its values as digits joined by dots (a moment in microseconds since 1970), and the OpenAPI
+    A cursor is its values joined by dots (a moment in microseconds since 1970, a UUID as hex), and the OpenAPI
     document says so with a pattern: any cursor that matches is one the list could have given, so a client (or
     a fuzzer) that keeps to the document is never refused. Anything else is a 400 on `cursor`."""
-    pattern = "^" + r"\.".join([_CURSOR_PART] * len(types)) + "$"
+    pattern = "^" + r"\.".join(_CURSOR_PARTS[kind] for kind in types) + "$"
     return Annotated[str | None, QueryParameter(pattern=pattern, required=False,
                                                 description="`next_cursor` of the page before")]
 
 
+def _cursor_part(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return str((value - _EPOCH) // dt.timedelta(microseconds=1))
+    return value.hex if isinstance(value, uuid.UUID) else str(value)
+
+
 def encode_cursor(*values: Any) -> str:
-    """The cursor of the next page: the sort key of the last row given. Ints and aware datetimes give the digits
-    form `cursor_parameter` documents; other values (text, UUIDs) an opaque base64url of their JSON."""
-    if all(isinstance(v, (int, dt.datetime)) and not isinstance(v, bool) for v in values):
-        return ".".join(str((v - _EPOCH) // dt.timedelta(microseconds=1)) if isinstance(v, dt.datetime) else str(v)
-                        for v in values)
+    """The cursor of the next page: the sort key of the last row given. Ints, aware datetimes and UUIDs give the
+    form `cursor_parameter` documents; other values (text) an opaque base64url of their JSON."""
+    if all(isinstance(v, (int, dt.datetime, uuid.UUID)) and not isinstance(v, bool) for v in values):
+        return ".".join(_cursor_part(v) for v in values)
     return base64.urlsafe_b64encode(msgspec.json.encode(values)).decode().rstrip("=")
+
+
+def _decode_part(text: str, kind: type) -> Any:
+    if kind is dt.datetime:
+        return _EPOCH + dt.timedelta(microseconds=int(text))
+    return uuid.UUID(hex=text) if kind is uuid.UUID else int(text)
 
 
 def decode_cursor(text: str, types: Sequence[type]) -> tuple[Any, ...]:
     """The values of `encode_cursor`, checked against `types`; anything else is a 400 on `cursor`."""
-    if all(kind in (int, dt.datetime) for kind in types):
+    if types and all(kind in _CURSOR_PARTS for kind in types):
         parts = text.split(".")
-        if len(parts) != len(types) or not all(p.isascii() and p.isdigit() and len(p) <= 17 for p in parts):
+        if len(parts) != len(types) or not all(
+                re.fullmatch(_CURSOR_PARTS[kind], part) for part, kind in zip(parts, types, strict=False)):
             raise InvalidInput.field("cursor", "not a cursor this list gave", source="query")
-        return tuple(_EPOCH + dt.timedelta(microseconds=int(p)) if kind is dt.datetime else int(p)
-                     for p, kind in zip(parts, types, strict=True))
+        return tuple(_decode_part(part, kind) for part, kind in zip(parts, types, strict=True))
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         return msgspec.json.decode(raw, type=tuple[tuple(types)] if types else tuple)  # type: ignore[misc]

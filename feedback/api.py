@@ -94,7 +94,8 @@ class PhotosController(Controller):
           dependencies=web.IDEMPOTENT, request_max_body_size=PHOTO_BODY_LIMIT,
           summary="Upload one photo (the raw JPEG or PNG as the body); attach it to a report or answer by id",
           description="Each resident may upload IHANOI_FEEDBACK_PHOTOS_PER_HOUR photos an hour (default 30).",
-          responses={429: openapi.problem(429)})
+          responses={413: openapi.problem(413), 429: openapi.problem(429)},
+          opt={"body": openapi.photo_body(service.PHOTO_MAX_BYTES)})
     async def upload(self, request: Request, state: State, tx: web.Tx, principal: web.Caller) -> Photo:
         # an idempotent replay is answered before this runs, so it does not count
         await service.count_photo_upload(state.redis, principal, feedback_settings(state.settings).photos_per_hour)

@@ -13,7 +13,9 @@ from __future__ import annotations
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, FromQuery, JSONBody
+from litestar.openapi.spec import Schema
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.params import FromPath, JSONBody
 
 from app import openapi, web
 from app.errors import handle_exception
@@ -40,6 +42,7 @@ from health.models import (
     ShareRedeemed,
 )
 
+AccessCursor = web.cursor_parameter(int)  # the access log's sequence number
 _ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported",
                 409: "conflict", 410: "deleted", 413: "too-costly", 415: "not-supported", 422: "processing",
                 429: "throttled"}
@@ -67,6 +70,27 @@ def fhir_errors(request: Request, exc: Exception) -> Response[bytes]:
     for issue in outcome["issue"]:
         issue["details"] = details
     return fhir_response(outcome, status, dict(problem.headers))
+
+
+def _transaction_body(settings) -> dict[str, Schema]:
+    """What POST /fhir reads: a transaction Bundle (each entry's resource is checked by FHIR's rules: 422)."""
+    limits = config.of(settings)
+    text = Schema(type=OpenAPIType.STRING, min_length=1, max_length=1000, pattern=r"^[^\x00-\x1f\x7f]*$")
+    free = {"property_names": openapi.NAME, "additional_properties": openapi.JSON_VALUE}  # FHIR's other fields
+    entry = Schema(type=OpenAPIType.OBJECT, required=["resource", "request"], **free, properties={
+        "fullUrl": text,
+        "resource": Schema(type=OpenAPIType.OBJECT, required=["resourceType"], **free, properties={
+                               "resourceType": Schema(type=OpenAPIType.STRING, pattern=r"^[A-Z][A-Za-z]{1,63}$")},
+                           description="a FHIR R4 resource (Patient, Encounter, Observation, ...)"),
+        "request": Schema(type=OpenAPIType.OBJECT, required=["method", "url"], **free, properties={
+            "method": Schema(type=OpenAPIType.STRING, enum=["POST", "PUT"]), "url": text}),
+    })
+    bundle = Schema(type=OpenAPIType.OBJECT, required=["resourceType", "type", "entry"], **free, properties={
+        "resourceType": Schema(type=OpenAPIType.STRING, enum=["Bundle"]),
+        "type": Schema(type=OpenAPIType.STRING, enum=["transaction"]),
+        "entry": Schema(type=OpenAPIType.ARRAY, items=entry, min_items=1, max_items=limits.max_bundle_entries),
+    }, description=f"a FHIR R4 transaction Bundle, at most {limits.max_bundle_bytes} bytes")
+    return {FHIR_JSON: bundle, "application/json": bundle}
 
 
 def _spec(description: str, status: int = 200) -> dict[int, ResponseSpec]:
@@ -102,7 +126,9 @@ class FhirController(Controller):
 
     @post("/", operation_id="FhirTransaction", guards=[guards.authenticated], status_code=200,
           summary="A transaction Bundle from a facility's system: all or nothing; a resource sent again with the "
-                  "same identifier updates it", responses=_spec("a transaction-response Bundle"))
+                  "same identifier updates it", opt={"body": _transaction_body},
+          responses={**_spec("a transaction-response Bundle"),
+                     **{status: openapi.problem(status, FHIR_JSON, FhirResource) for status in (413, 415)}})
     async def transaction(self, request: Request, tx: web.Tx, state: State) -> Response[bytes]:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in (FHIR_JSON, "application/json"):
@@ -195,7 +221,7 @@ class ResidentController(Controller):
          summary="Who read or wrote the record, from which facility, when and why; newest first, with the chain "
                  "checked")
     async def access_log(self, tx: web.Tx, principal: web.Caller, state: State, limit: web.Limit = 50,
-                         cursor: FromQuery[str | None] = None) -> AccessLog:
+                         cursor: AccessCursor = None) -> AccessLog:
         return await service.access_log(tx, cipher_of(state.settings), principal, limit=limit, cursor=cursor)
 
 

@@ -168,3 +168,107 @@ async def test_a_query_parameter_taken_once_given_twice_is_a_400_naming_it(clien
                                                  "source": "query"}
     # a parameter given once, beside others, is fine
     assert (await client.get("/v1/feedback/public/reports?limit=5&q=rac")).status_code == 200
+
+
+async def test_an_optional_field_keeps_every_bound_a_zero_too(client, conn, document):
+    """`capacity_car: Capacity | UNSET` (ge=0, le=100000): Litestar wrapped it in a one-branch oneOf and dropped the
+    bound of 0 (falsy), so a client sent -1 and got a 400. Now the document states the bounds the server keeps."""
+    from tests.parking.support import admin, make_lot, operator
+
+    found: list[dict] = []
+    _walk(document["components"]["schemas"], found)
+    assert not [s for s in found if len(s.get("oneOf", ())) == 1]
+    edit = document["components"]["schemas"]["LotEdit"]["properties"]
+    assert edit["capacity_car"]["minimum"] == 0 and edit["capacity_car"]["maximum"] == 100_000
+    assert edit["name"]["minLength"] == 1 and edit["name"]["maxLength"] == 200
+    bounded = [s for s in found if s.get("type") in ("integer", "number") and "minimum" in s]
+    assert any(s["minimum"] == 0 for s in bounded)
+
+    headers = await admin(client, conn)
+    lot = (await make_lot(client, headers, await operator(conn)))["code"]
+    below = await client.patch(f"/v1/parking/lots/{lot}", json={"capacity_car": -1},
+                               headers=headers | {"Idempotency-Key": uuid.uuid4().hex})
+    assert below.status_code == 400 and below.json()["errors"][0]["field"] == "capacity_car"
+    zero = await client.patch(f"/v1/parking/lots/{lot}", json={"capacity_car": 0},
+                              headers=headers | {"Idempotency-Key": uuid.uuid4().hex})
+    assert zero.status_code == 200, zero.text
+
+
+async def test_a_raw_body_is_documented_with_its_media_types_and_its_refusals(client, document):
+    """A route that reads its body itself (a photo, a FHIR Bundle) documents it, and what it answers when the body
+    is not one it reads: 415 for another media type, 422 for bytes that are not a usable image."""
+    applied = document["paths"]["/v1/transit/applications"]["post"]["requestBody"]["content"]
+    assert set(applied) == {"image/jpeg", "image/png"}
+    photo = document["paths"]["/v1/feedback/photos"]["post"]
+    assert photo["requestBody"]["required"] is True
+    assert set(photo["requestBody"]["content"]) == {"image/jpeg", "image/png"}
+    assert photo["requestBody"]["content"]["image/png"]["schema"]["format"] == "binary"
+    assert {"413", "422", "429"} <= set(photo["responses"])
+    headers = await bearer(client, RESIDENT_A)
+    for body in (b"", b"\x89PNG not really"):
+        refused = await client.post("/v1/feedback/photos", content=body,
+                                    headers=headers | {"Content-Type": "image/png"})
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "body", refused.text
+
+    fhir = document["paths"]["/fhir"]["post"]
+    assert set(fhir["requestBody"]["content"]) == {"application/fhir+json", "application/json"}
+    bundle = fhir["requestBody"]["content"]["application/fhir+json"]["schema"]
+    assert bundle["properties"]["type"]["enum"] == ["transaction"] and bundle["properties"]["entry"]["maxItems"] > 0
+    assert "application/fhir+json" in fhir["responses"]["415"]["content"]
+    for kind in (None, "text/plain"):
+        answer = await client.post("/fhir", content=b"{}", headers=headers | ({"Content-Type": kind} if kind else {}))
+        assert answer.status_code == 415 and answer.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_every_health_cursor_of_the_documented_form_is_accepted(client, conn, document):
+    """The access log (a sequence number) and the timeline (a moment and a UUID) give cursors of the kernel's
+    documented form: any text of that form is a page, anything else a 400 on `cursor`."""
+    from tests.health.resident_support import RESIDENT, record
+
+    await record(client, conn)
+    headers = await bearer(client, RESIDENT)
+    cases = {"/v1/health/access-log": ("0", "99999999999999999", "1"),
+             "/v1/health/timeline": ("0." + "0" * 32, "-9999999999999999." + "f" * 32,
+                                     f"1764547200000000.{uuid.uuid4().hex}")}
+    for path, cursors in cases.items():
+        pattern = next(p["schema"]["pattern"] for p in document["paths"][path]["get"]["parameters"]
+                       if p["name"] == "cursor")
+        for cursor in cursors:
+            assert re.match(pattern, cursor), (path, cursor)
+            response = await client.get(path, params={"cursor": cursor}, headers=headers)
+            assert response.status_code == 200, (path, cursor, response.text)
+        for bad in ("nonsense", "3UJH5-GUMHM", "1" * 18, "0." + "0" * 31):
+            assert not re.match(pattern, bad)
+            response = await client.get(path, params={"cursor": bad}, headers=headers)
+            assert response.status_code == 400 and response.json()["errors"][0]["field"] == "cursor", (path, bad)
+
+
+async def test_a_401_on_a_route_with_errors_of_its_own_is_documented_in_both_shapes(client, document):
+    """Open311's reads answer errors in Open311's array, but a bearer token that is not valid may be answered by
+    the kernel (a problem) or by the route's own handler (an expired token: Open311's array): both are documented,
+    and what the server sends is one of them."""
+    for path in ("/open311/v2/services.json", "/open311/v2/services.xml", "/open311/v2/requests.json"):
+        documented = document["paths"][path]["get"]["responses"]["401"]["content"]
+        own = "text/xml" if path.endswith(".xml") else "application/json"
+        assert {"application/problem+json", own} <= set(documented), (path, documented)
+        answer = await client.get(path, headers={"Authorization": "Bearer not-a-token"})
+        assert answer.status_code == 401
+        assert answer.headers["content-type"].split(";")[0] in documented, (path, answer.headers)
+
+
+async def test_a_free_form_body_states_what_the_kernel_refuses_in_it(client, document):
+    """A FHIR resource has fields no schema lists: they are any JSON value the kernel accepts (no NUL in a string
+    or a field name, no number beyond int64), and a NUL in a field name is refused (400) before the route runs."""
+    value = document["components"]["schemas"]["JsonValue"]
+    kinds = {branch.get("type") for branch in value["anyOf"]}
+    assert kinds == {"string", "number", "boolean", "null", "array", "object"}
+    assert next(b for b in value["anyOf"] if b.get("type") == "object")["propertyNames"]["pattern"] == r"^[^\x00]*$"
+    bundle = document["paths"]["/fhir"]["post"]["requestBody"]["content"]["application/fhir+json"]["schema"]
+    resource = bundle["properties"]["entry"]["items"]["properties"]["resource"]
+    assert resource["additionalProperties"] == {"$ref": "#/components/schemas/JsonValue"}
+    headers = await bearer(client, RESIDENT_A)
+    for body in (b'{"resourceType": "Bundle", "type": "transaction", "entry": [{"request": {"a\\u0000b": 1}}]}',
+                 b'{"resourceType": "Bundle", "x": "a\\u0000b"}'):
+        refused = await client.post("/fhir", content=body,
+                                    headers=headers | {"Content-Type": "application/fhir+json"})
+        assert refused.status_code == 400, refused.text

@@ -18,7 +18,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 
-from app import web
+from app import openapi, web
 from app.identity import guards
 from transit import config, service
 from transit.models import (
@@ -110,7 +110,7 @@ class RiderController(Controller):
         return CardList(cards=[service._card(r) for r in await store.cards_of(conn, uuid.UUID(principal.sub))])
 
     @post("/applications", operation_id="CreateTransitApplication", status_code=201,
-          dependencies=web.IDEMPOTENT_REQUIRED,
+          dependencies=web.IDEMPOTENT_REQUIRED, opt={"body": openapi.photo_body(service.PROOF_MAX_BYTES)},
           summary="Apply for a proof-based category: the photo of the proof (JPEG or PNG) is the body")
     async def apply(self, category: Category, operator: OperatorSlug, request: Request, tx: web.Tx,
                     principal: web.Caller, card_id: CardId = None) -> ApplicationView:

@@ -206,12 +206,13 @@ async def apply(conn: asyncpg.Connection, principal: Principal, category: str, o
         if age_on(card["birth_date"], today()) >= 6:
             raise Unprocessable.field("card_id", "the child is 6 or older: the regular fare applies", source="query")
     elif category not in PROOF:
-        raise InvalidInput.field("category", f"one of {', '.join(PROOF)} (age-based fares need no application)",
-                                 source="query")
+        # "child" is of the document's form, but only with a family card: 422, as for the card's checks above
+        raise Unprocessable.field("category", f"one of {', '.join(PROOF)} (age-based fares need no application)",
+                                  source="query")
     if await store.operator(conn, operator_slug) is None:
-        raise InvalidInput.field("operator", f"no transit operator {operator_slug!r}", source="query")
+        raise UnknownReference.field("operator", f"no transit operator {operator_slug!r}", source="query")
     if not photo:
-        raise InvalidInput.field("photo", "send a photo of the proof (JPEG or PNG) as the body")
+        raise Unprocessable.field("photo", "send a photo of the proof (JPEG or PNG) as the body")
     # a photo of an ID or a certificate: only its pixels are kept (no EXIF/GPS, no device details)
     cleaned = await asyncio.to_thread(images.process_photo, photo, max_bytes=PROOF_MAX_BYTES, field="photo")
     row = await store.insert_application(conn, uuid.UUID(principal.sub), category, operator_slug, cleaned.data,

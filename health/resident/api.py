@@ -6,12 +6,10 @@ clients holding `health_display`, and only for residents who granted that app.
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, Response, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, JSONBody
 
 from app import web
 from app.identity import guards
@@ -22,7 +20,7 @@ from health.resident import service
 from health.resident.models import AppGrant, AppGrantCreate, AppGrantList, DisplayRequest, Summary, Timeline
 
 MAX_AUTH_AGE = 15 * 60
-Cursor = Annotated[str | None, QueryParameter(description="the next_cursor of the previous page", max_length=200)]
+Cursor = web.cursor_parameter(*service.TIMELINE_CURSOR)
 PRIVATE = {"Cache-Control": "no-store"}  # health data: never kept by a cache on the way
 
 

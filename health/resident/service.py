@@ -14,7 +14,7 @@ import uuid
 import asyncpg
 
 from app import web
-from app.errors import InvalidInput, NotFound
+from app.errors import NotFound, UnknownReference, Unprocessable
 from app.identity import Principal, machine_client, names_of
 from health import display
 from health import service as health_service
@@ -132,14 +132,11 @@ async def my_document(conn: asyncpg.Connection, cipher: HealthCipher, principal:
 # ---- the timeline --------------------------------------------------------------------------------------------
 
 
+TIMELINE_CURSOR = (dt.datetime, uuid.UUID)  # the clinical date and the resource's id of the page's last item
+
+
 def _after(cursor: str | None) -> tuple[dt.datetime, uuid.UUID] | None:
-    if cursor is None:
-        return None
-    moment, resource_id = web.decode_cursor(cursor, [str, str])
-    try:
-        return dt.datetime.fromisoformat(moment), uuid.UUID(resource_id)
-    except ValueError:
-        raise InvalidInput.field("cursor", "not a cursor this list gave", source="query") from None
+    return None if cursor is None else web.decode_cursor(cursor, TIMELINE_CURSOR)
 
 
 async def my_timeline(conn: asyncpg.Connection, cipher: HealthCipher, principal: Principal, *, cursor: str | None,
@@ -162,7 +159,7 @@ async def my_timeline(conn: asyncpg.Connection, cipher: HealthCipher, principal:
             encounter_id=str(visit) if visit else None))
     await _log(conn, cipher, patient, principal, action="read", what="timeline")
     last = page[-1] if page else None
-    next_cursor = web.encode_cursor(last["effective_at"].isoformat(), str(last["id"])) if more and last else None
+    next_cursor = web.encode_cursor(last["effective_at"], last["id"]) if more and last else None
     return Timeline(items=items, next_cursor=next_cursor)
 
 
@@ -227,10 +224,11 @@ def _grant(row: asyncpg.Record, app_name: str | None, at: dt.datetime) -> AppGra
 async def grant_app(conn: asyncpg.Connection, cipher: HealthCipher, principal: Principal, body: AppGrantCreate, *,
                     max_days: int) -> AppGrant:
     if body.days > max_days:
-        raise InvalidInput.field("days", f"at most {max_days} days")
+        # the schema's bound is the hard one; this deployment's is a setting (IHANOI_HEALTH_DISPLAY_GRANT_MAX_DAYS)
+        raise Unprocessable.field("days", f"at most {max_days} days")
     app = await machine_client(conn, body.client_id)
     if app is None or DISPLAY_ROLE not in {role.partition(":")[0] for role in app[1]}:
-        raise InvalidInput.field("client_id", "no app that displays health summaries has this id")
+        raise UnknownReference.field("client_id", "no app that displays health summaries has this id")
     patient = await health_store.ensure_patient(conn, cipher, _resident(principal))
     at = now()
     row = await store.grant_app(conn, patient["id"], body.client_id, now=at,

@@ -43,7 +43,7 @@ async def test_uploads_over_the_hourly_quota_are_429_with_retry_after(make_clien
         # the quota is each resident's own; a refused upload (not a photo) still counts
         await upload(client, b)
         broken = await client.post(PHOTOS, content=b"not a photo", headers=b | JPEG)
-        assert broken.status_code == 400
+        assert broken.status_code == 422
         assert (await client.post(PHOTOS, content=jpeg(), headers=b | JPEG)).status_code == 429
         assert await photo_count(conn, client, b) == 1
 

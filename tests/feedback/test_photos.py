@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image, ImageCms, ImageDraw, PngImagePlugin
 
-from app.errors import InvalidInput
+from app.errors import Unprocessable
 from app.images import MAX_SIDE, THUMBNAIL_SIDE, ProcessedPhoto, process_photo, sniff
 
 GPS_IFD = 0x8825
@@ -94,7 +94,7 @@ def jpeg_declaring(width: int, height: int) -> bytes:
 
 
 def refused(raw: bytes, field: str = "photo", **limits: int) -> str:
-    with pytest.raises(InvalidInput) as caught:
+    with pytest.raises(Unprocessable) as caught:
         process_photo(raw, field=field, **limits)
     errors = caught.value.errors
     assert errors is not None and len(errors) == 1

@@ -86,10 +86,11 @@ async def test_duplicates_within_100_m_are_offered_before_creating(client, peopl
 async def test_photos_are_checked_by_content_and_attached_once_by_their_owner(client, conn, people):
     text = await client.post("/v1/feedback/photos", content=b"hello, not an image",
                              headers=people["a"] | {"Content-Type": "image/jpeg"})
-    assert text.status_code == 400 and text.json()["errors"][0]["field"] == "body"
+    # well-formed (bytes), refused for what they are: 422 naming the body
+    assert text.status_code == 422 and text.json()["errors"][0]["field"] == "body"
     too_big = await client.post("/v1/feedback/photos", content=b"\xff\xd8\xff" + b"\0" * (10 * 1024 * 1024 + 10),
                                 headers=people["a"] | {"Content-Type": "image/jpeg"})
-    assert too_big.status_code in (400, 413) and "MB" in (too_big.json().get("detail") or "")
+    assert too_big.status_code in (413, 422) and "MB" in (too_big.json().get("detail") or "")
     # a JPEG with a GPS position comes out without it
     exif = Image.Exif()
     exif[0x8825] = {1: "N", 2: (21.0, 1.0, 43.0), 3: "E", 4: (105.0, 51.0, 8.0)}

@@ -95,12 +95,18 @@ async def test_only_display_apps_may_ask_and_be_granted(client, conn):
     await record(client, conn)
     gate_id, gate = await display_app(client, conn, roles=("health_facility:bv-x",))
     resident = await bearer(client, RESIDENT)
+    # a well-formed id that names no display app: 422 (the document's form; the app does not exist), never a 400
     response = await client.post("/v1/health/apps", json={"client_id": gate_id}, headers=resident)
-    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "client_id"
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "client_id"
     response = await client.post("/v1/health/apps", json={"client_id": "no-such-app"}, headers=resident)
-    assert response.status_code == 400 and response.json()["errors"][0]["field"] == "client_id"
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "client_id"
+    assert response.json()["type"].endswith(":unknown-reference")
     response = await client.post("/v1/health/apps", json={"client_id": "x", "days": 0}, headers=resident)
-    assert response.status_code == 400
+    assert response.status_code == 400  # outside the document's bounds
+    # inside them, but beyond this deployment's setting (IHANOI_HEALTH_DISPLAY_GRANT_MAX_DAYS, 366): 422
+    _, _ = await display_app(client, conn)
+    response = await client.post("/v1/health/apps", json={"client_id": gate_id, "days": 3000}, headers=resident)
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "days"
     assert await conn.fetchval("SELECT count(*) FROM health_app_grant") == 0
     # a client without the role, and a resident, are refused before anything is looked up
     assert (await ask(client, gate)).status_code == 403

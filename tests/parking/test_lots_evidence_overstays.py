@@ -76,7 +76,7 @@ async def test_a_photo_stored_before_cleaning_is_cleaned_when_read_and_a_bad_upl
     legacy = await client.get(f"/v1/parking/sessions/{session['id']}/photos/in", headers=await admin(client, conn))
     assert legacy.status_code == 200 and b"GateCam" not in legacy.content
     before = await conn.fetchval("SELECT count(*) FROM parking_session")
-    bad = await check_in(client, gate_headers, lot, expect=400, plate="30N40003", vehicle="car",
+    bad = await check_in(client, gate_headers, lot, expect=422, plate="30N40003", vehicle="car",
                          photo_base64=base64.b64encode(b"\xff\xd8\xff\xe0" + b"\x00" * 64).decode())
     assert bad["errors"][0]["field"] == "photo_base64"
     assert await conn.fetchval("SELECT count(*) FROM parking_session") == before

@@ -146,7 +146,7 @@ async def test_bad_gate_input_is_a_clear_problem_and_writes_nothing(client, conn
     full = await check_in(client, gate_headers, lot, expect=409, plate="30G55555", vehicle="car")
     assert full["type"].endswith(":lot-full")
     # not a photo; no vehicle type for an unknown plate; two ways of naming the vehicle at once
-    assert (await check_in(client, gate_headers, lot, expect=400, plate="30G66666", vehicle="motorbike",
+    assert (await check_in(client, gate_headers, lot, expect=422, plate="30G66666", vehicle="motorbike",
                            photo_base64="bm90IGEgcGhvdG8="))["errors"][0]["field"] == "photo_base64"
     assert (await check_in(client, gate_headers, lot, expect=400, plate="30G66666"))["errors"][0]["field"] == "vehicle"
     assert (await check_in(client, gate_headers, lot, expect=422, plate="30G66666", rfid_tag="ABCDEF12",

@@ -142,7 +142,13 @@ async def test_proof_applications_are_decided_by_the_operators_staff_with_an_exp
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "category"
     not_photo = await client.post("/v1/transit/applications", params={"category": "student", "operator": "hanoibus"},
                                   content=b"%PDF-1.4", headers=h(student) | key())
-    assert not_photo.status_code == 400 and not_photo.json()["errors"][0]["field"] == "photo"
+    assert not_photo.status_code == 422 and not_photo.json()["errors"][0]["field"] == "photo"
+    # of the document's form but not possible: an operator that does not exist, "child" without a family card
+    for params, field in (({"category": "student", "operator": "no-such-operator"}, "operator"),
+                          ({"category": "child", "operator": "hanoibus"}, "category")):
+        refused = await client.post("/v1/transit/applications", params=params, content=photo(),
+                                    headers=h(student) | key())
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == field, refused.text
 
     # another operator's staff neither see nor decide it
     assert (await client.get("/v1/transit/operators/hanoibus/applications", headers=h(metro))).status_code == 403
