@@ -57,9 +57,13 @@ def resolve_modules(settings: Settings, modules: Sequence[Module] | None = None)
 
 
 async def before_request(request: Request) -> None:
-    """Every route: refuse what no handler could store (app/inputs.py), then make room for an idempotent answer."""
+    """Every route: refuse what no handler could store (app/inputs.py), then make room for an idempotent answer
+    (only on the routes that declare Idempotency-Key: `_check_idempotent_routes` marks them)."""
     await inputs.check_request(request)
-    await idempotency.start_request(request)
+    if request.route_handler.opt.get(idempotency.MARK):
+        idempotency.start_request(request)
+    else:
+        idempotency.no_request()
 
 
 def identity_level_guard(module: Module):
@@ -85,6 +89,47 @@ def _check_idempotent_routes(app: Litestar) -> None:
             if provider is not None and provider.dependency in idempotency.PROVIDERS:
                 if "tx" not in handler.parsed_fn_signature.parameters:
                     raise RuntimeError(f"{handler.handler_name} declares Idempotency-Key but takes no `tx`")
+                handler.opt[idempotency.MARK] = True
+
+
+_EXCEPTION_HANDLERS = "ihanoi.exception_handlers"
+_GUARDS = "ihanoi.guards"
+_STREAMLINED: dict[type, type] = {}
+
+
+def _streamlined(kind: type) -> type:
+    """A subclass of a route handler class (same slots, so an instance can take it on) that reads what
+    `_streamline` worked out once from the handler's opt."""
+    if kind not in _STREAMLINED:
+
+        async def authorize_connection(self, connection: ASGIConnection) -> None:
+            for guard in self.opt[_GUARDS]:
+                await guard(connection, self)
+
+        _STREAMLINED[kind] = type(kind.__name__, (kind,), {
+            "__slots__": (), "__module__": kind.__module__, "__qualname__": kind.__qualname__,
+            "resolve_exception_handlers": lambda self: self.opt[_EXCEPTION_HANDLERS],
+            "authorize_connection": authorize_connection,
+        })
+    return _STREAMLINED[kind]
+
+
+def _streamline(app: Litestar) -> None:
+    """Work Litestar redoes on every request for every route, done once here (every route, present and future).
+
+    - A handler's exception handlers are merged from its layers (handler, controller, router, app) on each
+      request (`resolve_exception_handlers` is not memoized in Litestar 2): the merged map is kept.
+    - Each guard is given a fresh `copy()` of the handler, so that a guard cannot change it: a shallow copy of
+      an object of some 60 attributes, per guard per request. The kernel's and the modules' guards only read
+      the handler (`handler.opt`), so they are given the handler itself.
+    """
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", ()):
+            if type(handler) in _STREAMLINED.values():
+                continue
+            handler.opt[_EXCEPTION_HANDLERS] = handler.resolve_exception_handlers()
+            handler.opt[_GUARDS] = tuple(handler.resolve_guards())
+            handler.__class__ = _streamlined(type(handler))
 
 
 def _allow_every_method(app: Litestar) -> None:
@@ -204,6 +249,7 @@ def create_app(
     )
     _check_idempotent_routes(app)
     _allow_every_method(app)
+    _streamline(app)
     openapi.document(app)
     app.state.settings = settings
     app.state.pool = pool

@@ -36,16 +36,24 @@ HEADER = "Idempotency-Key"
 _KEY_PATTERN = r"^[\x21-\x7e]{8,128}$"
 _DESCRIPTION = "8-128 printable ASCII characters, new for each new request; a retry sends the same key"
 _SCOPE_KEY = "ihanoi.idempotency"
+MARK = "ihanoi.idempotent"  # in the opt of a handler that declares the header (set by app/asgi.py at start)
 
 # The request's pending record, set by `start_request` in the task that also runs `store_response`.
 _pending: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("idempotency", default=None)
 
 
-async def start_request(request: Request) -> None:
-    """App-wide before-request hook: a fresh holder for this request's record (or none)."""
+def start_request(request: Request) -> None:
+    """From the app's before-request hook, on a route that declares the header: a fresh holder for this request's
+    record (or none)."""
     holder: dict[str, Any] = {}
     request.scope[_SCOPE_KEY] = holder  # type: ignore[literal-required]
     _pending.set(holder)
+
+
+def no_request() -> None:
+    """From the app's before-request hook, on every other route: nothing to store, whatever ran before in this
+    context (a test client runs requests in the caller's task)."""
+    _pending.set(None)
 
 
 async def store_response(response: Response) -> Response:

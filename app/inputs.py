@@ -28,8 +28,10 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _BRACKETS = re.compile(rb"[\[\]{}]")
-# an integer literal of 19 digits or more, or an exponent: either may be beyond int64
-_BIG_NUMBER = re.compile(rb"\d{19,}|\d[eE]\+?\d")
+# a number of 19 digits or more, or one with an exponent: either may be beyond int64. Only where a JSON number
+# can start (after ':', ',' or '['), so that digits inside a string (a base64 code holding "3e4", a phone
+# number) do not send every such body through a full decode; a string that happens to hold ":1e5" only costs that.
+_BIG_NUMBER = re.compile(rb"[:,\[]\s*-?(?:\d{19}|\d+(?:\.\d+)?[eE])")
 
 
 async def check_request(request: Request) -> None:
