@@ -55,6 +55,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 }
 
 
+_OF_CACHE: dict[tuple[int, str], tuple[Any, Any]] = {}
+
+
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
     env: Environment = "dev"
     database_url: str | None = None
@@ -98,7 +101,21 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return f"Settings({shown})"
 
     def of(self, module: str) -> Any:
-        """The settings a module declared (`Module(settings=...)`), read from the same environment."""
+        """The settings a module declared (`Module(settings=...)`), read from the same environment.
+
+        Read once per settings object and module (handlers ask on every request): settings are frozen, and
+        `environ` is the environment as it was read."""
+        key = (id(self), module)
+        known = _OF_CACHE.get(key)
+        if known is not None and known[0] is self:
+            return known[1]
+        value = self._read_module(module)
+        if len(_OF_CACHE) >= 256:  # tests build many settings; a serving process has one
+            _OF_CACHE.clear()
+        _OF_CACHE[key] = (self, value)
+        return value
+
+    def _read_module(self, module: str) -> Any:
         from modules.registry import REGISTRY
 
         spec = REGISTRY.settings.get(module)

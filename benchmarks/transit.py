@@ -2,6 +2,7 @@
 validator against raw verification. One run, one machine, ratios printed.
 
     .venv/bin/python -m benchmarks.transit [--connections 64] [--warmup 1] [--duration 5] [--codes 80000] [--rounds 3]
+        [--open-rate 0.5]
 
 1. Creates a throw-away database (BENCH_DATABASE_URL / DATABASE_URL / the local default), starts
    `ihanoi serve --workers 1` on it (IHANOI_ENV=dev, its own Redis prefix), signs a 60+ resident in through
@@ -12,8 +13,11 @@ validator against raw verification. One run, one machine, ratios printed.
    request is a full accepted check (parse, signatures, the ticket's and device's cached state, the Redis
    script deciding once fleet-wide and recording the boarding); an empty code, refused before any crypto or
    Redis (what the kernel and framework cost on this route); the same load on a bare Litestar POST endpoint
-   that decodes the same JSON and answers a fixed body. `ihanoi worker` runs throughout (its flush job writes
-   the boardings to transit_tap); at the end every accepted boarding must be in transit_tap.
+   that decodes the same JSON and answers a fixed body. Then, unless --open-rate 0, an open loop: a fixed rate
+   (by default half of what ihanoi checked per second in the round's closed loop) offered to ihanoi and to bare
+   litestar alike, latency counted from when each request was due (with 64 connections kept busy, a closed
+   loop's latency is 64 / throughput: its p99 says more about capacity than about the tail). `ihanoi worker`
+   runs throughout (its flush job writes the boardings to transit_tap); at the end every accepted boarding must be in transit_tap.
 3. Raw verification: `credential.verify` with no caches on the same codes, one core, in this process.
 4. Offline: `Validator.scan` (deny-lists, its own used-once memory, the tap log, the level-1 cache) on the
    same codes, against raw verification.
@@ -116,6 +120,66 @@ async def _load(port: int, requests: list[bytes], connections: int, warmup: floa
     exhausted = next(queue, None) is None
     return (len(tally.latencies), duration, common._percentile(tally.latencies, 0.5) * 1000,
             common._percentile(tally.latencies, 0.99) * 1000, tally.non_200, accepted[0], exhausted, accepted[1])
+
+
+async def _open_load(port: int, requests: list[bytes], connections: int, warmup: float, duration: float,
+                     offered: float):
+    """Open loop: request i is due at start + i / offered, whatever the answers before it did, and goes out on the
+    next free connection; its latency counts from when it was due (a wait for a free connection included), so a
+    slow server cannot slow the load down and hide its own tail (no coordinated omission)."""
+    latencies: list[float] = []
+    non_200 = accepted = sent = 0
+    streams = await asyncio.gather(*(asyncio.open_connection(common.HOST, port) for _ in range(connections)))
+    free: asyncio.Queue = asyncio.Queue()
+    for stream in streams:
+        free.put_nowait(stream)
+    clock = time.perf_counter
+    start = clock()
+    begin = start + warmup
+    end = begin + duration
+    queue = iter(requests)
+
+    async def one(request: bytes, due: float) -> None:
+        nonlocal non_200, accepted
+        reader, writer = await free.get()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        lowered = head.lower()
+        at = lowered.find(b"\r\ncontent-length:") + len(b"\r\ncontent-length:")
+        body = await reader.readexactly(int(lowered[at:lowered.index(b"\r\n", at)]))
+        finished = clock()
+        free.put_nowait((reader, writer))
+        accepted += b'"accepted":true' in body  # all of them: each is a boarding the flush must write
+        if begin <= due < end:
+            latencies.append(finished - due)
+        non_200 += int(head[9:12]) != 200
+
+    tasks = []
+    while True:
+        now = clock()
+        if now >= end:
+            break
+        due_count = int((now - start) * offered) + 1
+        while sent < due_count:
+            request = next(queue, None)
+            if request is None:
+                break
+            tasks.append(asyncio.create_task(one(request, start + sent / offered)))
+            sent += 1
+        await asyncio.sleep(max(0.0, start + sent / offered - clock()))
+    await asyncio.gather(*tasks)
+    for _, writer in streams:
+        writer.close()
+    latencies.sort()
+    measured = sum(1 for i in range(sent) if begin <= start + i / offered < end)
+    return (measured / duration, common._percentile(latencies, 0.5) * 1000, common._percentile(latencies, 0.99) * 1000,
+            non_200, accepted, next(queue, None) is None)
+
+
+def open_load(port: int, requests: list[bytes], offered: float, args) -> tuple:
+    return common.run_in_child(_open_load, (port, requests, args.connections, args.warmup, args.duration, offered),
+                               "bench-transit-open", "transit open-loop load generator",
+                               args.warmup + args.duration + 60, uvloop=args.client_loop == "uvloop")
 
 
 def load(port: int, requests: list[bytes], args) -> tuple:
@@ -276,7 +340,17 @@ def run(args) -> int:
             floor = load(port, [empty] * args.codes, args)
             codes, _ = fresh_codes(args.codes)
             baseline = load(bare_port, requests_for(codes), args)
-            rounds.append((ours, floor, baseline, load_before, os.getloadavg()[0]))
+            opened = None
+            if args.open_rate > 0:
+                # the same offered rate to both: a fraction of what ihanoi checked per second in this round
+                offered = max(1.0, args.open_rate * ours[0] / ours[1])
+                needed = int(offered * (args.warmup + args.duration)) + 100
+                codes, _ = fresh_codes(needed)
+                ours_open = open_load(port, requests_for(codes), offered, args)
+                accepted_all += ours_open[4]
+                codes, _ = fresh_codes(needed)
+                opened = (offered, ours_open, open_load(bare_port, requests_for(codes), offered, args))
+            rounds.append((ours, floor, baseline, load_before, os.getloadavg()[0], opened))
         written = asyncio.run(wait_for_boardings(database_url, accepted_all, 30))
         sample, now = fresh_codes(2000)
         raw = raw_rate(sample, keys, now)
@@ -296,7 +370,7 @@ def run(args) -> int:
           f"{args.connections} keep-alive connections, {args.warmup:g} s warm-up, {args.duration:g} s measured, "
           f"{args.rounds} alternating rounds; {args.client_loop} client; {os.cpu_count()} CPUs shared by all")
     failed = 0
-    for number, (ours, floor, baseline, before, after) in enumerate(rounds, 1):
+    for number, (ours, floor, baseline, before, after, opened) in enumerate(rounds, 1):
         print(f"  round {number} (load average {before:.2f} -> {after:.2f})")
         for label, m in (("ihanoi check", ours), ("ihanoi, empty", floor), ("bare litestar", baseline)):
             print(f"    {label:<14} {rate(m):8.0f} req/s  p50 {m[2]:6.2f} ms  p99 {m[3]:6.2f} ms  non-200 {m[4]}  "
@@ -305,6 +379,14 @@ def run(args) -> int:
         print(f"    ratio online / bare {rate(ours) / rate(baseline):.2f}; empty / bare "
               f"{rate(floor) / rate(baseline):.2f}")
         print(f"    per core     {per_core[number - 1]}")
+        if opened is not None:
+            offered, mine, bare_open = opened
+            print(f"    open loop at {offered:.0f} req/s offered ({args.open_rate:g} x this round's ihanoi capacity), "
+                  "latency from when each request was due:")
+            for label, m in (("ihanoi check", mine), ("bare litestar", bare_open)):
+                print(f"      {label:<14} {m[0]:8.0f} req/s sent  p50 {m[1]:6.2f} ms  p99 {m[2]:7.2f} ms  "
+                      f"non-200 {m[3]}" + ("  (ran out of codes)" if m[5] else ""))
+                failed += m[3]
     online = [rate(r[0]) / rate(r[2]) for r in rounds]
     floors = [rate(r[1]) / rate(r[2]) for r in rounds]
     p99s = [r[0][3] for r in rounds]
@@ -315,6 +397,11 @@ def run(args) -> int:
           f"(rounds {', '.join(f'{x:.2f}' for x in online)}; goal >= 0.5)")
     print(f"  online p99, median of {len(rounds)}: {median(p99s):.1f} ms "
           f"(rounds {', '.join(f'{x:.1f}' for x in p99s)}; goal < 20)")
+    open_p99s = [r[5][1][2] for r in rounds if r[5] is not None]
+    if open_p99s:
+        print(f"  open-loop p99 at {args.open_rate:g} x capacity, median of {len(open_p99s)}: "
+              f"{median(open_p99s):.1f} ms (rounds {', '.join(f'{x:.1f}' for x in open_p99s)}; bare at the same rate: "
+              f"{', '.join(f'{r[5][2][2]:.1f}' for r in rounds if r[5] is not None)})")
     print(f"  ratio online (median round) / raw verification: {median([rate(r[0]) for r in rounds]) / raw:.2f}")
     print(f"  ratio ihanoi empty-code refusal / bare litestar, median: {median(floors):.2f} "
           "(the kernel's share: auth, inputs, observe)")
@@ -350,6 +437,9 @@ def main(argv=None) -> int:
     parser.add_argument("--client-loop", choices=("uvloop", "asyncio"), default="uvloop",
                         help="the load generator's event loop (asyncio, the first version's, tops out near 3,000 "
                              "requests/s here: it bounded the bare endpoint's figure)")
+    parser.add_argument("--open-rate", type=float, default=0.5,
+                        help="also offer a fixed rate (open loop) to both servers each round: this fraction of the "
+                             "round's closed-loop ihanoi checks per second (0: skip)")
     parser.add_argument("--baseline-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_server:

@@ -31,13 +31,13 @@ async def _bearer(scope: dict) -> Principal | None:
             kind, _, token = value.decode("latin-1").partition(" ")
             if kind.lower() != "bearer":  # other schemes (Basic at the stand-in) are not ours
                 return None
-            if not token.strip():
+            token = token.strip()
+            if not token:
                 raise NotAuthenticated("the bearer token is empty")
             state = scope["litestar_app"].state
             rt = state.identity
-            return await verify_access_token(
-                token.strip(), keys=rt.keys, pool=state.pool, issuer=rt.token_issuer, revoked=rt.revoked
-            )
+            return await verify_access_token(token, keys=rt.keys, pool=state.pool, issuer=rt.token_issuer,
+                                             revoked=rt.revoked)
     return None
 
 
