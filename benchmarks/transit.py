@@ -17,7 +17,8 @@ validator against raw verification. One run, one machine, ratios printed.
    (by default half of what ihanoi checked per second in the round's closed loop) offered to ihanoi and to bare
    litestar alike, latency counted from when each request was due (with 64 connections kept busy, a closed
    loop's latency is 64 / throughput: its p99 says more about capacity than about the tail). `ihanoi worker`
-   runs throughout (its flush job writes the boardings to transit_tap); at the end every accepted boarding must be in transit_tap.
+   runs throughout (its flush job writes the boardings to transit_tap); at the end every accepted boarding must
+   be in transit_tap.
 3. Raw verification: `credential.verify` with no caches on the same codes, one core, in this process.
 4. Offline: `Validator.scan` (deny-lists, its own used-once memory, the tap log, the level-1 cache) on the
    same codes, against raw verification.
