@@ -199,3 +199,4 @@ class Audit(msgspec.Struct):
     balances_total_vnd: int
     mismatched_accounts: list[int]
     unbalanced_transactions: list[int]
+    unbalanced_detached_months: list[str] = []

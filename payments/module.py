@@ -9,7 +9,7 @@ import click
 import httpx
 
 from modules import Job, JobContext, Module, NotificationCategory, ProblemType, Role, Template, TimePartitions, Title
-from payments import api, config, service, stand_in
+from payments import api, config, service, stand_in, store
 
 log = logging.getLogger("ihanoi.payments")
 
@@ -94,8 +94,9 @@ module = Module(
     ])],
     settings=config.SETTINGS,
     # a ledger entry for every charge: monthly partitions; money records are kept, so past a retention (default
-    # none) a month is detached, never dropped
+    # none) a month is detached, never dropped, and what it carried for each account is saved first so that the
+    # audit still adds up
     partitions=[TimePartitions("payment_entry", "booked_at", ahead=3, retention_setting="entry_retention_months",
-                               expire="detach")],
+                               expire="detach", before_expire=store.save_carried)],
     cli=cli,
 )

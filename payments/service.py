@@ -632,12 +632,13 @@ async def operator_refund(conn: asyncpg.Connection, principal: Principal, slug: 
 async def audit(conn: asyncpg.Connection) -> Audit:
     """Every balance equals the sum of its entries, every transaction sums to zero, and so does the ledger."""
     row = await store.audit(conn)
-    ok = (not row["mismatched_accounts"] and not row["unbalanced_transactions"] and row["entries_total"] == 0
-          and row["balances_total"] == 0)
+    ok = (not row["mismatched_accounts"] and not row["unbalanced_transactions"]
+          and not row["unbalanced_detached_months"] and row["entries_total"] == 0 and row["balances_total"] == 0)
     return Audit(ok=ok, accounts=row["accounts"], transactions=row["transactions"],
                  entries_total_vnd=row["entries_total"], balances_total_vnd=row["balances_total"],
                  mismatched_accounts=list(row["mismatched_accounts"]),
-                 unbalanced_transactions=list(row["unbalanced_transactions"]))
+                 unbalanced_transactions=list(row["unbalanced_transactions"]),
+                 unbalanced_detached_months=list(row["unbalanced_detached_months"]))
 
 
 def audit_json(result: Audit) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
 import asyncpg
@@ -271,17 +272,33 @@ async def house_balances(conn: asyncpg.Connection) -> dict[str, int]:
 
 
 async def audit(conn: asyncpg.Connection) -> asyncpg.Record:
-    """Accounts whose balance is not the sum of their entries, unbalanced transactions, and the ledger's total."""
+    """Accounts whose balance is not the sum of their entries (those attached plus what detached months carried),
+    unbalanced transactions, detached months that did not sum to zero, and the ledger's total."""
     return await conn.fetchrow(
-        """SELECT
+        """WITH totals AS (
+             SELECT account_id, sum(amount_vnd) AS total FROM (
+               SELECT account_id, amount_vnd FROM payment_entry
+               UNION ALL SELECT account_id, amount_vnd FROM payment_entry_carried) e GROUP BY account_id)
+           SELECT
              (SELECT coalesce(array_agg(a.id ORDER BY a.id), '{}') FROM payment_account a
-                LEFT JOIN (SELECT account_id, sum(amount_vnd) AS total FROM payment_entry GROUP BY account_id) s
-                       ON s.account_id = a.id
+                LEFT JOIN totals s ON s.account_id = a.id
                WHERE a.balance_vnd <> coalesce(s.total, 0)) AS mismatched_accounts,
              (SELECT coalesce(array_agg(transaction_id ORDER BY transaction_id), '{}') FROM
                 (SELECT transaction_id FROM payment_entry GROUP BY transaction_id HAVING sum(amount_vnd) <> 0) u)
                AS unbalanced_transactions,
-             (SELECT coalesce(sum(amount_vnd), 0)::bigint FROM payment_entry) AS entries_total,
+             (SELECT coalesce(array_agg(partition_name ORDER BY partition_name), '{}') FROM
+                (SELECT partition_name FROM payment_entry_carried GROUP BY partition_name
+                  HAVING sum(amount_vnd) <> 0) m) AS unbalanced_detached_months,
+             (SELECT coalesce(sum(total), 0)::bigint FROM totals) AS entries_total,
              (SELECT coalesce(sum(balance_vnd), 0)::bigint FROM payment_account) AS balances_total,
              (SELECT count(*) FROM payment_account) AS accounts,
              (SELECT count(*) FROM payment_transaction) AS transactions""")
+
+
+async def save_carried(conn: asyncpg.Connection, partition: str) -> None:
+    """Before the partitions job detaches a month of entries: what that month carried for each account."""
+    if not re.fullmatch(r"payment_entry_p\d{6}", partition):  # a name the kernel made; never a client's
+        raise ValueError(f"not a month of payment_entry: {partition!r}")
+    await conn.execute(
+        f'INSERT INTO payment_entry_carried (partition_name, account_id, amount_vnd, entries) '
+        f'SELECT $1, account_id, sum(amount_vnd), count(*) FROM "{partition}" GROUP BY account_id', partition)

@@ -142,3 +142,40 @@ async def test_a_statement_reads_only_its_months_and_its_opening_survives_detach
     assert f"payment_entry: detached {name(-2)} (older than 2 month(s); the table is kept)" in done
     assert await store.balance_before(conn, wallet, month(-1)) == 120_000
     assert await store.balance_before(conn, wallet, month(0)) == 123_000
+
+
+async def test_the_audit_still_adds_up_after_a_month_is_detached(conn, settings):
+    """A detached month leaves what it carried for each account: balances are still checked against all money."""
+    from payments import service
+
+    await partitions.maintain(conn, [payments_module], settings, now=month(-3))
+    wallet = await conn.fetchval("INSERT INTO payment_account (kind, resident_id) VALUES ('wallet', $1) RETURNING id",
+                                 await conn.fetchval("INSERT INTO resident (id, personal_id_hash, personal_id_enc) "
+                                                     "VALUES (gen_random_uuid(), '\\x02', '\\x00') RETURNING id"))
+    for offset, amount in ((-3, 70_000), (0, 5_000)):
+        at = month(offset) + dt.timedelta(days=2)
+        tid = await conn.fetchval(
+            "INSERT INTO payment_transaction (kind, idempotency_key, amount_vnd, reason, created_at) "
+            "VALUES ('topup', $1, $2, 'audit test', $3) RETURNING id", uuid.uuid4().hex, amount, at)
+        await conn.execute("INSERT INTO payment_entry (transaction_id, account_id, amount_vnd, booked_at) "
+                           "VALUES ($1, $2, $3, $5), ($1, $4, -$3, $5)", tid, wallet, amount, CLEARING, at)
+        await conn.execute("UPDATE payment_account SET balance_vnd = balance_vnd + $2 WHERE id IN ($1)", wallet, amount)
+        await conn.execute("UPDATE payment_account SET balance_vnd = balance_vnd - $2 WHERE id = $1", CLEARING, amount)
+    before = await service.audit(conn)
+    assert wallet not in before.mismatched_accounts
+    keep_two = load_settings({**settings.environ, "IHANOI_PAYMENTS_ENTRY_RETENTION_MONTHS": "2"})
+    done = await partitions.maintain(conn, [payments_module], keep_two)
+    assert f"payment_entry: detached {name(-3)} (older than 2 month(s); the table is kept)" in done
+    # the wallet's 70,000 left the attached ledger, and was carried
+    assert await conn.fetchval("SELECT coalesce(sum(amount_vnd), 0) FROM payment_entry WHERE account_id = $1",
+                               wallet) == 5_000
+    assert await conn.fetchval("SELECT amount_vnd FROM payment_entry_carried WHERE partition_name = $1 "
+                               "AND account_id = $2", name(-3), wallet) == 70_000
+    after = await service.audit(conn)
+    assert wallet not in after.mismatched_accounts
+    assert after.mismatched_accounts == before.mismatched_accounts  # the clearing account too
+    assert after.entries_total_vnd == before.entries_total_vnd and after.unbalanced_detached_months == []
+    # what was carried is append-only, like the ledger
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+        async with conn.transaction():
+            await conn.execute("UPDATE payment_entry_carried SET amount_vnd = 0 WHERE account_id = $1", wallet)
