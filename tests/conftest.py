@@ -17,10 +17,12 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -311,18 +313,31 @@ def process_env(**values: str) -> dict[str, str]:
     return env
 
 
+def process_log(proc: subprocess.Popen, tail: int = 6000) -> str:
+    """The end of what a process started by a test printed (its `log_path`), to show when the test fails."""
+    path = getattr(proc, "log_path", None)
+    if path is None:
+        return "(the process's output was not kept)"
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as exc:
+        return f"(no log: {exc})"
+    return text if len(text) <= tail else "[...]\n" + text[-tail:]
+
+
 def wait_ready(base_url: str, proc: subprocess.Popen, timeout: float = 60.0) -> float:
+    """Seconds until /readyz answers 200; if the process exits or is not ready in time, fail with its output."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+            raise RuntimeError(f"server exited with {proc.returncode}; its output:\n{process_log(proc)}")
         try:
             if httpx.get(base_url + "/readyz", timeout=1).status_code == 200:
                 return time.monotonic() - started
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"{base_url} not ready in {timeout}s")
+    raise TimeoutError(f"{base_url} not ready in {timeout}s; its output so far:\n{process_log(proc)}")
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> float:
@@ -336,6 +351,23 @@ def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> float:
             proc.kill()
             proc.wait()
     return time.monotonic() - started
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    """A data folder for the embedded servers, outside pytest's temporary folder, removed after the test.
+
+    Run as root, the embedded PostgreSQL runs as the `pgserver` user and opens `<dir>/postgres` through
+    every folder above it, which pgserver opens to others (chmod o+rx) for that. pytest's basetemp
+    /tmp/pytest-of-root is shared by every pytest run of the machine, and each run starting sets it back to
+    0700: a PostgreSQL starting under `tmp_path` meanwhile fails with "Permission denied" (initdb PANICs,
+    `ihanoi dev` exits 1). A folder of our own right under /tmp (mode 1777, which nobody tightens) is safe.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="ihanoi-e2e-"))
+    try:
+        yield folder / "data"
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

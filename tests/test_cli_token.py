@@ -13,9 +13,9 @@ from tests.conftest import IHANOI, ROOT, process_env
 pytestmark = pytest.mark.e2e
 
 
-def test_token_json_on_the_embedded_default_prints_only_json_on_stdout(tmp_path):
+def test_token_json_on_the_embedded_default_prints_only_json_on_stdout(embedded_data_dir):
     """The embedded servers' start and stop lines (and anything a child prints) go to stderr."""
-    result = subprocess.run([*IHANOI, "--data-dir", str(tmp_path / "data"), "token", "--personal-id",
+    result = subprocess.run([*IHANOI, "--data-dir", str(embedded_data_dir), "token", "--personal-id",
                              "001085012345", "--level", "1", "--json"],
                             cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr

