@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 
 import jwt
@@ -97,9 +98,20 @@ async def test_logout_refuses_the_access_token_at_once(client):
     assert (await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})).status_code == 401
 
 
+def fresh_personal_id() -> str:
+    """A well-formed personal ID no other test signs in with (male, born 1987, a random serial).
+
+    For a test that counts a resident's sessions: tests driving real processes commit to the run's database
+    (test_stream.py and the console's browser test sign AN in and leave the session live), and an in-process
+    test's rolled-back transaction still sees what they committed.
+    """
+    return f"001087{secrets.randbelow(10**6):06d}"
+
+
 async def test_sessions_are_listed_and_revoked_per_device(client):
-    phone = await signed_in(client, device_name="Điện thoại", platform="android")
-    tablet = await signed_in(client, device_name="Máy tính bảng", platform="ios")
+    resident = fresh_personal_id()
+    phone = await signed_in(client, resident, device_name="Điện thoại", platform="android")
+    tablet = await signed_in(client, resident, device_name="Máy tính bảng", platform="ios")
     listed = (await client.get("/v1/me/sessions", headers=bearer(phone))).json()["sessions"]
     assert {(s["device_name"], s["platform"], s["current"]) for s in listed} == {
         ("Điện thoại", "android", True), ("Máy tính bảng", "ios", False)}
