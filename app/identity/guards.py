@@ -2,8 +2,9 @@
 
 `AuthMiddleware` turns a bearer token into a `Principal` on `request.user` (or None without a
 token; a bad token is a 401), unless the route's opt says `bearer="deferred"`: it then calls `authenticate`
-itself once its own checks are done. Guards then say what a route needs: any signed-in caller, a resident,
-a role (optionally for the unit named in the path), an identity level with a maximum auth age.
+itself once its own checks are done; `bearer="foreign"` (the dev stand-ins of outside services, such as FCM's,
+whose clients send bearer tokens of their own) skips it. Guards then say what a route needs: any signed-in
+caller, a resident, a role (optionally for the unit named in the path), an identity level with a maximum auth age.
 Ownership of a particular object is the service's job, checked in SQL.
 """
 
@@ -51,8 +52,8 @@ class AuthMiddleware:
         # /metrics takes its own scrape token (app/kernel_api.py), not an identity token; a route whose opt says
         # `bearer="deferred"` checks its own input first and then calls `authenticate` itself.
         handler = scope.get("route_handler")
-        deferred = handler is not None and handler.opt.get("bearer") == "deferred"
-        if scope["type"] in ("http", "websocket") and scope.get("path") != "/metrics" and not deferred:
+        own_check = handler is not None and handler.opt.get("bearer") in ("deferred", "foreign")
+        if scope["type"] in ("http", "websocket") and scope.get("path") != "/metrics" and not own_check:
             scope["user"] = await _bearer(scope)
         await self.app(scope, receive, send)
 
