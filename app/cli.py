@@ -208,12 +208,15 @@ def main(ctx: click.Context, data_dir: str | None) -> None:
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
 @click.option("--seed/--no-seed", default=True, help="Load demo data before serving.")
+@click.option("--worker/--no-worker", "with_worker", default=True,
+              help="Run the background jobs (`ihanoi worker`) in the same process.")
 @click.pass_context
-def dev(ctx: click.Context, host: str | None, port: int | None, seed: bool) -> None:
-    """Run locally: embedded PostgreSQL and Redis unless URLs are set, migrate, seed, serve."""
+def dev(ctx: click.Context, host: str | None, port: int | None, seed: bool, with_worker: bool) -> None:
+    """Run locally: embedded PostgreSQL and Redis unless URLs are set, migrate, seed, serve and run the jobs."""
     import uvicorn
 
-    from app.asgi import create_app
+    from app.asgi import create_app, resolve_modules
+    from app.worker import Worker
 
     settings = _settings(host=host, port=port, data_dir=ctx.obj["data_dir"])
     configure_logging(settings.log_level)
@@ -233,28 +236,71 @@ def dev(ctx: click.Context, host: str | None, port: int | None, seed: bool) -> N
             app, host=settings.host, port=settings.port, log_config=None, access_log=False,
             timeout_graceful_shutdown=int(settings.shutdown_timeout), lifespan="on",
         ))
+        # The jobs `ihanoi worker` runs in production (the outbox, pushes, gate boardings, ...), here in the API's
+        # event loop: started once the API serves, stopped with it (uvicorn takes SIGTERM and SIGINT, see below).
+        job_runner = Worker(settings, resolve_modules(settings)) if with_worker else None
+        worker_failed: list[BaseException] = []
 
         async def serve() -> None:
+            worker_task: asyncio.Task | None = None
+
+            async def run_worker() -> None:
+                try:
+                    await job_runner.run()
+                except Exception as exc:  # a dev server whose jobs silently stopped is what this is here to avoid
+                    worker_failed.append(exc)
+                    _echo(f"worker failed: {exc!r}; stopping")
+                    server.should_exit = True
+
             async def announce() -> None:
+                nonlocal worker_task
                 while not server.started:
                     if server.should_exit:
                         return
                     await asyncio.sleep(0.05)
+                if job_runner is not None:
+                    worker_task = asyncio.create_task(run_worker())
                 base = f"http://{settings.host}:{settings.port}"
                 _echo(f"iHaNoi API ready in {time.monotonic() - began:.1f}s")
                 _echo(f"  API        {base}/v1/modules")
                 _echo(f"  docs       {base}/schema")
                 _echo(f"  readiness  {base}/readyz")
                 _echo(f"  metrics    {base}/metrics")
+                if job_runner is not None:
+                    _echo(f"  worker     {len(job_runner.jobs)} job(s) in this process: "
+                          f"{', '.join(j.name for j in job_runner.jobs) or 'none'}")
+                else:
+                    _echo("  worker     not running (--no-worker): run `ihanoi worker` for the jobs")
                 _echo("  stop with Ctrl-C")
 
+            async def stop_worker_with_the_server() -> None:
+                # uvicorn's signal handler notes SIGTERM/SIGINT in a flag, should_exit: the worker stops as soon
+                # as it is set (finishing and recording what it has in hand), alongside the API's graceful shutdown
+                while not server.should_exit:  # noqa: ASYNC110 - a plain attribute, no event to wait on
+                    await asyncio.sleep(0.1)
+                if job_runner is not None:
+                    job_runner.stop()
+
             announcer = asyncio.create_task(announce())
-            await server.serve()
-            announcer.cancel()
+            watcher = asyncio.create_task(stop_worker_with_the_server())
+            try:
+                await server.serve()
+            finally:
+                announcer.cancel()
+                watcher.cancel()
+                if worker_task is not None:
+                    job_runner.stop()
+                    try:
+                        await asyncio.wait_for(worker_task, timeout=settings.shutdown_timeout)
+                    except TimeoutError:
+                        _echo("worker did not stop in time; cancelled")
+                    _echo(f"worker stopped; runs: {job_runner.runs}")
 
         asyncio.run(serve())
         if not server.started:
             _fail(RuntimeError(f"could not serve on {settings.host}:{settings.port} (see the log above)"))
+        if worker_failed:
+            raise SystemExit(1)
 
 
 @main.command()

@@ -313,15 +313,16 @@ def process_env(**values: str) -> dict[str, str]:
     return env
 
 
-def process_log(proc: subprocess.Popen, tail: int = 6000) -> str:
-    """The end of what a process started by a test printed (its `log_path`), to show when the test fails."""
+def process_log(proc: subprocess.Popen, tail: int = 8000) -> str:
+    """What a process started by a test printed (its `log_path`) but its access log, to show when a test fails."""
     path = getattr(proc, "log_path", None)
     if path is None:
         return "(the process's output was not kept)"
     try:
-        text = Path(path).read_text(errors="replace")
+        lines = Path(path).read_text(errors="replace").splitlines()
     except OSError as exc:
         return f"(no log: {exc})"
+    text = "\n".join(line for line in lines if '"logger":"ihanoi.access"' not in line)
     return text if len(text) <= tail else "[...]\n" + text[-tail:]
 
 

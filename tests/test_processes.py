@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import secrets
 import signal
 import subprocess
 import threading
@@ -15,6 +17,7 @@ import httpx
 import pytest
 import redis as sync_redis
 
+from app.identity.devlogin import sign_in
 from tests.conftest import (
     EXTRA_MODULES,
     IHANOI,
@@ -47,12 +50,12 @@ def processes_using(folder: Path) -> list[str]:
     return found
 
 
-def start_dev(data_dir: Path, port: int, log: Path, **env: str) -> subprocess.Popen:
+def start_dev(data_dir: Path, port: int, log: Path, *args: str, **env: str) -> subprocess.Popen:
     """`ihanoi dev` with its output in `log` (kept as `proc.log_path`: wait_ready shows it if the start fails)."""
     values = {"IHANOI_DATA_DIR": str(data_dir), "IHANOI_EXTRA_MODULES": EXTRA_MODULES, "IHANOI_ENV": "dev"}
     values.update(env)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*IHANOI, "dev", "--port", str(port)], cwd=ROOT, env=process_env(**values),
+        proc = subprocess.Popen([*IHANOI, "dev", "--port", str(port), *args], cwd=ROOT, env=process_env(**values),
                                 stdout=out, stderr=subprocess.STDOUT)
     proc.log_path = log
     return proc
@@ -109,6 +112,47 @@ def test_dev_with_urls_set_starts_no_embedded_server(tmp_path, database_url, red
     log = (tmp_path / "dev.log").read_text()
     assert "embedded" not in log
     assert "iHaNoi API ready" in log and f"http://127.0.0.1:{port}/schema" in log
+
+
+async def test_dev_runs_the_worker_so_a_notification_reaches_the_fcm_stand_in(tmp_path, database_url, redis_url):
+    """`ihanoi dev` runs the jobs too: the outbox is expanded and the push sent to dev's own FCM stand-in."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    proc = start_dev(tmp_path / "data", port, tmp_path / "dev.log", "--no-seed", DATABASE_URL=database_url,
+                     REDIS_URL=redis_url, IHANOI_REDIS_PREFIX=prefix)
+    client = sync_redis_client(redis_url)
+    fcm_token = f"dev-e2e-{uuid.uuid4().hex}"
+    try:
+        wait_ready(base, proc)
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            # a resident no other test signs in (real processes commit to the run's database)
+            signed = await sign_in(http, f"001086{secrets.randbelow(10**6):06d}")
+            assert signed.status_code == 200, signed.text
+            headers = {"Authorization": f"Bearer {signed.json()['access_token']}"}
+            device = await http.put("/v1/notifications/devices", headers=headers, json={
+                "fcm_token": fcm_token, "platform": "android", "app_version": "3.2.1"})
+            assert device.status_code == 200, device.text
+            item = (await http.post("/v1/fixture/items", json={"name": f"áo mưa {fcm_token[-6:]}", "quantity": 1}))
+            told = await http.post(f"/v1/fixture/items/{item.json()['id']}/restocked",
+                                   headers={**headers, "Idempotency-Key": uuid.uuid4().hex})
+            assert told.status_code == 200 and told.json() == {"notified": 1}, told.text
+            deadline = time.monotonic() + 30
+            while (await http.get("/stand-in/fcm/_control/messages", params={"token": fcm_token})).json()[
+                    "count"] < 1:
+                assert time.monotonic() < deadline, f"no push reached the stand-in\n{process_log(proc)}"
+                await asyncio.sleep(0.2)
+        assert int(client.get(prefix + "fixture:ticks") or 0) >= 1  # the test module's job ran as well
+    finally:
+        took = stop_process(proc)
+        for key in client.scan_iter(prefix + "*"):
+            client.delete(key)
+    log = process_log(proc)
+    assert proc.returncode == 0, log
+    assert took < 10, (took, log)
+    worker_line = log.split("  worker     ", 1)[1].splitlines()[0]
+    assert "in this process" in worker_line and "notifications.send" in worker_line and "fixture.tick" in worker_line
+    assert "worker stopped; runs:" in log
 
 
 def test_serve_refuses_without_urls(tmp_path):
