@@ -127,8 +127,12 @@ async def send_due(pool: asyncpg.Pool, redis: Redis, sender: PushSender, *, batc
         if paused and float(paused) > dt.datetime.now(dt.UTC).timestamp():
             return []  # FCM asked every sender of this project to slow down
         async with pool.acquire() as conn:
-            return await store.claim_due(conn, BATCH, lease_seconds)
+            rows = await store.claim_due(conn, BATCH, lease_seconds)
+        if rows:  # held from now until its answers are recorded (it may wait for the batch ahead of it first)
+            holders.append(Lease(pool, rows, lease_seconds))
+        return rows
 
+    holders: list[Lease] = []
     handled, left, halt = 0, batches, False
     claiming: asyncio.Task[list[asyncpg.Record]] | None = asyncio.ensure_future(claim()) if batches > 0 else None
     recording: asyncio.Task[None] | None = None
@@ -141,11 +145,12 @@ async def send_due(pool: asyncpg.Pool, redis: Redis, sender: PushSender, *, batc
             left -= 1
             if left > 0 and not halt:
                 claiming = asyncio.ensure_future(claim())  # the next batch, claimed while this one is sent
+            lease = holders.pop(0)
             results = await sender.send([_message(r) for r in rows])
             updates, dead_devices, dead_reasons, quota_wait = _outcomes(rows, results)
             if recording is not None:
                 await recording  # one batch recorded at a time; a failure surfaces here
-            recording = asyncio.ensure_future(_record(pool, updates, dead_devices, dead_reasons))
+            recording = asyncio.ensure_future(_record(pool, updates, dead_devices, dead_reasons, lease))
             handled += len(rows)
             if quota_wait:
                 halt = True  # the batch already claimed is still sent (and recorded); no further one is claimed
@@ -159,6 +164,8 @@ async def send_due(pool: asyncpg.Pool, redis: Redis, sender: PushSender, *, batc
             if task is not None:
                 with contextlib.suppress(Exception):
                     await task
+        for lease in holders:
+            await lease.release()
         raise
     if recording is not None:
         await recording
@@ -183,8 +190,43 @@ def _outcomes(rows: list[asyncpg.Record], results: list[PushResult],
 
 
 async def _record(pool: asyncpg.Pool, updates: list[DeliveryUpdate], dead_devices: list,
-                  dead_reasons: list[str]) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await store.record_results(conn, updates)
-        if dead_devices:
-            await store.deactivate_devices(conn, dead_devices, dead_reasons)
+                  dead_reasons: list[str], lease: Lease) -> None:
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await store.record_results(conn, updates)
+            if dead_devices:
+                await store.deactivate_devices(conn, dead_devices, dead_reasons)
+    finally:
+        await lease.release()
+
+
+class Lease:
+    """A claimed batch's lease, renewed every third of it until the batch's answers are recorded.
+
+    The lease is there for a worker that died; a live worker whose batch takes longer than the lease (a slow FCM,
+    a loaded machine, or a batch waiting behind the one being sent) must not see another worker claim it again and
+    send every message twice.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, rows: list[asyncpg.Record], lease_seconds: float) -> None:
+        self._done = asyncio.Event()
+        self._task = asyncio.ensure_future(self._hold(pool, [r["notification_id"] for r in rows],
+                                                      [r["device_id"] for r in rows], lease_seconds))
+
+    async def _hold(self, pool: asyncpg.Pool, ids: list[int], devices: list, lease_seconds: float) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._done.wait(), timeout=lease_seconds / 3)
+                return
+            except TimeoutError:
+                pass
+            try:
+                async with pool.acquire() as conn:
+                    await store.extend_lease(conn, ids, devices, lease_seconds)
+            except (asyncpg.PostgresError, OSError, TimeoutError) as exc:  # try again at the next third
+                log.warning("push lease not renewed", extra={"error": type(exc).__name__, "batch": len(ids)})
+
+    async def release(self) -> None:
+        """Stop renewing: at once, or after the renewal in progress (never cut off mid-query)."""
+        self._done.set()
+        await self._task

@@ -272,6 +272,21 @@ async def claim_due(conn: asyncpg.Connection, limit: int, lease_seconds: int) ->
     )
 
 
+async def extend_lease(conn: asyncpg.Connection, notification_ids: Sequence[int], device_ids: Sequence[uuid.UUID],
+                       lease_seconds: float) -> int:
+    """Keep claimed deliveries ('sending') claimed for another `lease_seconds`; returns how many still were."""
+    done = await conn.execute(
+        f"""
+        UPDATE notification_delivery d SET available_at = clock_timestamp() + make_interval(secs => $3)
+        FROM unnest($1::bigint[], $2::uuid[]) AS x(notification_id, device_id)
+        WHERE d.notification_id = x.notification_id AND d.device_id = x.device_id AND d.status = 'sending'
+          AND {_recent('d.created_at')}
+        """,
+        notification_ids, device_ids, float(lease_seconds),
+    )
+    return int(done.split()[-1])
+
+
 async def record_results(conn: asyncpg.Connection, rows: Sequence[DeliveryUpdate]) -> None:
     """Record each answer and move the broadcast counts with it, in the caller's transaction."""
     if not rows:

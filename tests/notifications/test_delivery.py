@@ -3,6 +3,7 @@ back-off, dead tokens, quiet hours, preferences, locale."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 
@@ -213,3 +214,32 @@ async def test_a_category_switched_off_reaches_the_inbox_only(conn, redis, sende
     await announce(conn, [resident], key="storm", urgency="emergency")
     await deliver(conn, redis, sender)
     assert await statuses(conn) == {"sent": 1}
+
+
+class SlowSender:
+    """The real sender, after a pause longer than the lease: FCM slow to answer, or a loaded machine."""
+
+    def __init__(self, inner, pause: float) -> None:
+        self.inner, self.pause = inner, pause
+
+    async def send(self, messages):
+        await asyncio.sleep(self.pause)
+        return await self.inner.send(messages)
+
+
+async def test_a_batch_slower_than_its_lease_is_not_claimed_again_while_in_flight(conn, redis, sender, stand_in):
+    residents, _ = await make_residents(conn, 3)
+    ids = await announce(conn, residents)
+    pool = TransactionPool(conn)
+    async with pool.acquire() as c:
+        await delivery.expand_outbox(c, redis)
+    # a 1 s lease, a batch taking 2.5 s, and a second worker looking for due pushes 1.5 s in
+    slow = asyncio.create_task(delivery.send_due(pool, redis, SlowSender(sender, 2.5), lease_seconds=1))
+    await asyncio.sleep(1.5)
+    assert await delivery.send_due(pool, redis, sender, lease_seconds=1) == 0
+    assert await slow == 3
+    seen = await stats(stand_in)
+    assert seen["accepted"] == 3 and seen["max_per_target"] == 1
+    # this test's rows only: the fault test's worker processes commit deliveries to the run's database
+    assert await conn.fetchval("SELECT array_agg(DISTINCT status) FROM notification_delivery "
+                               "WHERE notification_id = ANY($1::bigint[])", ids) == ["sent"]
