@@ -77,10 +77,12 @@ def test_dev_on_the_embedded_default_starts_keeps_data_and_stops_clean(embedded_
         sync_redis.Redis(port=redis_port).set("ihanoi:e2e:kept", "yes")
         assert processes_using(data_dir), "embedded servers should be running"
     finally:
-        timings["stop"] = stop_process(proc)
+        # the stop is mostly the embedded PostgreSQL's shutdown checkpoint of a cluster just initialised and
+        # migrated: measured 9-15 s at load average 10-13 on 2 cores (the worker's stop took 0.6 s of that)
+        timings["stop"] = stop_process(proc, timeout=40)
     log = (tmp_path / "dev1.log").read_text()
     assert proc.returncode == 0, log
-    assert timings["stop"] < 10, (timings, log)
+    assert timings["stop"] < 30, (timings, log)
     assert "embedded PostgreSQL and Redis ready" in log and "embedded services stopped" in log, log
     assert processes_using(data_dir) == [], "no embedded server may outlive `ihanoi dev`"
 
@@ -91,7 +93,7 @@ def test_dev_on_the_embedded_default_starts_keeps_data_and_stops_clean(embedded_
         redis_port = int((data_dir / "redis" / "server.state").read_text().split()[1])
         assert sync_redis.Redis(port=redis_port).get("ihanoi:e2e:kept") == b"yes"
     finally:
-        stop_process(proc)
+        stop_process(proc, timeout=40)
     assert proc.returncode == 0, process_log(proc)
     assert processes_using(data_dir) == []
     print("\nihanoi dev timings (s):", {k: round(v, 2) for k, v in timings.items()})
