@@ -99,7 +99,10 @@ def test_dev_on_the_embedded_default_starts_keeps_data_and_stops_clean(embedded_
     print("\nihanoi dev timings (s):", {k: round(v, 2) for k, v in timings.items()})
 
 
-def test_dev_with_urls_set_starts_no_embedded_server(tmp_path, database_url, redis_url):
+async def test_dev_with_urls_set_starts_no_embedded_server(tmp_path, databases, redis_url):
+    # a database of its own, which dev migrates and seeds: the demo's grants (Trần Thị Bình's transit_operator)
+    # would otherwise be committed to the run's database under tests that sign her in later
+    database_url = await databases.create("dev_urls")
     data_dir = tmp_path / "data"
     port = free_port()
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
@@ -116,8 +119,12 @@ def test_dev_with_urls_set_starts_no_embedded_server(tmp_path, database_url, red
     assert "iHaNoi API ready" in log and f"http://127.0.0.1:{port}/schema" in log
 
 
-async def test_dev_runs_the_worker_so_a_notification_reaches_the_fcm_stand_in(tmp_path, database_url, redis_url):
-    """`ihanoi dev` runs the jobs too: the outbox is expanded and the push sent to dev's own FCM stand-in."""
+async def test_dev_runs_the_worker_so_a_notification_reaches_the_fcm_stand_in(tmp_path, databases, redis_url):
+    """`ihanoi dev` runs the jobs too: the outbox is expanded and the push sent to dev's own FCM stand-in.
+
+    On a database of its own, which dev migrates: its worker runs every job and commits what it does (a sent
+    delivery, among others), which tests counting the run's database would otherwise see."""
+    database_url = await databases.create("dev_worker")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
