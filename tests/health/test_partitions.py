@@ -5,7 +5,6 @@ the chain and the append-only rule hold across months, and the kernel's job keep
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import asyncpg
 import pytest
@@ -15,6 +14,7 @@ from app.identity import service as identity
 from app.settings import load_settings
 from health import crypto, store
 from health.module import module as health_module
+from tests.plans import relations
 
 NOW = dt.datetime.now(dt.UTC)
 THIS_MONTH = partitions.month_start(NOW)
@@ -40,21 +40,6 @@ async def a_patient(conn, settings, key: str = "partitions"):
     cipher = crypto.cipher_of(settings)
     resident = await identity.demo_resident(conn, key=key, full_name="Trần Thị Bình")
     return cipher, await store.ensure_patient(conn, cipher, resident)
-
-
-def relations(plan) -> set[str]:
-    """Every table a plan reads (EXPLAIN (FORMAT JSON))."""
-    found: set[str] = set()
-    stack = [plan]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if "Relation Name" in node:
-                found.add(node["Relation Name"])
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
 
 
 async def test_the_job_keeps_months_ahead_and_is_idempotent(conn, settings):
@@ -100,7 +85,7 @@ async def test_a_query_by_time_reads_only_its_months(conn, settings):
 
     async def read_by(sql: str, *args) -> set[str]:
         plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
-        return relations(json.loads(plan) if isinstance(plan, str) else plan)
+        return relations(plan)
 
     one_month = await read_by("SELECT * FROM health_access_log WHERE at >= $1 AND at < $2",
                               month(1), month(2))

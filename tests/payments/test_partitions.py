@@ -5,7 +5,6 @@ never drops money records: past a retention it detaches the month and the table 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 
 import asyncpg
@@ -15,7 +14,7 @@ from app import partitions
 from app.settings import load_settings
 from payments import store
 from payments.module import module as payments_module
-from tests.plans import Recorder
+from tests.plans import Recorder, relations
 
 THIS_MONTH = partitions.month_start(dt.datetime.now(dt.UTC))
 CLEARING, TREASURY = 1, 3
@@ -27,20 +26,6 @@ def month(offset: int) -> dt.datetime:
 
 def name(offset: int) -> str:
     return partitions.partition_name("payment_entry", month(offset))
-
-
-def relations(plan) -> set[str]:
-    found: set[str] = set()
-    stack = [json.loads(plan) if isinstance(plan, str) else plan]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if "Relation Name" in node:
-                found.add(node["Relation Name"])
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return found
 
 
 async def booked(conn, at: dt.datetime, amount: int = 1_000) -> int:
